@@ -1,0 +1,733 @@
+"""FlowClient: every Flow command, typed in and out.
+
+One method per engine command; batch forms group their items by partition and send one
+script call per partition in a single pipeline. Error replies become the typed exceptions of
+`errors.py`; store failures become `StoreError`, never a silent success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import redis.exceptions as rexc
+
+from .errors import FlowError, InvalidArgument, StoreError, error_from_reply
+from .keys import PRIORITIES, KeySpace
+from .outcomes import Complete, Fail, Outcome, Retry, Transition, as_bytes, as_values
+from .policy import RetryPolicy
+from .records import FlowRecord, FlowStats, HistoryEvent, Job, StateStats
+from .store import Call, Store
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+RESERVED_STATES = frozenset({"running", "completed", "failed", "cancelled"})
+MAX_ID_BYTES = 8192
+DAY_MS = 86_400_000
+
+
+def check_name(argument: str, value: object) -> str:
+    """Types, states and signal names: 1-128 of [A-Za-z0-9_.-]."""
+    if not isinstance(value, str):
+        raise TypeError(f"{argument} must be str, not {type(value).__name__}")
+    if not NAME_RE.match(value):
+        raise InvalidArgument(argument, f"{value!r} is not 1-128 characters of A-Z a-z 0-9 _ . -")
+    return value
+
+
+def check_state(argument: str, value: object) -> str:
+    state = check_name(argument, value)
+    if state in RESERVED_STATES:
+        raise InvalidArgument(argument, f"{state!r} is reserved by the engine")
+    return state
+
+
+def check_id(argument: str, value: object) -> str:
+    """Flow ids: any non-empty str up to 8 KiB of UTF-8 (spaces and unicode allowed)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{argument} must be str, not {type(value).__name__}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(argument, "must be encodable as UTF-8") from exc
+    if size == 0 or size > MAX_ID_BYTES:
+        raise InvalidArgument(argument, f"must be 1..{MAX_ID_BYTES} bytes of UTF-8, got {size}")
+    return value
+
+
+def _opt(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _pack(values: Mapping[str, bytes]) -> bytes:
+    return msgpack.packb(dict(values), use_bin_type=False) if values else b""
+
+
+def _digest(*parts: object) -> str:
+    h = hashlib.sha1()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else repr(part).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _raise_item(reply: Any, flow_id: str | None) -> Any:
+    """Raise the typed error of an item reply, or return it."""
+    if isinstance(reply, rexc.ResponseError):
+        raise error_from_reply(str(reply), flow_id)
+    if isinstance(reply, bytes) and reply.startswith(b"ERR"):
+        raise error_from_reply(reply.decode(), flow_id)
+    return reply
+
+
+def _item_result(reply: Any, flow_id: str | None) -> Any:
+    """Return an item reply, or its typed error as a value (batch forms)."""
+    try:
+        return _raise_item(reply, flow_id)
+    except FlowError as exc:
+        return exc
+
+
+@dataclass(frozen=True)
+class CreateSpec:
+    """One Flow to create (see FlowClient.create)."""
+
+    id: str
+    type: str
+    state: str
+    payload: bytes = b""
+    values: Mapping[str, bytes] = field(default_factory=dict)
+    partition_key: str | None = None
+    run_at_ms: int | None = None
+    priority: int = 0
+    idempotent: bool = False
+    parent_id: str | None = None
+    parent_partition: int | None = None
+    correlation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """A child to spawn from a handler; it lands in the parent's partition by default."""
+
+    id: str
+    type: str
+    payload: bytes = b""
+    state: str = "queued"
+    values: Mapping[str, bytes] = field(default_factory=dict)
+    partition_key: str | None = None
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    jobs: list[Job]
+    next_due_ms: int | None
+    more: bool
+    now_ms: int
+
+
+class FlowClient:
+    """A connection to one FerricFlow namespace. Connects lazily on first use."""
+
+    def __init__(self, store: Store, *, namespace: str = "ff", partitions: int | None = None,
+                 history_cap: int = 10_000, retention_ms: int = 7 * DAY_MS,
+                 max_payload_bytes: int = 1 << 20, max_value_bytes: int = 16 << 20) -> None:
+        if not isinstance(namespace, str) or not re.match(r"^[A-Za-z0-9_.\-]{1,64}$", namespace):
+            raise InvalidArgument("namespace", f"{namespace!r} is not 1-64 of [A-Za-z0-9_.-]")
+        if partitions is not None and (not isinstance(partitions, int) or partitions < 1):
+            raise InvalidArgument("partitions", "must be an int >= 1")
+        self.store = store
+        self.namespace = namespace
+        self.requested_partitions = partitions
+        self.history_cap = history_cap
+        self.retention_ms = retention_ms
+        self.max_payload_bytes = max_payload_bytes
+        self.max_value_bytes = max_value_bytes
+        self._keys: KeySpace | None = None
+        self._lock = threading.Lock()
+        self._policies: set[str] = set()
+
+    @classmethod
+    def from_url(cls, url: str, *, namespace: str = "ff", durability: str = "strict",
+                 min_replicas: int = 0, partitions: int | None = None,
+                 socket_timeout_s: float = 5.0, **options: Any) -> FlowClient:
+        store = Store(url, socket_timeout_s=socket_timeout_s, min_replicas=min_replicas,
+                      durability=durability)
+        return cls(store, namespace=namespace, partitions=partitions, **options)
+
+    # -- connection ---------------------------------------------------------------------------
+
+    @property
+    def keys(self) -> KeySpace:
+        if self._keys is None:
+            with self._lock:
+                if self._keys is None:
+                    self._keys = self._setup()
+        return self._keys
+
+    def connect(self) -> FlowClient:
+        _ = self.keys
+        return self
+
+    def _setup(self) -> KeySpace:
+        """Fix the partition count at first use and publish per-partition settings."""
+        meta = f"{self.namespace}:meta"
+        want = self.requested_partitions or 1
+
+        def setup(r: Any) -> int:
+            r.hsetnx(meta, "partitions", want)
+            return int(r.hget(meta, "partitions"))
+
+        have = self.store.execute(setup)
+        if self.requested_partitions is not None and have != self.requested_partitions:
+            raise InvalidArgument("partitions", f"namespace {self.namespace!r} already has "
+                                  f"{have} partitions (asked for {self.requested_partitions})")
+        keys = KeySpace(self.namespace, have)
+
+        def publish(r: Any) -> None:
+            pipe = r.pipeline(transaction=False)
+            for p in range(have):
+                pipe.hset(keys.config(p), mapping={"part": p, "history_cap": self.history_cap,
+                                                   "retention_ms": self.retention_ms})
+            pipe.execute()
+
+        self.store.execute(publish)
+        self.store.load_scripts()
+        return keys
+
+    def ping(self) -> bool:
+        return self.store.ping()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def partition_for(self, flow_id: str, partition_key: str | None = None) -> int:
+        return self.keys.partition_of(partition_key if partition_key is not None else flow_id)
+
+    def _call(self, script: str, partition: int, args: Sequence[Any]) -> Any:
+        return self.store.call(Call(script, self.keys.prefix(partition), args))
+
+    # -- create -------------------------------------------------------------------------------
+
+    def create(self, flow_id: str, type: str, state: str, payload: bytes | str = b"", *,
+               values: Mapping[str, bytes] | None = None, partition_key: str | None = None,
+               run_at_ms: int | None = None, priority: int = 0, idempotent: bool = False,
+               correlation_id: str | None = None) -> bool:
+        """Create one Flow; True when created, False for an idempotent repeat."""
+        spec = CreateSpec(flow_id, type, state, as_bytes("payload", payload) or b"",
+                          as_values("values", values), partition_key, run_at_ms, priority,
+                          idempotent, None, None, correlation_id)
+        result = self.create_many([spec])[0]
+        if isinstance(result, FlowError):
+            raise result
+        return result
+
+    def create_many(self, specs: Sequence[CreateSpec]) -> list[bool | FlowError]:
+        """Create Flows, one script call per partition in one pipeline; a result per item."""
+        by_part: dict[int, list[int]] = defaultdict(list)
+        for i, spec in enumerate(specs):
+            self._validate_create(spec)
+            by_part[self.partition_for(spec.id, spec.partition_key)].append(i)
+        calls, order = [], []
+        for p, idx in by_part.items():
+            args: list[Any] = ["", len(idx)]
+            for i in idx:
+                args.extend(self._create_args(specs[i]))
+            calls.append(Call("create", self.keys.prefix(p), args))
+            order.append(idx)
+        results: list[bool | FlowError] = [False] * len(specs)
+        for idx, reply in zip(order, self.store.call_many(calls), strict=True):
+            items = _raise_item(reply, None)
+            for i, item in zip(idx, items, strict=True):
+                got = _item_result(item, specs[i].id)
+                results[i] = got if isinstance(got, FlowError) else got == b"ok"
+        return results
+
+    def _validate_create(self, spec: CreateSpec) -> None:
+        check_id("id", spec.id)
+        check_name("type", spec.type)
+        check_state("state", spec.state)
+        if not isinstance(spec.payload, bytes):
+            raise TypeError(f"payload must be bytes, not {type(spec.payload).__name__}")
+        if len(spec.payload) > self.max_payload_bytes:
+            raise InvalidArgument("payload", f"{len(spec.payload)} bytes is over the limit of "
+                                  f"{self.max_payload_bytes} (put large data in values)")
+        self._check_values(spec.values)
+        if spec.partition_key is not None:
+            check_id("partition_key", spec.partition_key)
+        if spec.priority not in PRIORITIES or isinstance(spec.priority, bool):
+            raise InvalidArgument("priority", f"must be 0, 1 or 2, got {spec.priority!r}")
+        if spec.run_at_ms is not None and not isinstance(spec.run_at_ms, int):
+            raise TypeError("run_at_ms must be int milliseconds")
+
+    def _check_values(self, values: Mapping[str, bytes]) -> None:
+        for name, data in values.items():
+            if len(data) > self.max_value_bytes:
+                raise InvalidArgument(f"values[{name!r}]", f"{len(data)} bytes is over the "
+                                      f"limit of {self.max_value_bytes}")
+
+    def _create_args(self, s: CreateSpec) -> list[Any]:
+        digest = _digest(s.type, s.state, s.payload, sorted(s.values.items()), s.priority,
+                         s.partition_key, s.parent_id)
+        root = ""
+        return [s.id, s.type, s.state, s.payload, s.priority, _opt(s.run_at_ms),
+                _opt(s.parent_id), _opt(s.parent_partition), _opt(s.partition_key),
+                "1" if s.idempotent else "0", digest, root, _opt(s.correlation_id),
+                _pack(s.values)]
+
+    # -- claim --------------------------------------------------------------------------------
+
+    def claim(self, type: str, states: Sequence[str], worker: str, *, lease_ms: int,
+              limit: int, claim_values: Sequence[str] = (), payload_cap: int = 64 << 10,
+              value_max_bytes: int | None = None, start: int = 0) -> ClaimResult:
+        """Lease up to `limit` due Flows, visiting partitions from `start` until filled."""
+        keys = self.keys
+        jobs: list[Job] = []
+        next_due: int | None = None
+        more = False
+        now = 0
+        for step in range(keys.partitions):
+            p = (start + step) % keys.partitions
+            args = ["", type, worker, lease_ms, limit - len(jobs), payload_cap,
+                    value_max_bytes or 0, len(states), *states, len(claim_values),
+                    *claim_values]
+            reply = _raise_item(self._call("claim", p, args), None)
+            now = int(reply[0])
+            if int(reply[1]) >= 0:
+                next_due = min(next_due or int(reply[1]), int(reply[1]))
+            more = more or bool(reply[2])
+            jobs.extend(self._job(type, p, item) for item in reply[3:])
+            if len(jobs) >= limit:
+                more = True
+                break
+        return ClaimResult(jobs, next_due, more, now)
+
+    def _job(self, type: str, partition: int, item: list[Any]) -> Job:
+        (fid, state, payload, attempt, fence, token, deadline, prio, parent, total, big,
+         flat) = item
+        flow_id = fid.decode("utf-8")
+        values = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+        if big:  # over a cap: fetched here, outside the claim, so the claim stays small
+            raw = self.store.execute(lambda r: r.hgetall(self.keys.flow(partition, flow_id)))
+            names = [b.decode() for b in big if b]
+            if b"" in big:
+                payload = raw.get(b"payload", b"")
+            if names:
+                values.update(self.get_values(flow_id, names, partition=partition))
+        handle = FlowHandle(self, flow_id, partition)
+        job = Job(id=flow_id, type=type, state=state.decode(), payload=payload,
+                  attempt=int(attempt), fencing_token=int(fence), lease_token=token.decode(),
+                  lease_deadline_ms=int(deadline), priority=int(prio),
+                  parent_id=parent.decode() or None, attempts_total=int(total),
+                  values=values, partition=partition, flow=handle)
+        handle.job = job
+        return job
+
+    def wait_for_work(self, conn: Any, type: str, states: Sequence[str], timeout_ms: int,
+                      rotate: int = 0) -> bool:
+        """Block on the wake lists of `states` (BLPOP) for up to `timeout_ms`; True if woken."""
+        keys = self.keys
+        timeout_s = max(timeout_ms, 1) / 1000.0
+        try:
+            if self.store.cluster:  # one slot per call: rotate through the partitions
+                p = rotate % keys.partitions
+                lists = [keys.wake(p, type, s) for s in states]
+                timeout_s = max(timeout_s / keys.partitions, 0.05)
+            else:
+                lists = [keys.wake(p, type, s) for p in range(keys.partitions) for s in states]
+            return conn.blpop(lists, timeout=timeout_s) is not None
+        except rexc.RedisError as exc:
+            raise StoreError(f"{self.store.safe_url}: {exc}") from exc
+
+    # -- outcomes -----------------------------------------------------------------------------
+
+    def apply_outcomes(self, items: Sequence[tuple[Job, Outcome]]) -> list[Any]:
+        """Send outcomes as one pipeline: one script call per (partition, kind).
+
+        Returns per item the reply (b'ok', b'replay', b'scheduled', b'exhausted') or the
+        typed FlowError (e.g. StaleLease) as a value."""
+        groups: dict[tuple[int, str], list[int]] = defaultdict(list)
+        for i, (job, outcome) in enumerate(items):
+            groups[(job.partition, _kind(outcome))].append(i)
+        calls, order = [], []
+        for (p, kind), idx in groups.items():
+            args: list[Any] = ["", len(idx)]
+            for i in idx:
+                args.extend(_outcome_args(*items[i]))
+            calls.append(Call(kind, self.keys.prefix(p), args))
+            order.append(idx)
+        results: list[Any] = [None] * len(items)
+        for idx, reply in zip(order, self.store.call_many(calls), strict=True):
+            replies = _raise_item(reply, None)
+            for i, item in zip(idx, replies, strict=True):
+                results[i] = _item_result(item, items[i][0].id)
+        return results
+
+    def apply_outcome(self, job: Job, outcome: Outcome) -> Any:
+        return _raise_item(self.apply_outcomes([(job, outcome)])[0], job.id)
+
+    def extend_leases(self, jobs: Sequence[Job], lease_ms: int) -> list[Any]:
+        """Extend leases; per job the new deadline (int) or a FlowError value."""
+        return self._per_job("extend", jobs, lease_ms)
+
+    def release(self, jobs: Sequence[Job], cause: str) -> list[Any]:
+        """Hand claimed, unstarted jobs back: due again at once, no attempt or crash counted."""
+        return self._per_job("release", jobs, cause)
+
+    def _per_job(self, script: str, jobs: Sequence[Job], arg: Any) -> list[Any]:
+        by_part: dict[int, list[int]] = defaultdict(list)
+        for i, job in enumerate(jobs):
+            by_part[job.partition].append(i)
+        calls, order = [], []
+        for p, idx in by_part.items():
+            args: list[Any] = ["", arg, len(idx)]
+            for i in idx:
+                args.extend([jobs[i].id, jobs[i].lease_token, jobs[i].fencing_token])
+            calls.append(Call(script, self.keys.prefix(p), args))
+            order.append(idx)
+        results: list[Any] = [None] * len(jobs)
+        for idx, reply in zip(order, self.store.call_many(calls), strict=True):
+            for i, item in zip(idx, _raise_item(reply, None), strict=True):
+                results[i] = _item_result(item, jobs[i].id)
+        return results
+
+    # -- other commands -----------------------------------------------------------------------
+
+    def cancel(self, flow_id: str, reason: str = "cancelled", *,
+               partition_key: str | None = None, job: Job | None = None) -> bool:
+        """Cancel a Flow (a running one needs its `job`); False if it was already cancelled."""
+        check_id("flow_id", flow_id)
+        p = self.partition_for(flow_id, partition_key)
+        args = ["", 1, flow_id, reason, job.lease_token if job else "",
+                job.fencing_token if job else ""]
+        reply = _raise_item(_raise_item(self._call("cancel", p, args), flow_id)[0], flow_id)
+        self.deliver_outbox(partitions=[p])
+        return reply == b"ok"
+
+    def signal(self, flow_id: str, signal: str, *, values: Mapping[str, bytes] | None = None,
+               if_state: str | Iterable[str] | None = None, transition_to: str | None = None,
+               run_at_ms: int | None = None, idempotency_key: str | None = None,
+               partition_key: str | None = None) -> bool:
+        """Record a durable signal; with `transition_to` (needs `if_state`) move the Flow.
+        False when the idempotency key was already used for the same request."""
+        check_id("flow_id", flow_id)
+        check_name("signal", signal)
+        vals = as_values("values", values)
+        self._check_values(vals)
+        guard = [if_state] if isinstance(if_state, str) else list(if_state or [])
+        for s in guard:
+            check_name("if_state", s)
+        if transition_to is not None:
+            check_state("transition_to", transition_to)
+            if not guard:
+                raise InvalidArgument("if_state", "is required with transition_to")
+        digest = _digest(signal, sorted(vals.items()), sorted(guard), transition_to, run_at_ms)
+        args = ["", flow_id, signal, _pack(vals), _opt(transition_to), _opt(run_at_ms),
+                _opt(idempotency_key), digest, len(guard), *guard]
+        p = self.partition_for(flow_id, partition_key)
+        return _raise_item(self._call("signal", p, args), flow_id) == b"ok"
+
+    def spawn_children(self, job: Job, children: Sequence[ChildSpec], *, wait_state: str,
+                       wait: str = "all", on_child_failed: str = "fail_parent",
+                       group: str = "children") -> bool:
+        """Create `children` for the running `job` and record the group on it; the job's next
+        transition parks it until the group resolves, then it is due in `wait_state`."""
+        check_state("wait_state", wait_state)
+        check_name("group", group)
+        if wait not in ("all", "any"):
+            raise InvalidArgument("wait", "must be 'all' or 'any'")
+        if on_child_failed not in ("fail_parent", "ignore"):
+            raise InvalidArgument("on_child_failed", "must be 'fail_parent' or 'ignore'")
+        specs = [self._child_spec(job, c) for c in children]
+        digest = _digest(*[(s.id, s.type, s.state, s.payload) for s in specs], wait_state, wait)
+        args: list[Any] = ["", job.id, job.lease_token, job.fencing_token, group, wait_state,
+                           wait, on_child_failed, digest, job.partition, len(specs)]
+        for s in specs:
+            cp = self.partition_for(s.id, s.partition_key)
+            args.extend([s.id, s.type, s.state, s.payload, s.priority, cp, _opt(s.partition_key),
+                         _pack(s.values), self._create_args(s)[10]])
+        reply = _raise_item(self._call("spawn", job.partition, args), job.id)
+        remote = [s for s, r in zip(specs, reply[1:], strict=True) if r == b"remote"]
+        if remote:
+            for result in self.create_many(remote):
+                if isinstance(result, FlowError):
+                    raise result
+        return reply[0] == b"ok"
+
+    def _child_spec(self, job: Job, c: ChildSpec) -> CreateSpec:
+        if not isinstance(c, ChildSpec):
+            raise TypeError(f"children must be ChildSpec, not {type(c).__name__}")
+        spec = CreateSpec(c.id, c.type, c.state, as_bytes("payload", c.payload) or b"",
+                          as_values("values", c.values), c.partition_key, None, c.priority,
+                          True, job.id, job.partition)
+        self._validate_create(spec)
+        return spec
+
+    def put_value(self, flow_id: str, name: str, data: bytes, *, override: bool = False,
+                  partition_key: str | None = None, partition: int | None = None) -> None:
+        """Store a named value beside the Flow (write-once unless `override`)."""
+        check_id("flow_id", flow_id)
+        vals = as_values("values", {name: data})
+        self._check_values(vals)
+        p = partition if partition is not None else self.partition_for(flow_id, partition_key)
+        _raise_item(self._call("put_value", p, ["", flow_id, _pack(vals),
+                                                "1" if override else "0"]), flow_id)
+
+    def get_values(self, flow_id: str, names: Sequence[str], *, partition: int | None = None,
+                   partition_key: str | None = None) -> dict[str, bytes]:
+        p = partition if partition is not None else self.partition_for(flow_id, partition_key)
+        if not names:
+            return {}
+        got = self.store.execute(lambda r: r.hmget(self.keys.values(p, flow_id), list(names)))
+        return {n: v for n, v in zip(names, got, strict=True) if v is not None}
+
+    def register_policy(self, type: str, policy: RetryPolicy,
+                        per_state: Mapping[str, RetryPolicy] | None = None) -> None:
+        """Store the RetryPolicy of a type (and per-state overrides) in every partition."""
+        check_name("type", type)
+        fields = {"*": policy.to_json()}
+        fields.update({check_name("state", s): p.to_json() for s, p in (per_state or {}).items()})
+
+        def write(r: Any) -> None:
+            pipe = r.pipeline(transaction=False)
+            for p in range(self.keys.partitions):
+                pipe.hset(self.keys.policy(p, type), mapping=fields)
+            pipe.execute()
+
+        self.store.execute(write)
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def reclaim_expired(self, type: str, limit: int = 1000) -> int:
+        """Release expired leases of `type` in every partition; the number released."""
+        calls = [Call("reclaim", pre, ["", "expired", type, "expired", limit])
+                 for pre in self.keys.all_prefixes()]
+        return sum(int(_raise_item(r, None)[0]) for r in self.store.call_many(calls))
+
+    def reclaim_worker(self, worker_id: str, cause: str) -> tuple[int, int]:
+        """Release every lease held by a dead worker id, counting a crash on each Flow.
+        Returns (released, failed as poison pills)."""
+        calls = [Call("reclaim", pre, ["", "worker", worker_id, cause, 0])
+                 for pre in self.keys.all_prefixes()]
+        replies = [_raise_item(r, None) for r in self.store.call_many(calls)]
+        self.deliver_outbox()
+        return sum(int(r[0]) for r in replies), sum(int(r[1]) for r in replies)
+
+    def deliver_outbox(self, partitions: Iterable[int] | None = None, batch: int = 200) -> int:
+        """Deliver child->parent and parent->child notices across partitions (idempotent)."""
+        keys = self.keys
+        parts = list(range(keys.partitions)) if partitions is None else list(partitions)
+        delivered = 0
+        for p in parts:
+            entries = self.store.execute(lambda r, p=p: r.lrange(keys.outbox(p), 0, batch - 1))
+            if not entries:
+                continue
+            by_target: dict[int, list[Any]] = defaultdict(list)
+            for raw in entries:
+                target_p, target, source, kind = msgpack.unpackb(raw, raw=False)
+                by_target[int(target_p)].extend([target, source, kind])
+            calls = [Call("deliver", keys.prefix(tp), ["", len(a) // 3, *a])
+                     for tp, a in by_target.items()]
+            for reply in self.store.call_many(calls):
+                delivered += int(_raise_item(reply, None))
+
+            def trim(r: Any, p: int = p) -> None:
+                pipe = r.pipeline(transaction=False)
+                for raw in entries:
+                    pipe.lrem(keys.outbox(p), 1, raw)
+                pipe.execute()
+
+            self.store.execute(trim)
+        return delivered
+
+    def cleanup(self, now_ms: int | None = None, limit: int = 1000) -> int:
+        """Delete terminal Flows past the retention; the number deleted."""
+        calls = [Call("cleanup", pre, [_opt(now_ms), self.retention_ms, limit])
+                 for pre in self.keys.all_prefixes()]
+        return sum(int(_raise_item(r, None)) for r in self.store.call_many(calls))
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def get(self, flow_id: str, *, values: Sequence[str] = (), payload: bool = True,
+            partition_key: str | None = None) -> FlowRecord | None:
+        """The Flow's record (with the named values), or None when no such Flow exists."""
+        check_id("flow_id", flow_id)
+        p = self.partition_for(flow_id, partition_key)
+        return self._get_many([(p, flow_id)], values, payload)[0]
+
+    def _get_many(self, refs: Sequence[tuple[int, str]], values: Sequence[str] = (),
+                  payload: bool = True) -> list[FlowRecord | None]:
+        keys = self.keys
+
+        def read(r: Any) -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            for p, fid in refs:
+                pipe.hgetall(keys.flow(p, fid))
+                if values:
+                    pipe.hmget(keys.values(p, fid), list(values))
+            return pipe.execute()
+
+        got = self.store.execute(read)
+        step = 2 if values else 1
+        out: list[FlowRecord | None] = []
+        for i in range(len(refs)):
+            raw = got[i * step]
+            if not raw:
+                out.append(None)
+                continue
+            vals = ({n: v for n, v in zip(values, got[i * step + 1], strict=True) if v is not None}
+                    if values else {})
+            if not payload:
+                raw.pop(b"payload", None)
+            out.append(FlowRecord.from_hash(raw, vals))
+        return out
+
+    def history(self, flow_id: str, *, count: int = 1000, reverse: bool = False,
+                partition_key: str | None = None) -> list[HistoryEvent]:
+        """The Flow's history, oldest first (newest first with `reverse`)."""
+        check_id("flow_id", flow_id)
+        p = self.partition_for(flow_id, partition_key)
+        key = self.keys.history(p, flow_id)
+        if reverse:
+            raw = self.store.execute(lambda r: r.lrange(key, -count, -1))[::-1]
+        else:
+            raw = self.store.execute(lambda r: r.lrange(key, 0, count - 1))
+        events = []
+        for entry in raw:
+            ver, at, name, details = msgpack.unpackb(entry, raw=False,
+                                                     unicode_errors="surrogateescape")
+            events.append(HistoryEvent(name, int(ver), int(at), details or {}))
+        return events
+
+    def children(self, flow_id: str, *, partition_key: str | None = None) -> list[FlowRecord]:
+        """Records of the Flow's children (every group), in id order."""
+        p = self.partition_for(flow_id, partition_key)
+        raw = self.store.execute(lambda r: r.hgetall(self.keys.children(p, flow_id)))
+        refs = []
+        for cid, entry in sorted(raw.items()):
+            part = int(entry.split(b"|")[1])
+            refs.append((part, cid.decode("utf-8")))
+        return [r for r in self._get_many(refs) if r is not None]
+
+    def terminals(self, type: str, state: str | None = None, count: int = 100) -> list[FlowRecord]:
+        """The newest `count` terminal Flows of `type` (of one terminal `state`, or all)."""
+        check_name("type", type)
+        statuses = [state] if state else ["completed", "failed", "cancelled"]
+        for s in statuses:
+            if s not in ("completed", "failed", "cancelled"):
+                raise InvalidArgument("state", "must be completed, failed or cancelled")
+        keys = self.keys
+
+        def read(r: Any) -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            for p in range(keys.partitions):
+                for s in statuses:
+                    pipe.zrevrange(keys.terminal(p, type, s), 0, count - 1, withscores=True)
+            return pipe.execute()
+
+        got = self.store.execute(read)
+        entries = []
+        for i, rows in enumerate(got):
+            p = i // len(statuses)
+            entries.extend((score, p, fid.decode("utf-8")) for fid, score in rows)
+        entries.sort(key=lambda e: -e[0])
+        refs = [(p, fid) for _, p, fid in entries[:count]]
+        return [r for r in self._get_many(refs) if r is not None]
+
+    def stats(self, type: str) -> FlowStats:
+        """Exact counts per state, due-now and oldest-due age, running, across partitions."""
+        check_name("type", type)
+        calls = [Call("stats", pre, ["", type]) for pre in self.keys.all_prefixes()]
+        counts: dict[str, int] = defaultdict(int)
+        due: dict[str, int] = defaultdict(int)
+        oldest: dict[str, int] = {}
+        running = 0
+        for reply in self.store.call_many(calls, mutating=False):
+            now, run, flat, *per_state = _raise_item(reply, None)
+            running += int(run)
+            for i in range(0, len(flat), 2):
+                counts[flat[i].decode()] += int(flat[i + 1])
+            for st, n, first in per_state:
+                name = st.decode()
+                due[name] += int(n)
+                if int(first) >= 0:
+                    age = int(now) - int(first)
+                    oldest[name] = max(oldest.get(name, 0), age)
+        states = {s: StateStats(s, counts.get(s, 0), due.get(s, 0), oldest.get(s))
+                  for s in sorted(set(counts) | set(due))
+                  if s not in ("running", "completed", "failed", "cancelled")}
+        return FlowStats(type, {k: v for k, v in counts.items() if v}, running, states)
+
+    def types(self) -> list[str]:
+        keys = self.keys
+
+        def read(r: Any) -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            for p in range(keys.partitions):
+                pipe.smembers(keys.types(p))
+            return pipe.execute()
+
+        return sorted({t.decode() for members in self.store.execute(read) for t in members})
+
+
+def _kind(outcome: Outcome) -> str:
+    if isinstance(outcome, Complete):
+        return "complete"
+    if isinstance(outcome, Transition):
+        return "transition"
+    if isinstance(outcome, Retry):
+        return "retry"
+    if isinstance(outcome, Fail):
+        return "fail"
+    raise TypeError(f"not an outcome: {outcome!r}")
+
+
+def _outcome_args(job: Job, o: Outcome) -> list[Any]:
+    head = [job.id, job.lease_token, job.fencing_token]
+    if isinstance(o, Complete):
+        return [*head, o.result or b"", _pack(o.values)]
+    if isinstance(o, Transition):
+        return [*head, o.to_state, b"\0" if o.payload is None else o.payload, _pack(o.values),
+                _opt(o.run_at_ms), _opt(o.priority)]
+    if isinstance(o, Retry):
+        return [*head, o.error, _opt(o.run_at_ms)]
+    return [*head, o.error]  # Fail
+
+
+class FlowHandle:
+    """`job.flow`: what a handler may do to its own Flow while it holds the lease."""
+
+    def __init__(self, client: FlowClient, flow_id: str, partition: int) -> None:
+        self.client = client
+        self.id = flow_id
+        self.partition = partition
+        self.job: Job | None = None
+
+    def _job(self) -> Job:
+        if self.job is None:
+            raise InvalidArgument("job", "this handle is not bound to a claimed job")
+        return self.job
+
+    def spawn_children(self, children: Sequence[ChildSpec], *, wait_state: str,
+                       wait: str = "all", on_child_failed: str = "fail_parent",
+                       group: str = "children") -> bool:
+        return self.client.spawn_children(self._job(), children, wait_state=wait_state,
+                                          wait=wait, on_child_failed=on_child_failed,
+                                          group=group)
+
+    def extend_lease(self, lease_ms: int) -> int:
+        got = self.client.extend_leases([self._job()], lease_ms)[0]
+        return int(_raise_item(got, self.id))
+
+    def put_value(self, name: str, data: bytes, *, override: bool = False) -> None:
+        self.client.put_value(self.id, name, data, override=override, partition=self.partition)
+
+    def signal(self, flow_id: str, signal: str, **options: Any) -> bool:
+        """Signal another Flow (e.g. a parent or a peer) of this namespace."""
+        return self.client.signal(flow_id, signal, **options)

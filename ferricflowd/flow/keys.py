@@ -1,0 +1,66 @@
+"""Every key name ferricflowd uses, built in one place.
+
+A namespace has `partitions` partitions; every key of a partition carries the hash tag
+`{<ns>:<p>}` so one script call touches one cluster slot. Scripts receive the partition
+prefix as KEYS[1] and derive the per-Flow keys from it exactly as below (lua/_lib.lua).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+PRIORITIES = (2, 1, 0)
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    namespace: str
+    partitions: int
+
+    @property
+    def meta(self) -> str:
+        """Namespace settings fixed at first use (the partition count)."""
+        return f"{self.namespace}:meta"
+
+    def partition_of(self, routing_key: str) -> int:
+        """A Flow's partition: crc32 of its partition_key (or id) modulo the count."""
+        if self.partitions == 1:
+            return 0
+        return zlib.crc32(routing_key.encode("utf-8", "surrogatepass")) % self.partitions
+
+    def prefix(self, partition: int) -> str:
+        return f"{{{self.namespace}:{partition}}}:"
+
+    def all_prefixes(self) -> list[str]:
+        return [self.prefix(p) for p in range(self.partitions)]
+
+    def flow(self, p: int, flow_id: str) -> str:
+        return f"{self.prefix(p)}f:{flow_id}"
+
+    def history(self, p: int, flow_id: str) -> str:
+        return f"{self.prefix(p)}h:{flow_id}"
+
+    def values(self, p: int, flow_id: str) -> str:
+        return f"{self.prefix(p)}v:{flow_id}"
+
+    def children(self, p: int, flow_id: str) -> str:
+        return f"{self.prefix(p)}k:{flow_id}"
+
+    def terminal(self, p: int, type: str, status: str) -> str:
+        return f"{self.prefix(p)}t:{type}:{status}"
+
+    def wake(self, p: int, type: str, state: str) -> str:
+        return f"{self.prefix(p)}x:{type}:{state}"
+
+    def policy(self, p: int, type: str) -> str:
+        return f"{self.prefix(p)}p:{type}"
+
+    def outbox(self, p: int) -> str:
+        return f"{self.prefix(p)}o"
+
+    def types(self, p: int) -> str:
+        return f"{self.prefix(p)}types"
+
+    def config(self, p: int) -> str:
+        return f"{self.prefix(p)}cfg"

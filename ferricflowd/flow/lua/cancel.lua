@@ -1,0 +1,32 @@
+--[[ cancel: cancel Flows; a running Flow needs its lease (token and fencing).
+
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+ARGV     now_ms override ('' = TIME), n, then n items of 4: id, reason, lease_token ('' =
+         none), fencing ('' = none)
+Reply    array of n: 'ok', 'replay' (already cancelled), 'ERR flow not found',
+         'ERR flow is terminal' (completed or failed), 'ERR stale flow lease'
+Events   cancelled; unfinished children are cancelled too (other partitions via the outbox)
+]]
+
+local now = now_ms(ARGV[1])
+local n = tonumber(ARGV[2])
+local out = {}
+for i = 0, n - 1 do
+  local a = 3 + i * 4
+  local r = load(ARGV[a])
+  local st
+  if not r then st = 'ERR flow not found'
+  elseif r.state == 'cancelled' then st = 'replay'
+  elseif TERMINAL[r.state] then st = 'ERR flow is terminal'
+  elseif r.state == 'running' and (r.token ~= ARGV[a + 2] or r.fence ~= ARGV[a + 3]) then
+    st = 'ERR stale flow lease'
+  else
+    local reason = ARGV[a + 1]
+    finish(r, 'cancelled', 'cancel', {reason = reason}, {'error', reason})
+    cascade_cancel(r, 'parent cancelled')
+    st = 'ok'
+  end
+  out[#out + 1] = st
+end
+flush_wakes()
+return out

@@ -1,0 +1,107 @@
+--[[ claim: lease up to `limit` due Flows of one type in any of the given states.
+
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+ARGV     now_ms override ('' = TIME), type, worker id, lease_ms, limit, payload_cap (bytes,
+         0 = no cap), value_max_bytes (0 = no cap), n_states, states..., n_values, names...
+Reply    {now_ms, next_due_ms (-1: nothing scheduled), more (1: due work was left behind),
+          item...} where item = {id, state, payload, attempt, fencing, lease_token,
+          deadline_ms, priority, parent_id, attempts_total, big (names of the payload/values
+          left out for exceeding a cap), values (flat name, bytes list)}
+Order    expired leases of the type are released first (up to a quarter of the batch), then
+         priority 2 before 1 before 0, earliest due first across the states.
+Events   lease_released (cause expired), claimed
+]]
+
+local now = now_ms(ARGV[1])
+local ftype, worker = ARGV[2], ARGV[3]
+local lease_ms, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
+local payload_cap, value_cap = tonumber(ARGV[6]), tonumber(ARGV[7])
+local ns = tonumber(ARGV[8])
+local states = {}
+for i = 1, ns do states[i] = ARGV[8 + i] end
+local names = {}
+for i = 1, tonumber(ARGV[9 + ns]) do names[i] = ARGV[9 + ns + i] end
+local lk = T .. 'l:' .. ftype
+
+-- Expired leases first: a crashed holder's work should not wait behind fresh work.
+local expired = redis.call('ZRANGEBYSCORE', lk, '-inf', now, 'LIMIT', 0, math.max(1, math.floor(limit / 4)))
+for _, id in ipairs(expired) do
+  local r = load(id)
+  if r and r.state == 'running' then release(r, 'expired') end
+end
+
+local picked = {}
+for prio = 2, 0, -1 do
+  local need = limit - #picked
+  if need <= 0 then break end
+  local cands = {}
+  for _, st in ipairs(states) do
+    local got = redis.call('ZRANGEBYSCORE', kdue(ftype, st, prio), '-inf', now, 'WITHSCORES', 'LIMIT', 0, need)
+    for j = 1, #got, 2 do cands[#cands + 1] = {got[j], tonumber(got[j + 1]), st, prio} end
+  end
+  if #states > 1 then table.sort(cands, function(x, y) return x[2] < y[2] end) end
+  for j = 1, math.min(need, #cands) do picked[#picked + 1] = cands[j] end
+end
+
+local out = {now, -1, 0}
+for _, c in ipairs(picked) do
+  local id, st = c[1], c[3]
+  redis.call('ZREM', kdue(ftype, st, c[4]), id)
+  local r = load(id)
+  if r and r.state == st then
+    count(ftype, st, -1)
+    count(ftype, 'running', 1)
+    local fence = tonumber(r.fence) + 1
+    local token = worker .. ':' .. now .. ':' .. fence
+    local deadline = now + lease_ms
+    redis.call('HSET', kf(id), 'state', 'running', 'run_state', st, 'fence', fence,
+               'owner', worker, 'token', token, 'deadline', deadline, 'lo', '')
+    redis.call('HDEL', kf(id), 'due')
+    redis.call('ZADD', lk, deadline, id)
+    redis.call('SADD', T .. 'w:' .. worker, id)
+    event(r, 'claimed', {worker = worker, fencing = fence, attempt = tonumber(r.attempt)})
+    local big, payload = {}, r.payload or ''
+    if payload_cap > 0 and #payload > payload_cap then
+      big[#big + 1] = ''
+      payload = ''
+    end
+    local vals = {}
+    if #names > 0 then
+      local got = redis.call('HMGET', T .. 'v:' .. id, unpack(names))
+      for j, name in ipairs(names) do
+        local data = got[j]
+        if data then
+          if value_cap > 0 and #data > value_cap then big[#big + 1] = name
+          else vals[#vals + 1] = name; vals[#vals + 1] = data end
+        end
+      end
+    end
+    out[#out + 1] = {id, st, payload, tonumber(r.attempt), fence, token, deadline,
+                     tonumber(r.prio or '0'), r.parent or '', tonumber(r.attempts or '0'), big, vals}
+  end
+end
+
+-- Look for due work left behind (wake another worker) or the next due time (block until it).
+local next_due = nil
+for prio = 2, 0, -1 do
+  for _, st in ipairs(states) do
+    local first = redis.call('ZRANGE', kdue(ftype, st, prio), 0, 0, 'WITHSCORES')
+    if #first > 0 then
+      local score = tonumber(first[2])
+      if score <= now then
+        out[3] = 1
+        wake(ftype, st)
+      elseif not next_due or score < next_due then
+        next_due = score
+      end
+    end
+  end
+end
+local lease_first = redis.call('ZRANGE', lk, 0, 0, 'WITHSCORES')
+if #lease_first > 0 then
+  local score = tonumber(lease_first[2])
+  if not next_due or score < next_due then next_due = score end
+end
+if next_due then out[2] = next_due end
+flush_wakes()
+return out

@@ -1,0 +1,49 @@
+--[[ create: create Flows in one partition (the batch form; a single create is n = 1).
+
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+ARGV[1]  now_ms override ('' = store TIME)
+ARGV[2]  n, the number of items; then 14 fields per item:
+         id, type, state, payload, priority, run_at_ms ('' = now), parent_id, parent_partition,
+         partition_key, idempotent ('1'/'0'), digest, root_id, correlation_id,
+         values (msgpack map name -> bytes, or '')
+Reply    array of n: 'ok' (created), 'dup' (idempotent repeat, nothing written), or an error
+         string: 'ERR flow already exists', 'ERR flow idempotency conflict',
+         'ERR flow wrong state' (running/terminal is not a create state)
+Events   created
+]]
+
+local now = now_ms(ARGV[1])
+local n = tonumber(ARGV[2])
+local out = {}
+for i = 0, n - 1 do
+  local a = 3 + i * 14
+  local id, ftype, state, digest = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 10]
+  local existing = redis.call('HGET', kf(id), 'digest')
+  if existing then
+    if ARGV[a + 9] ~= '1' then out[#out + 1] = 'ERR flow already exists'
+    elseif existing == digest then out[#out + 1] = 'dup'
+    else out[#out + 1] = 'ERR flow idempotency conflict' end
+  elseif state == 'running' or TERMINAL[state] then
+    out[#out + 1] = 'ERR flow wrong state'
+  else
+    local fields = {'id', id, 'type', ftype, 'payload', ARGV[a + 3], 'prio', ARGV[a + 4],
+                    'attempt', 1, 'attempts', 0, 'fence', 0, 'ver', 0, 'digest', digest,
+                    'created', now, 'crashes', 0}
+    local optional = {parent = ARGV[a + 6], pp = ARGV[a + 7], pkey = ARGV[a + 8],
+                      root = ARGV[a + 11], corr = ARGV[a + 12]}
+    for name, v in pairs(optional) do
+      if v ~= '' then fields[#fields + 1] = name; fields[#fields + 1] = v end
+    end
+    redis.call('HSET', kf(id), unpack(fields))
+    put_values(id, ARGV[a + 13], true)
+    local r = {id = id, type = ftype, prio = ARGV[a + 4], ver = '0'}
+    local due = now
+    if ARGV[a + 5] ~= '' then due = tonumber(ARGV[a + 5]) end
+    rest(r, state, due)
+    redis.call('SADD', T .. 'types', ftype)
+    event(r, 'created', {state = state, due = due})
+    out[#out + 1] = 'ok'
+  end
+end
+flush_wakes()
+return out

@@ -1,0 +1,44 @@
+--[[ reclaim: release leases so their Flows are due again at once in their logical state.
+
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+ARGV     now_ms override ('' = TIME), mode ('expired' | 'worker'), type (mode expired) or
+         worker id (mode worker), cause (text for the history), limit
+Reply    {released, failed}. Mode worker counts a crash on each Flow (crash_count + 1); one
+         that reaches its policy's max_crashes fails with 'crashed worker <n> times'.
+Events   lease_released {cause}, or failed (poison pill)
+]]
+
+local now = now_ms(ARGV[1])
+local mode, subject, cause, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local released, failed = 0, 0
+if mode == 'expired' then
+  local ids = redis.call('ZRANGEBYSCORE', T .. 'l:' .. subject, '-inf', now, 'LIMIT', 0, limit)
+  for _, id in ipairs(ids) do
+    local r = load(id)
+    if r and r.state == 'running' then
+      release(r, 'expired')
+      released = released + 1
+    end
+  end
+else
+  local wk = T .. 'w:' .. subject
+  for _, id in ipairs(redis.call('SMEMBERS', wk)) do
+    local r = load(id)
+    if r and r.state == 'running' and r.owner == subject then
+      local crashes = redis.call('HINCRBY', kf(id), 'crashes', 1)
+      local max = tonumber(policy(r.type, r.run_state).max_crashes or 3)
+      if max > 0 and crashes >= max then
+        local err = 'crashed worker ' .. crashes .. ' times (' .. cause .. ')'
+        finish(r, 'failed', 'fail', {error = err, cause = cause}, {'error', err})
+        cascade_cancel(r, 'parent failed')
+        failed = failed + 1
+      else
+        release(r, cause)
+        released = released + 1
+      end
+    end
+  end
+  redis.call('DEL', wk)
+end
+flush_wakes()
+return {released, failed}

@@ -1,0 +1,70 @@
+--[[ retry: schedule running Flows again in their logical state, by the stored RetryPolicy.
+
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+ARGV     now_ms override ('' = TIME), n, then n items of 5: id, lease_token, fencing,
+         error, run_at_ms ('' = the policy's backoff)
+Reply    array of n: 'scheduled', 'exhausted', 'replay', 'ERR flow not found' or
+         'ERR stale flow lease'
+Policy   p:<type> field <state> or '*' (JSON; defaults in _lib.lua). Retry n (1-based) waits
+         base, base*n or base*2^(n-1) ms, capped at max_ms, jittered by +-jitter_pct
+         deterministically from the id and attempt. After max_retries the Flow goes to
+         exhausted_to: 'failed' (terminal) or a state where it is due at once.
+Events   retry {decision = scheduled | exhausted}
+]]
+
+local function backoff_ms(pol, id, n)
+  local base = tonumber(pol.base_ms or 1000)
+  local kind = pol.backoff or 'exponential'
+  local delay = base
+  if kind == 'none' then return 0
+  elseif kind == 'linear' then delay = base * n
+  elseif kind == 'exponential' then delay = base * (2 ^ (n - 1)) end
+  delay = math.min(delay, tonumber(pol.max_ms or 30000))
+  local pct = tonumber(pol.jitter_pct or 0)
+  if pct > 0 then
+    local unit = tonumber(string.sub(redis.sha1hex(id .. ':' .. n), 1, 8), 16) / 4294967295
+    delay = delay * (1 + pct / 100 * (2 * unit - 1))
+  end
+  return math.floor(delay)
+end
+
+local now = now_ms(ARGV[1])
+local n = tonumber(ARGV[2])
+local out = {}
+for i = 0, n - 1 do
+  local a = 3 + i * 5
+  local id, err = ARGV[a], ARGV[a + 3]
+  local r = load(id)
+  local st = check_lease(r, ARGV[a + 1], ARGV[a + 2], 'retry')
+  if st == 'live' then
+    local state = r.run_state
+    local pol = policy(r.type, state)
+    local attempt = tonumber(r.attempt) + 1
+    local total = tonumber(r.attempts or '0') + 1
+    if attempt - 1 <= tonumber(pol.max_retries or 3) then
+      unrest(r)
+      local due = now + backoff_ms(pol, id, attempt - 1)
+      if ARGV[a + 4] ~= '' then due = tonumber(ARGV[a + 4]) end
+      redis.call('HSET', kf(id), 'attempt', attempt, 'attempts', total, 'error', err, 'lo', 'retry')
+      rest(r, state, due)
+      event(r, 'retry', {decision = 'scheduled', error = err, attempt = attempt, due = due})
+      st = 'scheduled'
+    else
+      local to = pol.exhausted_to or 'failed'
+      local details = {decision = 'exhausted', error = err, attempt = attempt, to = to}
+      if TERMINAL[to] then
+        finish(r, to, 'retry', details, {'attempts', total, 'error', err}, 'retry')
+        cascade_cancel(r, 'parent ' .. to)
+      else
+        unrest(r)
+        redis.call('HSET', kf(id), 'attempt', 1, 'attempts', total, 'error', err, 'lo', 'retry')
+        rest(r, to, now)
+        event(r, 'retry', details)
+      end
+      st = 'exhausted'
+    end
+  end
+  out[#out + 1] = st
+end
+flush_wakes()
+return out

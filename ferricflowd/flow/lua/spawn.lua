@@ -1,0 +1,74 @@
+--[[ spawn: create a group of children for a running parent and record the group on it.
+
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+ARGV     now_ms override ('' = TIME), parent id, lease_token, fencing, group name,
+         wait_state, wait ('all' | 'any'), on_child_failed ('fail_parent' | 'ignore'),
+         group digest, this partition's index, n, then n items of 9: id, type, state,
+         payload, priority, partition, partition_key, values (msgpack or ''), create digest
+Reply    {'ok' | 'dup', item...}: item 'ok' (created here), 'exists' (already this parent's
+         child), 'remote' (another partition: the client creates it with create.lua).
+         Error replies: 'ERR flow not found', 'ERR stale flow lease', 'ERR flow already
+         exists' (a child id taken by another Flow; nothing written), 'ERR flow wrong state'
+         (another group is still open), 'ERR flow idempotency conflict' (same group name,
+         other children)
+Effect   the parent keeps its lease; its next transition parks it until the group resolves.
+Events   created (each local child), children_spawned (parent)
+]]
+
+local now = now_ms(ARGV[1])
+local pid, group, digest, part = ARGV[2], ARGV[5], ARGV[9], ARGV[10]
+local n = tonumber(ARGV[11])
+local p = load(pid)
+local st = check_lease(p, ARGV[3], ARGV[4], '\0')
+if st ~= 'live' then return redis.error_reply(st) end
+if p.grp_open and p.grp_name == group then
+  if p.grp_digest == digest then return {'dup'} end
+  return redis.error_reply('ERR flow idempotency conflict')
+end
+if p.grp_open and (p.grp_res or '') == '' then return redis.error_reply('ERR flow wrong state') end
+for i = 0, n - 1 do
+  local a = 12 + i * 9
+  if ARGV[a + 5] == part then
+    local owner = redis.call('HGET', kf(ARGV[a]), 'parent')
+    if redis.call('EXISTS', kf(ARGV[a])) == 1 and owner ~= pid then
+      return redis.error_reply('ERR flow already exists')
+    end
+  end
+end
+
+local out = {'ok'}
+local kk = T .. 'k:' .. pid
+local root = p.root or pid
+for i = 0, n - 1 do
+  local a = 12 + i * 9
+  local cid, cpart = ARGV[a], ARGV[a + 5]
+  redis.call('HSET', kk, cid, 'pending|' .. cpart .. '|' .. group)
+  if cpart ~= part then
+    out[#out + 1] = 'remote'
+  elseif redis.call('EXISTS', kf(cid)) == 1 then
+    out[#out + 1] = 'exists'
+  else
+    local fields = {'id', cid, 'type', ARGV[a + 1], 'payload', ARGV[a + 3], 'prio', ARGV[a + 4],
+                    'attempt', 1, 'attempts', 0, 'fence', 0, 'ver', 0, 'digest', ARGV[a + 8],
+                    'created', now, 'crashes', 0, 'parent', pid, 'pp', part, 'root', root}
+    if ARGV[a + 6] ~= '' then fields[#fields + 1] = 'pkey'; fields[#fields + 1] = ARGV[a + 6] end
+    if p.corr then fields[#fields + 1] = 'corr'; fields[#fields + 1] = p.corr end
+    redis.call('HSET', kf(cid), unpack(fields))
+    put_values(cid, ARGV[a + 7], true)
+    local c = {id = cid, type = ARGV[a + 1], prio = ARGV[a + 4], ver = '0'}
+    rest(c, ARGV[a + 2], now)
+    redis.call('SADD', T .. 'types', ARGV[a + 1])
+    event(c, 'created', {state = ARGV[a + 2], parent = pid})
+    out[#out + 1] = 'ok'
+  end
+end
+redis.call('HSET', kf(pid), 'grp_open', 1, 'grp_name', group, 'grp_state', ARGV[6],
+           'grp_wait', ARGV[7], 'grp_fail', ARGV[8], 'grp_n', n, 'grp_done', 0, 'grp_ok', 0,
+           'grp_res', '', 'grp_digest', digest)
+redis.call('HDEL', kf(pid), 'grp_err', 'grp_parked')
+event(p, 'children_spawned', {group = group, n = n, wait = ARGV[7], wait_state = ARGV[6]})
+if n == 0 then
+  redis.call('HSET', kf(pid), 'grp_res', 'ok')
+end
+flush_wakes()
+return out

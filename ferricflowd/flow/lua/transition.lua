@@ -1,0 +1,55 @@
+--[[ transition: move running Flows to their next state (the batch form).
+
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+ARGV     now_ms override ('' = TIME), n, then n items of 8: id, lease_token, fencing,
+         to_state, payload ('\0' = keep), values (msgpack map or ''), run_at_ms ('' = now),
+         priority ('' = keep)
+Reply    array of n: 'ok', 'replay' (same transition again), 'ERR flow not found',
+         'ERR stale flow lease', 'ERR flow wrong state' (to a terminal state or 'running'),
+         'ERR flow value ...'
+Events   transitioned. A parent with a pending children group rests parked in to_state; if
+         the group already resolved it wakes at once into the group's wait_state
+         (children_resolved) or fails.
+]]
+
+local now = now_ms(ARGV[1])
+local n = tonumber(ARGV[2])
+local out = {}
+for i = 0, n - 1 do
+  local a = 3 + i * 8
+  local id, to = ARGV[a], ARGV[a + 3]
+  local r = load(id)
+  local st = check_lease(r, ARGV[a + 1], ARGV[a + 2], 'transition:' .. to)
+  if st == 'live' and (to == 'running' or TERMINAL[to]) then st = 'ERR flow wrong state' end
+  if st == 'live' then
+    local err = put_values(id, ARGV[a + 5], false)
+    if err then st = err end
+  end
+  if st == 'live' then
+    local from = r.run_state
+    unrest(r)
+    local fields = {'lo', 'transition:' .. to}
+    if to ~= from then fields[#fields + 1] = 'attempt'; fields[#fields + 1] = 1 end
+    if ARGV[a + 4] ~= '\0' then fields[#fields + 1] = 'payload'; fields[#fields + 1] = ARGV[a + 4] end
+    if ARGV[a + 7] ~= '' then r.prio = ARGV[a + 7]; fields[#fields + 1] = 'prio'; fields[#fields + 1] = r.prio end
+    local pending = r.grp_open and (r.grp_res or '') == ''
+    redis.call('HSET', kf(id), unpack(fields))
+    if pending then
+      -- Park: the last child to finish wakes the parent into the group's wait_state.
+      redis.call('HSET', kf(id), 'grp_parked', 1)
+      rest(r, to, nil)
+      event(r, 'transitioned', {from = from, to = to, parked = 1})
+    else
+      local due = now
+      if ARGV[a + 6] ~= '' then due = tonumber(ARGV[a + 6]) end
+      rest(r, to, due)
+      event(r, 'transitioned', {from = from, to = to, due = due})
+      -- The children finished while the handler was still running: settle now.
+      if r.grp_open then settle_group(r) end
+    end
+    st = 'ok'
+  end
+  out[#out + 1] = st
+end
+flush_wakes()
+return out

@@ -1,0 +1,99 @@
+"""What a handler returns: an explicit outcome value.
+
+`None` (and any storable value) means complete for queue handlers; workflow handlers return
+one of these. Outcomes are plain frozen values; the worker turns them into store commands.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from .errors import InvalidArgument
+
+
+def as_bytes(name: str, value: object, *, allow_none: bool = True) -> bytes | None:
+    """bytes stay, str is UTF-8 encoded, None passes when allowed; anything else is an error."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    raise TypeError(f"{name} must be bytes or str, not {type(value).__name__}")
+
+
+def as_values(name: str, values: Mapping[str, object] | None) -> dict[str, bytes]:
+    if values is None:
+        return {}
+    if not isinstance(values, Mapping):
+        raise TypeError(f"{name} must be a mapping of name to bytes, not {type(values).__name__}")
+    out: dict[str, bytes] = {}
+    for key, data in values.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidArgument(name, f"value names must be non-empty str, got {key!r}")
+        out[key] = as_bytes(f"{name}[{key!r}]", data, allow_none=False)  # type: ignore[assignment]
+    return out
+
+
+@dataclass(frozen=True)
+class Transition:
+    to_state: str
+    payload: bytes | None = None
+    values: Mapping[str, bytes] = field(default_factory=dict)
+    run_at_ms: int | None = None
+    priority: int | None = None
+
+
+@dataclass(frozen=True)
+class Complete:
+    result: bytes | None = None
+    values: Mapping[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fail:
+    error: bytes = b""
+
+
+@dataclass(frozen=True)
+class Retry:
+    error: bytes = b""
+    run_at_ms: int | None = None
+
+
+Outcome = Transition | Complete | Fail | Retry
+
+
+def transition(to_state: str, *, payload: bytes | str | None = None,
+               values: Mapping[str, bytes] | None = None, run_at_ms: int | None = None,
+               delay_ms: int | None = None, priority: int | None = None) -> Transition:
+    """Move the Flow to `to_state`, due now (or at `run_at_ms`, or after `delay_ms`)."""
+    if not isinstance(to_state, str) or not to_state:
+        raise TypeError("to_state must be a non-empty str")
+    if delay_ms is not None:
+        run_at_ms = int(time.time() * 1000) + int(delay_ms)
+    return Transition(to_state, as_bytes("payload", payload), as_values("values", values),
+                      run_at_ms, priority)
+
+
+def complete(result: bytes | str | None = None, *,
+             values: Mapping[str, bytes] | None = None) -> Complete:
+    """Finish the Flow successfully with an optional result."""
+    return Complete(as_bytes("result", result), as_values("values", values))
+
+
+def fail(error: bytes | str = b"") -> Fail:
+    """Fail the Flow at once (the retry policy is not consulted)."""
+    return Fail(as_bytes("error", error) or b"")
+
+
+def retry(error: bytes | str = b"", *, run_at_ms: int | None = None,
+          delay_ms: int | None = None) -> Retry:
+    """Run the state again later, as the RetryPolicy says (or at `run_at_ms`)."""
+    if delay_ms is not None:
+        run_at_ms = int(time.time() * 1000) + int(delay_ms)
+    return Retry(as_bytes("error", error) or b"", run_at_ms)

@@ -1,0 +1,208 @@
+"""The only module that talks to Redis: connections, script loading, EVALSHA calls.
+
+Scripts are `lua/<name>.lua` with `lua/_lib.lua` prepended, loaded by SHA (SCRIPT LOAD goes to
+every primary of a cluster) and re-loaded when a restarted store answers NOSCRIPT. A batch of
+calls is one pipeline, so one round trip per node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+import redis.exceptions as rexc
+from redis.cluster import RedisCluster
+
+from .errors import DurabilityError, InvalidArgument, StoreError
+
+log = logging.getLogger("ferricflowd.store")
+
+SCRIPTS = ("create", "claim", "extend", "complete", "transition", "fail", "retry", "cancel",
+           "signal", "spawn", "deliver", "reclaim", "release", "cleanup", "stats",
+           "put_value")
+
+Arg = str | bytes | int | float
+
+
+@dataclass(frozen=True)
+class Call:
+    """One script call: the script's name, the partition prefix (KEYS[1]) and its ARGV."""
+
+    script: str
+    prefix: str
+    args: Sequence[Arg]
+
+
+def _load_sources() -> dict[str, str]:
+    lua = resources.files("ferricflowd.flow").joinpath("lua")
+    lib = lua.joinpath("_lib.lua").read_text("utf-8")
+    return {name: lib + "\n" + lua.joinpath(f"{name}.lua").read_text("utf-8") for name in SCRIPTS}
+
+
+_SOURCES = _load_sources()
+_SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SOURCES.items()}
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+class Store:
+    """A connection to one store (single node or cluster), created lazily."""
+
+    def __init__(self, url: str, *, socket_timeout_s: float = 5.0, min_replicas: int = 0,
+                 durability: str = "strict") -> None:
+        if durability not in ("strict", "relaxed"):
+            raise InvalidArgument("durability", "must be 'strict' or 'relaxed'")
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise InvalidArgument("url", f"not a redis://, rediss:// or unix:// URL: "
+                                  f"{_redact(url)}")
+        self.url = url
+        self.safe_url = _redact(url)
+        self.socket_timeout_s = socket_timeout_s
+        self.min_replicas = min_replicas
+        self.durability = durability
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self.cluster = False
+
+    # -- connection -------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = self._connect()
+        return self._client
+
+    def _connect(self) -> Any:
+        opts: dict[str, Any] = {"socket_timeout": self.socket_timeout_s,
+                                "socket_connect_timeout": self.socket_timeout_s}
+        try:
+            single = redis.Redis.from_url(self.url, **opts)
+            enabled = single.info("cluster").get("cluster_enabled", 0)
+            if enabled:
+                single.close()
+                self.cluster = True
+                client: Any = RedisCluster.from_url(self.url, **opts)
+            else:
+                client = single
+            self._check_durability(client)
+        except rexc.RedisError as exc:
+            raise StoreError(f"cannot connect to {self.safe_url}: {exc}") from exc
+        return client
+
+    def _check_durability(self, client: Any) -> None:
+        try:
+            conf = client.config_get("append*")
+            if self.cluster:  # one answer per node; every node must agree
+                conf = next(iter(conf.values())) if isinstance(conf, dict) and all(
+                    isinstance(v, dict) for v in conf.values()) else conf
+        except rexc.ResponseError:
+            conf = {}
+        aof = conf.get("appendonly") or conf.get(b"appendonly")
+        fsync = conf.get("appendfsync") or conf.get(b"appendfsync")
+        aof = aof.decode() if isinstance(aof, bytes) else aof
+        fsync = fsync.decode() if isinstance(fsync, bytes) else fsync
+        if aof == "yes" and fsync == "always":
+            return
+        if aof is None:
+            problem = "the store does not let us read appendonly/appendfsync (CONFIG GET)"
+        else:
+            problem = f"the store runs with appendonly={aof} appendfsync={fsync}"
+        advice = ("acknowledged Flow commands could be lost on a crash; set `appendonly yes` "
+                  "and `appendfsync always` in redis.conf (or CONFIG SET), or set store "
+                  "durability = \"relaxed\" to accept the risk")
+        if self.durability == "strict":
+            raise DurabilityError(f"{self.safe_url}: {problem}; {advice}")
+        log.warning("%s: %s; %s", self.safe_url, problem, advice)
+
+    def blocking_client(self, timeout_s: float) -> Any:
+        """A separate connection for BLPOP, whose socket timeout outlasts the block."""
+        opts = {"socket_timeout": timeout_s + self.socket_timeout_s,
+                "socket_connect_timeout": self.socket_timeout_s}
+        _ = self.client  # connect first: decides cluster or not
+        if self.cluster:
+            return RedisCluster.from_url(self.url, **opts)
+        return redis.Redis.from_url(self.url, **opts)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except Exception:  # readiness probes must never raise
+            return False
+
+    # -- script calls ------------------------------------------------------------------------
+
+    def load_scripts(self) -> None:
+        for name in SCRIPTS:
+            self.client.script_load(_SOURCES[name])
+
+    def call(self, call: Call) -> Any:
+        """Run one script; error replies are returned (not raised) as ResponseError."""
+        return self.call_many([call])[0]
+
+    def call_many(self, calls: Sequence[Call], *, mutating: bool = True) -> list[Any]:
+        """Run scripts in one pipeline; a reply is the script's value or a ResponseError."""
+        if not calls:
+            return []
+        replies = self._pipeline(calls, mutating)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, rexc.NoScriptError)]
+        if missing:  # a restarted or new store: load and run only those calls again
+            self.load_scripts()
+            again = self._pipeline([calls[i] for i in missing], mutating)
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, rexc.RedisError) and not _is_error_reply(reply):
+                raise StoreError(f"{self.safe_url}: {reply}") from reply
+        return replies
+
+    def _pipeline(self, calls: Sequence[Call], mutating: bool) -> list[Any]:
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for c in calls:
+                pipe.evalsha(_SHAS[c.script], 1, c.prefix, *c.args)
+            wait = mutating and self.min_replicas > 0 and not self.cluster
+            if wait:
+                pipe.wait(self.min_replicas, int(self.socket_timeout_s * 1000))
+            replies = pipe.execute(raise_on_error=False)
+        except rexc.RedisError as exc:
+            raise StoreError(f"{self.safe_url}: {exc}") from exc
+        if wait:
+            acked = replies.pop()
+            if isinstance(acked, int) and acked < self.min_replicas:
+                raise StoreError(f"{self.safe_url}: only {acked} of {self.min_replicas} "
+                                 "replicas acknowledged the write")
+        return list(replies)
+
+    def execute(self, fn: Any) -> Any:
+        """Run plain reads through `fn(client)`, mapping store failures to StoreError."""
+        try:
+            return fn(self.client)
+        except rexc.RedisError as exc:
+            raise StoreError(f"{self.safe_url}: {exc}") from exc
+
+
+def _is_error_reply(exc: rexc.RedisError) -> bool:
+    """True for a script's own error reply (ERR flow ...), false for store failures."""
+    return isinstance(exc, rexc.ResponseError) and str(exc).startswith(("ERR flow", "ERR stale",
+                                                                         "flow ", "stale "))

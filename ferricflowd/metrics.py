@@ -1,0 +1,147 @@
+"""Every Prometheus metric of ferricflowd, defined in one place.
+
+The supervisor owns prometheus-client's multiprocess mode (ferricflowd/supervisor/metrics.py):
+it sets PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client and passes it to
+each worker in its environment. prometheus_client picks its value class (mmap files or plain
+memory) when it is first imported, so nothing here imports it at module level: the metric
+objects are built on first use, in whichever process uses them.
+
+Workers write the per-Flow metrics (`WorkerMetrics`); the supervisor and its maintenance
+thread write the process and store metrics (`SupervisorMetrics`). The supervisor's /metrics
+merges every process's files. Labels stay low-cardinality: type, state, group, and short
+reason/cause/trigger words; never a Flow id or a pid.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["SupervisorMetrics", "WorkerMetrics", "supervisor_metrics", "worker_metrics"]
+
+PREFIX = "ferricflowd"
+# Handler durations span milliseconds (queue jobs) to minutes (workflow steps); few buckets,
+# because every process pre-allocates a file for them.
+DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, float("inf"))
+DRAIN_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, float("inf"))
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    """Metrics written by worker processes, labelled by Flow type and logical state."""
+
+    claimed: Any
+    completed: Any
+    failed: Any
+    retried: Any
+    transitioned: Any
+    released: Any
+    handler_errors: Any
+    handler_duration: Any
+    in_flight: Any
+
+
+@dataclass(frozen=True)
+class SupervisorMetrics:
+    """Metrics written by the supervisor process (its loop and its maintenance thread)."""
+
+    worker_restarts: Any
+    leases_reclaimed: Any
+    recycles: Any
+    drain_duration: Any
+    group_workers: Any
+    group_crash_looping: Any
+    backlog: Any
+    oldest_due_age: Any
+    running: Any
+    store_up: Any
+
+
+@functools.cache
+def worker_metrics() -> WorkerMetrics:
+    """The worker-side metrics of this process (built once)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    flow = ("type", "state")
+
+    def counter(name: str, doc: str) -> Any:
+        # registry=None: the multiprocess collector reads the files, not a registry
+        return Counter(f"{PREFIX}_{name}", doc, flow, registry=None)
+
+    return WorkerMetrics(
+        claimed=counter("flows_claimed", "Flows claimed by workers."),
+        completed=counter("flows_completed", "Flows completed by their handler."),
+        failed=counter("flows_failed", "Flows failed by their handler or its exception."),
+        retried=counter("flows_retried", "Handler runs that ended in a retry."),
+        transitioned=counter("flows_transitioned", "Handler runs that moved the Flow on."),
+        released=counter("flows_released", "Claimed Flows handed back unstarted (drain)."),
+        handler_errors=counter("handler_errors", "Handler runs that raised."),
+        handler_duration=Histogram(
+            f"{PREFIX}_handler_duration_seconds",
+            "Wall time of handler runs.",
+            flow,
+            buckets=DURATION_BUCKETS,
+            registry=None,
+        ),
+        in_flight=Gauge(
+            f"{PREFIX}_flows_in_flight",
+            "Handlers running now.",
+            flow,
+            multiprocess_mode="livesum",
+            registry=None,
+        ),
+    )
+
+
+@functools.cache
+def supervisor_metrics() -> SupervisorMetrics:
+    """The supervisor-side metrics of this process (built once)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...], mode: str) -> Any:
+        return Gauge(f"{PREFIX}_{name}", doc, labels, multiprocess_mode=mode, registry=None)
+
+    return SupervisorMetrics(
+        worker_restarts=Counter(
+            f"{PREFIX}_worker_restarts",
+            "Worker processes that died unexpectedly, by reason (exit, signal, hang, boot).",
+            ("group", "reason"),
+            registry=None,
+        ),
+        leases_reclaimed=Counter(
+            f"{PREFIX}_leases_reclaimed",
+            "Leases taken back from workers, by cause (crash, signal, hang, drain, "
+            "recycle, stop, expired).",
+            ("cause",),
+            registry=None,
+        ),
+        recycles=Counter(
+            f"{PREFIX}_recycles",
+            "Workers replaced gracefully, by trigger (max_memory, max_jobs).",
+            ("group", "trigger"),
+            registry=None,
+        ),
+        drain_duration=Histogram(
+            f"{PREFIX}_drain_duration_seconds",
+            "Time from SIGTERM to exit of draining workers.",
+            ("group",),
+            buckets=DRAIN_BUCKETS,
+            registry=None,
+        ),
+        group_workers=gauge("group_workers", "Live worker processes.", ("group",), "livemax"),
+        group_crash_looping=gauge(
+            "group_crash_looping", "1 while a group is crash-looping.", ("group",), "livemax"
+        ),
+        backlog=gauge(
+            "backlog", "Flows due now, by type and state.", ("type", "state"), "livemostrecent"
+        ),
+        oldest_due_age=gauge(
+            "oldest_due_age_seconds",
+            "Age of the oldest due Flow, by type and state.",
+            ("type", "state"),
+            "livemostrecent",
+        ),
+        running=gauge("flows_running", "Flows leased now, by type.", ("type",), "livemostrecent"),
+        store_up=gauge("store_up", "1 when the last store ping succeeded.", (), "livemostrecent"),
+    )

@@ -1,0 +1,215 @@
+"""What the supervisor knows about each worker process and each group.
+
+A `Child` is one worker process: its pid and worker id, the generation of its group's config
+it was started with, and what it last said on its control pipe. Workers write one small JSON
+object per line on that pipe (ferricflowd/worker/process.py is the other side):
+
+    {"t": "ready"}                                      boot done, claiming
+    {"t": "hb", "busy": 3, "conc": 16, "handled": 812,  status, about once a second;
+     "rss": 51200000, "tick_age": 0.2}                  tick_age = seconds since the claim
+                                                        loop last turned
+    {"t": "draining"}                                   SIGTERM seen, no more claims
+
+A `GroupState` is the supervisor's bookkeeping for one `[groups.NAME]`: the target strength,
+the config generation, the crash history that drives backoff and crash-loop detection, and
+whether a boot failure or a recycle is in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ferricflowd.config import GroupConfig
+
+__all__ = ["Child", "GroupState"]
+
+BACKOFF_BASE_S = 0.1
+BACKOFF_MAX_S = 30.0
+CRASH_LOOP_RETRY_S = 30.0  # a crash-looping group is retried this slowly
+STABLE_AFTER_S = 10.0  # a child alive this long resets the backoff and the crash-loop mark
+_MAX_LINE = 64 * 1024  # a control line longer than this is garbage; drop it
+
+
+@dataclass(eq=False)
+class Child:
+    """One worker process, as seen from the supervisor."""
+
+    pid: int
+    group: str
+    worker_id: str
+    generation: int
+    popen: subprocess.Popen[bytes]
+    control_fd: int  # read end of the control pipe, non-blocking
+    spawned_at: float  # time.monotonic()
+    max_jobs: int = 0  # this child's recycle threshold (with jitter); 0 = never
+    # what the child last said
+    ready_at: float | None = None
+    last_tick: float = 0.0  # monotonic time of the claim loop's last turn, per the child
+    busy: int = 0
+    concurrency: int = 0
+    handled: int = 0
+    rss: int = 0
+    draining: bool = False
+    # what the supervisor asked of it
+    retire_reason: str | None = None  # set once the child is on its way out
+    term_sent_at: float | None = None
+    kill_at: float | None = None  # SIGKILL after this (monotonic)
+    abort_sent_at: float | None = None  # hang: SIGABRT sent
+    kill_sent: bool = False
+    _buffer: bytes = b""
+    _eof: bool = False
+
+    def __post_init__(self) -> None:
+        self.last_tick = self.spawned_at
+
+    @property
+    def ready(self) -> bool:
+        return self.ready_at is not None
+
+    @property
+    def retiring(self) -> bool:
+        return self.retire_reason is not None
+
+    def read_control(self, now: float) -> list[dict[str, Any]]:
+        """Read whatever the child wrote (never blocks) and apply it; returns the messages."""
+        messages = []
+        while not self._eof:
+            try:
+                chunk = os.read(self.control_fd, 65536)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._eof = True
+                break
+            self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        if len(self._buffer) > _MAX_LINE:
+            self._buffer = b""
+        for line in lines:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(message, dict):
+                self._apply(message, now)
+                messages.append(message)
+        return messages
+
+    def _apply(self, message: dict[str, Any], now: float) -> None:
+        kind = message.get("t")
+        if kind == "ready" and self.ready_at is None:
+            self.ready_at = now
+            self.last_tick = now
+        elif kind == "hb":
+            self.busy = int(message.get("busy", self.busy))
+            self.concurrency = int(message.get("conc", self.concurrency))
+            self.handled = int(message.get("handled", self.handled))
+            self.rss = int(message.get("rss", self.rss))
+            self.last_tick = max(self.last_tick, now - float(message.get("tick_age", 0.0)))
+        elif kind == "draining":
+            self.draining = True
+
+    def send(self, sig: int) -> bool:
+        """Send a signal; False if the process is already gone (not yet reaped)."""
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            return False
+        if sig == signal.SIGKILL:
+            self.kill_sent = True
+        return True
+
+    def retire(self, reason: str, grace_s: float, now: float) -> None:
+        """Ask the child to drain and exit: SIGTERM now, SIGKILL at now + grace_s."""
+        self.retire_reason = self.retire_reason or reason
+        if self.term_sent_at is None:
+            self.term_sent_at = now
+            self.kill_at = now + grace_s
+            self.send(signal.SIGTERM)
+
+    def closed(self, status: int) -> None:
+        """The child was reaped: record its status for Popen and close the pipe."""
+        # Popen must not waitpid() this pid later: it may belong to a new child by then.
+        self.popen.returncode = os.waitstatus_to_exitcode(status)
+        try:
+            os.close(self.control_fd)
+        except OSError:
+            pass
+
+
+@dataclass(eq=False)
+class GroupState:
+    """The supervisor's bookkeeping for one group of the config."""
+
+    config: GroupConfig
+    fingerprint: str
+    target: int
+    generation: int = 1
+    crashes: deque[float] = field(default_factory=deque)  # monotonic times in the window
+    consecutive_crashes: int = 0
+    next_spawn_at: float = 0.0
+    crash_looping: bool = False
+    boot_failure: str | None = None  # set: do not respawn until the config changes
+    boot_exit_code: int = 0
+    recycling: int | None = None  # pid of the child being recycled (one at a time)
+    last_crash_at: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def record_crash(self, now: float, max_restarts: int, window_s: float) -> float:
+        """Note an unexpected death; returns the delay before the next spawn.
+
+        Backoff doubles from BACKOFF_BASE_S up to BACKOFF_MAX_S, with +-25% jitter so the
+        children of many daemons do not restart in lockstep. More than `max_restarts` crashes
+        within `window_s` mark the group crash-looping; it is then retried every
+        CRASH_LOOP_RETRY_S until a child stays up for STABLE_AFTER_S.
+        """
+        self.crashes.append(now)
+        while self.crashes and self.crashes[0] < now - window_s:
+            self.crashes.popleft()
+        self.consecutive_crashes += 1
+        self.last_crash_at = now
+        if len(self.crashes) > max_restarts:
+            self.crash_looping = True
+        delay = min(BACKOFF_BASE_S * 2 ** (self.consecutive_crashes - 1), BACKOFF_MAX_S)
+        if self.crash_looping:
+            delay = max(delay, CRASH_LOOP_RETRY_S)
+        delay *= random.uniform(0.75, 1.25)
+        self.next_spawn_at = now + delay
+        return delay
+
+    def note_stable(self, now: float, oldest_alive_since: float | None) -> bool:
+        """Reset backoff once a child has lived STABLE_AFTER_S; True if a crash loop ended."""
+        if oldest_alive_since is None or self.consecutive_crashes == 0:
+            return False
+        if now - max(oldest_alive_since, self.last_crash_at) < STABLE_AFTER_S:
+            return False
+        was_looping = self.crash_looping
+        self.consecutive_crashes = 0
+        self.crash_looping = False
+        return was_looping
+
+    def reset(self, config: GroupConfig, fingerprint: str) -> None:
+        """A changed config (HUP): a new generation, fresh crash history, no boot failure."""
+        self.config = config
+        self.fingerprint = fingerprint
+        self.target = config.processes
+        self.generation += 1
+        self.crashes.clear()
+        self.consecutive_crashes = 0
+        self.next_spawn_at = 0.0
+        self.crash_looping = False
+        self.boot_failure = None
+        self.boot_exit_code = 0

@@ -1,0 +1,193 @@
+"""The supervisor's store thread: lease reclaim, outbox, retention, readiness ping, gauges.
+
+The supervisor loop never talks to the store: a slow or dead Redis must not stop it from
+reaping and restarting children. Everything that needs the store runs here, on a thread with
+its own FlowClient:
+
+- `reclaim_worker(worker_id, cause)`, queued by the loop when a worker dies, runs at once
+  (the queue wakes the thread), so that worker's Flows are due again well under a second
+  after the death instead of after the lease; failures are retried every interval;
+- every `interval_s`: ping (cached for /readyz), reclaim expired leases of the configured
+  types, deliver the cross-partition outbox, backlog gauges from `stats`; retention cleanup
+  runs less often because it walks the terminal indexes.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ferricflowd.metrics import SupervisorMetrics
+
+__all__ = ["Maintenance", "Reclaim"]
+
+log = logging.getLogger("ferricflowd.maintenance")
+
+CLEANUP_EVERY_S = 60.0  # retention is in days; a minute of slack costs nothing
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class Reclaim:
+    """Take back every lease of a dead worker; `cause` goes into the Flows' history."""
+
+    worker_id: str
+    cause: str
+    label: str  # low-cardinality metric label: crash, signal, hang, drain, recycle, stop
+
+
+class Maintenance:
+    """One thread, one FlowClient; the loop only enqueues work for it."""
+
+    def __init__(
+        self,
+        client_factory: Callable[[], Any],
+        types: Iterable[str],
+        interval_s: float,
+        metrics: SupervisorMetrics | None = None,
+    ) -> None:
+        self._client_factory = client_factory
+        self._types = tuple(sorted(set(types)))
+        self.interval_s = interval_s
+        self._metrics = metrics
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._retry: list[Reclaim] = []
+        self._pending = 0  # reclaims queued or awaiting retry
+        self._idle = threading.Condition()
+        self._last_ok: float | None = None  # monotonic time of the last successful ping
+        self._last_cleanup = 0.0
+        self._thread = threading.Thread(target=self._run, name="ff-maintenance", daemon=True)
+
+    # ---- called from the supervisor loop
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def reclaim_worker(self, worker_id: str, cause: str, label: str) -> None:
+        """Queue a dead worker's leases for reclaim; returns at once."""
+        with self._idle:
+            self._pending += 1
+        self._queue.put(Reclaim(worker_id, cause, label))
+
+    def set_types(self, types: Iterable[str]) -> None:
+        """The Flow types to sweep (after a reload); the tuple swap is atomic."""
+        self._types = tuple(sorted(set(types)))
+
+    def store_ok(self, within_s: float) -> bool:
+        """Did a ping succeed in the last `within_s` seconds?"""
+        last = self._last_ok
+        return last is not None and time.monotonic() - last < within_s
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every queued reclaim is done; False if some are still pending."""
+        deadline = time.monotonic() + timeout_s
+        with self._idle:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._queue.put(_STOP)
+        self._thread.join(timeout_s)
+
+    # ---- the thread
+
+    def _run(self) -> None:
+        client = self._client_factory()
+        next_sweep = time.monotonic()
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=max(0.0, next_sweep - time.monotonic()))
+                except queue.Empty:
+                    item = None
+                if item is _STOP:
+                    return
+                if isinstance(item, Reclaim):
+                    self._reclaim(client, item)
+                if time.monotonic() >= next_sweep:
+                    self._sweep(client)
+                    next_sweep = time.monotonic() + self.interval_s
+        finally:
+            _close(client)
+
+    def _reclaim(self, client: Any, item: Reclaim) -> None:
+        try:
+            count = client.reclaim_worker(item.worker_id, item.cause)
+        except Exception as exc:  # the store may be down; keep it and retry on the next sweep
+            log.warning("reclaim of worker %s failed (%s); will retry", item.worker_id, exc)
+            self._retry.append(item)
+            return
+        if count:
+            log.info("reclaimed %d lease(s) of worker %s: %s", count, item.worker_id, item.cause)
+        if self._metrics is not None and count:
+            self._metrics.leases_reclaimed.labels(item.label).inc(count)
+        self._done(1)
+
+    def _done(self, n: int) -> None:
+        with self._idle:
+            self._pending -= n
+            self._idle.notify_all()
+
+    def _sweep(self, client: Any) -> None:
+        """The periodic part; each step is independent, so one failing does not stop others."""
+        ok = _call(client.ping) is True
+        if ok:
+            self._last_ok = time.monotonic()
+        if self._metrics is not None:
+            self._metrics.store_up.set(1 if ok else 0)
+        if not ok:
+            return
+        retry, self._retry = self._retry, []
+        for item in retry:
+            self._reclaim(client, item)  # still pending; re-queued for retry if it fails again
+        for flow_type in self._types:
+            count = _call(client.reclaim_expired, flow_type)
+            if count and self._metrics is not None:
+                self._metrics.leases_reclaimed.labels("expired").inc(count)
+            if count:
+                log.info("reclaimed %d expired lease(s) of type %s", count, flow_type)
+            self._export_stats(flow_type, _call(client.stats, flow_type))
+        _call(client.deliver_outbox)
+        if time.monotonic() - self._last_cleanup >= CLEANUP_EVERY_S:
+            self._last_cleanup = time.monotonic()
+            _call(client.cleanup)
+
+    def _export_stats(self, flow_type: str, stats: Any) -> None:
+        """Backlog gauges from a flow/ FlowStats (`states: {state: StateStats}`)."""
+        if stats is None or self._metrics is None:
+            return
+        for state, per_state in (getattr(stats, "states", None) or {}).items():
+            self._metrics.backlog.labels(flow_type, state).set(per_state.due_now)
+            age_ms = per_state.oldest_due_age_ms or 0
+            self._metrics.oldest_due_age.labels(flow_type, state).set(age_ms / 1000.0)
+        running = getattr(stats, "running", None)
+        if isinstance(running, int):
+            self._metrics.running.labels(flow_type).set(running)
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run one maintenance step; log and swallow its failure (the next sweep tries again)."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        log.warning("maintenance: %s failed: %s", getattr(fn, "__name__", fn), exc)
+        return None
+
+
+def _close(client: Any) -> None:
+    try:
+        client.close()
+    except Exception:  # closing a broken connection on the way out; nothing to do
+        pass
