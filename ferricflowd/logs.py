@@ -3,7 +3,8 @@
 Both processes call `setup_logging` once at start. Flow events go through `flow_event`, so
 every line about a Flow names it the same way (type, id, state, attempt) in both formats:
 
-    text: 2024-05-01 12:00:00,123 INFO [4242] ferricflowd.worker: flow order/o-17 created#1 completed (0.012s)
+    text: 2024-05-01 12:00:00,123 INFO [4242] ferricflowd.worker:
+          flow order/o-17 created#1 completed (0.012s)                     (one line)
     json: {"ts": "...", "level": "INFO", "pid": 4242, "logger": "ferricflowd.worker",
            "msg": "...", "event": "completed", "type": "order", "id": "o-17",
            "state": "created", "attempt": 1, "duration_s": 0.012}
@@ -17,7 +18,9 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["FLOW_FIELDS", "JsonFormatter", "flow_event", "setup_logging"]
+__all__ = [
+    "FLOW_FIELDS", "JsonFormatter", "flow_event", "init_sentry", "redact_url", "setup_logging",
+]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 FLOW_FIELDS = ("type", "id", "state", "attempt")
@@ -89,3 +92,34 @@ def flow_event(
     if detail:
         text = f"{text} {detail}"
     logger.log(level, "%s", text, extra={"event": event, **ident, **fields})
+
+
+def redact_url(url: str) -> str:
+    """A store URL without its password, for log lines."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+def init_sentry(dsn: str, **options: Any) -> Any:
+    """sentry_sdk, initialised with `dsn`; None when no DSN is set or the SDK is missing.
+
+    Each process initialises its own SDK after it starts (never inherited across fork), so
+    no SDK thread or lock is shared between processes.
+    """
+    if not dsn:
+        return None
+    try:
+        import sentry_sdk
+    except ImportError:
+        logging.getLogger("ferricflowd").warning(
+            "sentry_dsn is set but sentry-sdk is not installed (pip install sentry-sdk)"
+        )
+        return None
+    sentry_sdk.init(dsn=dsn, **options)
+    return sentry_sdk

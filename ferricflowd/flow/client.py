@@ -537,7 +537,7 @@ class FlowClient:
             for reply in self.store.call_many(calls):
                 delivered += int(_raise_item(reply, None))
 
-            def trim(r: Any, p: int = p) -> None:
+            def trim(r: Any, p: int = p, entries: list[bytes] = entries) -> None:
                 pipe = r.pipeline(transaction=False)
                 for raw in entries:
                     pipe.lrem(keys.outbox(p), 1, raw)

@@ -22,7 +22,6 @@ import os
 import random
 import signal
 import subprocess
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +59,7 @@ class Child:
     draining: bool = False
     # what the supervisor asked of it
     retire_reason: str | None = None  # set once the child is on its way out
+    marked_at: float | None = None  # recycle: when its replacement was asked for
     term_sent_at: float | None = None
     kill_at: float | None = None  # SIGKILL after this (monotonic)
     abort_sent_at: float | None = None  # hang: SIGABRT sent

@@ -85,7 +85,11 @@ class EmbeddedStore:
             "--logfile", str(self.logfile),
             "--daemonize", "no",
         ]  # fmt: skip
-        self.popen = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        # Own session: a Ctrl-C meant for the supervisor must not stop the store under
+        # workers that are still draining; the supervisor stops it last.
+        self.popen = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
+        )
         self._wait_ready()
         log.info(
             "embedded store: redis-server pid %d on %s (data and log in %s; "

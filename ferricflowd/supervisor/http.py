@@ -62,7 +62,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/readyz":
             self.reply_json(*owner.readyz())
         else:
-            self.reply_json(404, {"status": "not found", "paths": ["/metrics", "/healthz", "/readyz"]})
+            paths = ["/metrics", "/healthz", "/readyz"]
+            self.reply_json(404, {"status": "not found", "paths": paths})
 
     def reply_json(self, code: int, doc: dict[str, Any]) -> None:
         self.reply(code, (json.dumps(doc) + "\n").encode(), "application/json")

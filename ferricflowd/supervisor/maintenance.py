@@ -22,9 +22,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ferricflowd.config import StoreConfig
 from ferricflowd.metrics import SupervisorMetrics
 
-__all__ = ["Maintenance", "Reclaim"]
+__all__ = ["Maintenance", "Reclaim", "make_client"]
 
 log = logging.getLogger("ferricflowd.maintenance")
 
@@ -124,13 +125,16 @@ class Maintenance:
 
     def _reclaim(self, client: Any, item: Reclaim) -> None:
         try:
-            count = client.reclaim_worker(item.worker_id, item.cause)
+            count, poisoned = client.reclaim_worker(item.worker_id, item.cause)
         except Exception as exc:  # the store may be down; keep it and retry on the next sweep
             log.warning("reclaim of worker %s failed (%s); will retry", item.worker_id, exc)
             self._retry.append(item)
             return
         if count:
             log.info("reclaimed %d lease(s) of worker %s: %s", count, item.worker_id, item.cause)
+        if poisoned:
+            log.warning("%d Flow(s) of worker %s failed: crashed their worker too often",
+                        poisoned, item.worker_id)
         if self._metrics is not None and count:
             self._metrics.leases_reclaimed.labels(item.label).inc(count)
         self._done(1)
@@ -175,6 +179,20 @@ class Maintenance:
         running = getattr(stats, "running", None)
         if isinstance(running, int):
             self._metrics.running.labels(flow_type).set(running)
+
+
+def make_client(store: StoreConfig, url: str) -> Any:
+    """A FlowClient for the configured store at `url` (connects lazily, on first use)."""
+    from ferricflowd.flow.client import FlowClient
+
+    return FlowClient.from_url(
+        url,
+        namespace=store.namespace,
+        durability=store.durability,
+        min_replicas=store.min_replicas,
+        partitions=store.partitions,
+        socket_timeout_s=store.socket_timeout_s,
+    )
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> Any:

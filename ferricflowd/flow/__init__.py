@@ -1,0 +1,1 @@
+"""The FerricFlow programming model: records, outcomes, policies, clients and workers."""

@@ -1,0 +1,145 @@
+"""What queue and workflow handles share: producing Flows and inspecting them by type."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .client import CreateSpec, FlowClient, check_name
+from .errors import FlowError, InvalidArgument
+from .outcomes import as_bytes, as_values
+from .policy import ExceptionPolicy, RetryPolicy
+from .records import FlowRecord, FlowStats, HistoryEvent
+
+WORKER_OPTIONS = ("concurrency", "batch_size", "lease_ms", "block_ms", "claim_values",
+                  "value_max_bytes", "exception_policy", "worker_id", "hooks", "payload_cap")
+
+
+def _run_at(run_at_ms: int | None, delay_ms: int | None) -> int | None:
+    if delay_ms is None:
+        return run_at_ms
+    return int(time.time() * 1000) + int(delay_ms)
+
+
+def worker_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Check `worker(...)` keyword arguments, naming a wrong one."""
+    unknown = sorted(set(options) - set(WORKER_OPTIONS))
+    if unknown:
+        raise TypeError(f"worker() got unexpected argument(s) {', '.join(unknown)}; "
+                        f"accepted: state/states, {', '.join(WORKER_OPTIONS)}")
+    policy = options.get("exception_policy")
+    if policy is not None and not isinstance(policy, ExceptionPolicy):
+        raise TypeError("exception_policy must be an ExceptionPolicy")
+    values = options.get("claim_values", ())
+    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+        raise TypeError("claim_values must be a list of value names")
+    return dict(options)
+
+
+def state_list(state: str | None, states: Sequence[str] | None,
+               default: Sequence[str]) -> list[str]:
+    if state is not None and states is not None:
+        raise TypeError("pass state or states, not both")
+    if state is not None:
+        return [check_name("state", state)]
+    if states is not None:
+        if isinstance(states, str):
+            raise TypeError("states must be a list of state names, not a str")
+        return [check_name("states", s) for s in states]
+    return list(default)
+
+
+class TypeHandle:
+    """A Flow type in one namespace: create Flows and read them back."""
+
+    def __init__(self, client: FlowClient | None, type: str, default_state: str,
+                 retry_policy: RetryPolicy | None = None) -> None:
+        check_name("type", type)
+        check_name("state", default_state)
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            raise TypeError("retry_policy must be a RetryPolicy")
+        self._client = client
+        self.type = type
+        self.default_state = default_state
+        self.retry_policy = retry_policy
+        self.state_policies: dict[str, RetryPolicy] = {}
+        self._registered = False
+
+    @property
+    def client(self) -> FlowClient:
+        if self._client is None:
+            raise InvalidArgument("client", f"{self.type!r} is not bound to a store; call "
+                                  ".bind(client) or create it from a QueueClient/WorkflowClient")
+        return self._client
+
+    def _register(self) -> None:
+        """Store the retry policy once, so every worker and producer applies the same one."""
+        if self._registered or (self.retry_policy is None and not self.state_policies):
+            return
+        self.client.register_policy(self.type, self.retry_policy or RetryPolicy(),
+                                    self.state_policies)
+        self._registered = True
+
+    def _create(self, flow_id: str, payload: bytes | str, state: str | None, **kw: Any) -> bool:
+        self._register()
+        run_at = _run_at(kw.pop("run_at_ms", None), kw.pop("delay_ms", None))
+        return self.client.create(flow_id, self.type, state or self.default_state, payload,
+                                  run_at_ms=run_at, **kw)
+
+    def _create_many(self, items: Iterable[Any], idempotent: bool) -> list[bool | FlowError]:
+        """Items are ids, (id, payload) pairs or dicts of create() keyword arguments."""
+        self._register()
+        specs = []
+        for item in items:
+            if isinstance(item, str):
+                item = {"id": item}
+            elif isinstance(item, tuple):
+                item = {"id": item[0], "payload": item[1]}
+            elif not isinstance(item, Mapping):
+                raise TypeError("items must be ids, (id, payload) pairs or dicts")
+            kw = dict(item)
+            specs.append(CreateSpec(
+                id=kw.pop("id"), type=self.type, state=kw.pop("state", self.default_state),
+                payload=as_bytes("payload", kw.pop("payload", b"")) or b"",
+                values=as_values("values", kw.pop("values", None)),
+                partition_key=kw.pop("partition_key", None),
+                run_at_ms=_run_at(kw.pop("run_at_ms", None), kw.pop("delay_ms", None)),
+                priority=kw.pop("priority", 0), idempotent=kw.pop("idempotent", idempotent),
+                correlation_id=kw.pop("correlation_id", None)))
+            if kw:
+                raise TypeError(f"unexpected item field(s): {', '.join(sorted(kw))}")
+        return self.client.create_many(specs)
+
+    # -- inspection and control ---------------------------------------------------------------
+
+    def get(self, flow_id: str, *, values: Sequence[str] = (), payload: bool = True,
+            partition_key: str | None = None) -> FlowRecord | None:
+        return self.client.get(flow_id, values=values, payload=payload,
+                               partition_key=partition_key)
+
+    def history(self, flow_id: str, *, count: int = 1000, reverse: bool = False,
+                partition_key: str | None = None) -> list[HistoryEvent]:
+        return self.client.history(flow_id, count=count, reverse=reverse,
+                                   partition_key=partition_key)
+
+    def children(self, flow_id: str, *, partition_key: str | None = None) -> list[FlowRecord]:
+        return self.client.children(flow_id, partition_key=partition_key)
+
+    def terminals(self, state: str | None = None, count: int = 100) -> list[FlowRecord]:
+        return self.client.terminals(self.type, state, count)
+
+    def stats(self) -> FlowStats:
+        return self.client.stats(self.type)
+
+    def signal(self, flow_id: str, signal: str, **options: Any) -> bool:
+        return self.client.signal(flow_id, signal, **options)
+
+    def cancel(self, flow_id: str, reason: str = "cancelled", *,
+               partition_key: str | None = None) -> bool:
+        return self.client.cancel(flow_id, reason, partition_key=partition_key)
+
+    def put_value(self, flow_id: str, name: str, data: bytes, *, override: bool = False,
+                  partition_key: str | None = None) -> None:
+        self.client.put_value(flow_id, name, data, override=override,
+                              partition_key=partition_key)

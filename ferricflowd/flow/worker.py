@@ -1,0 +1,481 @@
+"""FlowWorker: claim a batch, run handlers on threads, send outcomes in batches.
+
+Process-agnostic: the same class runs inside a script (`queue.worker(...).run(fn)`) and inside
+a daemon worker process. Threads:
+
+- the caller's thread claims batches and, when idle, blocks on the wake lists (BLPOP);
+- `concurrency` handler threads take jobs from a local queue;
+- one flusher thread sends outcomes (one pipeline per flush) and extends the leases of jobs
+  held longer than a third of the lease.
+
+Handlers are never replayed: a job's outcome is sent once (re-sent only after a store error,
+which the engine's replay rules make safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .client import FlowClient, check_state
+from .errors import FerricflowdError, FlowError, StaleLease, StoreError
+from .outcomes import Complete, Fail, Outcome, Retry, Transition
+from .policy import ExceptionPolicy
+from .records import Job
+
+log = logging.getLogger("ferricflowd.worker")
+
+Handler = Callable[[Job], Any]
+_STOP = object()
+
+
+@dataclass
+class WorkerHooks:
+    """Optional callbacks for metrics, heartbeats and error reporting; they must not block."""
+
+    on_claimed: Callable[[str, str, int], None] | None = None
+    on_outcome: Callable[[Job, str, float, str | None], None] | None = None
+    on_released: Callable[[str, str, int], None] | None = None
+    on_tick: Callable[[], None] | None = None
+    on_handler_error: Callable[[Job, BaseException], None] | None = None
+
+
+@dataclass
+class WorkerStatistics:
+    handled: int = 0
+    claimed: int = 0
+    completed: int = 0
+    transitioned: int = 0
+    retried: int = 0
+    failed: int = 0
+    released: int = 0
+    stale: int = 0
+    in_flight: int = 0
+    queued: int = 0
+    concurrency: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+
+
+def default_worker_id(suffix: str = "") -> str:
+    base = f"{socket.gethostname()}:{os.getpid()}:{random.randrange(1 << 32):08x}"
+    return f"{base}:{suffix}" if suffix else base
+
+
+def to_outcome(value: Any, declared: frozenset[str] | None = None) -> Outcome:
+    """Map a handler's return value to an outcome; garbage becomes a Fail with the reason."""
+    if isinstance(value, Transition):
+        try:
+            check_state("to_state", value.to_state)
+        except (TypeError, ValueError) as exc:
+            return Fail(f"handler returned an invalid transition: {exc}".encode())
+        if declared is not None and value.to_state not in declared:
+            return Fail(f"handler returned a transition to undeclared state "
+                        f"{value.to_state!r}".encode())
+        return value
+    if isinstance(value, (Complete, Fail, Retry)):
+        return value
+    if value is None:
+        return Complete()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return Complete(bytes(value))
+    if isinstance(value, str):
+        return Complete(value.encode("utf-8"))
+    return Fail(f"handler returned an unsupported {type(value).__name__}; return an outcome, "
+                f"bytes, str or None".encode())
+
+
+def exception_outcome(exc: BaseException, policy: ExceptionPolicy) -> Outcome | None:
+    text = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")[:4096]
+    if policy is ExceptionPolicy.FAIL:
+        return Fail(text)
+    if policy is ExceptionPolicy.RAISE:
+        return None
+    return Retry(text)
+
+
+class FlowWorker:
+    """Runs the handlers of some states of one type. See the module docstring."""
+
+    def __init__(self, client: FlowClient, *, type: str, states: Sequence[str],
+                 handlers: Mapping[str, Handler], concurrency: int = 8, batch_size: int = 100,
+                 lease_ms: int = 30_000, block_ms: int = 5_000, claim_values: Sequence[str] = (),
+                 value_max_bytes: int | None = None,
+                 exception_policy: ExceptionPolicy | Mapping[str, ExceptionPolicy] | None = None,
+                 declared_states: frozenset[str] | None = None, worker_id: str | None = None,
+                 hooks: WorkerHooks | None = None, payload_cap: int = 64 << 10,
+                 flush_interval_ms: int = 2) -> None:
+        missing = [s for s in states if s not in handlers]
+        if missing:
+            raise FerricflowdError(f"no handler for state(s) {', '.join(missing)} of {type}")
+        for name, value in (("concurrency", concurrency), ("batch_size", batch_size),
+                            ("lease_ms", lease_ms)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        self.client = client
+        self.type = type
+        self.states = list(states)
+        self.handlers = dict(handlers)
+        self.concurrency = concurrency
+        self.batch_size = batch_size
+        self.lease_ms = lease_ms
+        self.block_ms = block_ms
+        self.claim_values = list(claim_values)
+        self.value_max_bytes = value_max_bytes
+        self.payload_cap = payload_cap
+        self.flush_interval_s = flush_interval_ms / 1000.0
+        self.declared = declared_states
+        self.worker_id = worker_id or default_worker_id(type)
+        self.hooks = hooks or WorkerHooks()
+        self._policy = exception_policy
+        self.stats = WorkerStatistics(concurrency=concurrency)
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._outcomes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._held: dict[str, tuple[Job, float]] = {}  # id -> (job, monotonic claim time)
+        self._cond = threading.Condition()
+        self._outstanding = 0
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._blocking: Any = None
+        self._rotate = random.randrange(1 << 16)
+
+    # -- public API ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Claim and handle until stop() or drain(); returns the number of Flows handled."""
+        self._start_threads()
+        backoff = 0.05
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self._turn()
+                    backoff = 0.05
+                except StoreError as exc:
+                    log.warning("store unavailable for %s worker %s: %s; retrying in %.1fs",
+                                self.type, self.worker_id, exc, backoff)
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            self._finish(self._deadline)
+        return self.stats.handled
+
+    def run_once(self) -> int:
+        """Claim one batch (no blocking), handle it, flush outcomes; the number handled."""
+        self._start_threads()
+        before = self.stats.handled
+        try:
+            self._claim(self.batch_size)
+            self._wait_outstanding(None)
+        finally:
+            self._finish(None)
+        return self.stats.handled - before
+
+    def run_until_idle(self, timeout: float = 30.0) -> int:
+        """Handle Flows until nothing of these states is due (or `timeout` s); the count."""
+        self._start_threads()
+        before = self.stats.handled
+        end = time.monotonic() + timeout
+        try:
+            while time.monotonic() < end:
+                got = self._claim(self.batch_size)
+                if got == 0 and self._outstanding == 0:
+                    break
+                if got == 0:
+                    self._wait_outstanding_change(0.05)
+            self._wait_outstanding(max(0.0, end - time.monotonic()))
+        finally:
+            self._finish(None)
+        return self.stats.handled - before
+
+    def stop(self) -> None:
+        """Stop claiming, release unstarted jobs, let running handlers finish."""
+        self.drain(None)
+
+    def drain(self, deadline_s: float | None) -> None:
+        """Graceful stop from any thread: run() returns when running handlers finished or
+        `deadline_s` seconds passed; handlers still running then are abandoned."""
+        self._deadline = None if deadline_s is None else time.monotonic() + deadline_s
+        self._stopping.set()
+        conn = self._blocking
+        if conn is not None:  # interrupt a BLPOP in progress
+            try:
+                conn.connection_pool.disconnect()
+            except Exception:  # noqa: BLE001 - best effort wake-up
+                pass
+
+    _deadline: float | None = None
+
+    def statistics(self) -> WorkerStatistics:
+        self.stats.in_flight = max(0, self._outstanding - self._jobs.qsize())
+        self.stats.queued = self._jobs.qsize()
+        return self.stats
+
+    # -- the claim loop -----------------------------------------------------------------------
+
+    def _turn(self) -> None:
+        if self.hooks.on_tick:
+            self.hooks.on_tick()
+        free = self.batch_size + self.concurrency - self._outstanding
+        if self._outstanding >= max(self.concurrency, self.batch_size // 2) or free <= 0:
+            self._wait_outstanding_change(0.5)
+            return
+        result = self._claim(min(self.batch_size, free), detail=True)
+        if result is None or result.jobs or result.more:
+            return
+        if self._outstanding:
+            self._wait_outstanding_change(0.05)
+            return
+        timeout_ms = self.block_ms
+        if result.next_due_ms is not None:
+            timeout_ms = min(timeout_ms, max(1, result.next_due_ms - result.now_ms))
+        if self._blocking is None:
+            self._blocking = self.client.store.blocking_client(self.block_ms / 1000.0)
+        self._rotate += 1
+        try:
+            self.client.wait_for_work(self._blocking, self.type, self.states, timeout_ms,
+                                      self._rotate)
+        except StoreError:
+            if not self._stopping.is_set():
+                raise
+
+    def _claim(self, limit: int, detail: bool = False) -> Any:
+        if self._stopping.is_set() or limit <= 0:
+            return None
+        self._rotate += 1
+        result = self.client.claim(self.type, self.states, self.worker_id,
+                                   lease_ms=self.lease_ms, limit=limit,
+                                   claim_values=self.claim_values, payload_cap=self.payload_cap,
+                                   value_max_bytes=self.value_max_bytes, start=self._rotate)
+        now = time.monotonic()
+        per_state: dict[str, int] = {}
+        with self._cond:
+            self._outstanding += len(result.jobs)
+        for job in result.jobs:
+            self._held[job.id] = (job, now)
+            per_state[job.state] = per_state.get(job.state, 0) + 1
+            self._jobs.put(job)
+        self.stats.claimed += len(result.jobs)
+        if self.hooks.on_claimed:
+            for state, n in per_state.items():
+                self.hooks.on_claimed(self.type, state, n)
+        return result if detail else len(result.jobs)
+
+    def _wait_outstanding_change(self, timeout: float) -> None:
+        with self._cond:
+            start = self._outstanding
+            self._cond.wait_for(lambda: self._outstanding != start or self._stopping.is_set(),
+                                timeout)
+
+    def _wait_outstanding(self, timeout: float | None) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self._outstanding == 0, timeout)
+
+    # -- handler threads ----------------------------------------------------------------------
+
+    def _start_threads(self) -> None:
+        if self._threads:
+            return
+        self._stopping.clear()
+        for i in range(self.concurrency):
+            t = threading.Thread(target=self._handler_loop, name=f"ff-handler-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        t = threading.Thread(target=self._flusher_loop, name="ff-flusher", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _handler_loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is _STOP:
+                return
+            if self._stopping.is_set():
+                self._outcomes.put((job, "release"))
+                continue
+            self._outcomes.put((job, self._handle(job)))
+
+    def _handle(self, job: Job) -> tuple[Outcome | None, float]:
+        started = time.perf_counter()
+        try:
+            value = self.handlers[job.state](job)
+            if inspect.isawaitable(value):
+                value = asyncio.run(_await(value))
+            outcome: Outcome | None = to_outcome(value, self.declared)
+            if isinstance(outcome, Fail) and not isinstance(value, Fail):
+                log.error("flow %s %s state=%s attempt=%d: %s", job.type, job.id, job.state,
+                          job.attempt, outcome.error.decode("utf-8", "replace"))
+        except Exception as exc:  # noqa: BLE001 - a handler may raise anything
+            log.warning("flow %s %s state=%s attempt=%d raised %s: %s", job.type, job.id,
+                        job.state, job.attempt, type(exc).__name__, exc, exc_info=True)
+            if self.hooks.on_handler_error:
+                self.hooks.on_handler_error(job, exc)
+            outcome = exception_outcome(exc, self._exception_policy(job.state))
+        return outcome, time.perf_counter() - started
+
+    def _exception_policy(self, state: str) -> ExceptionPolicy:
+        policy = self._policy
+        if isinstance(policy, Mapping):
+            policy = policy.get(state)
+        return policy or ExceptionPolicy.RETRY
+
+    # -- outcomes and lease extension ---------------------------------------------------------
+
+    def _flusher_loop(self) -> None:
+        next_extend = time.monotonic() + self.lease_ms / 3000.0
+        while True:
+            batch = self._collect(next_extend)
+            stop = _STOP in batch
+            batch = [b for b in batch if b is not _STOP]
+            if batch:
+                self._flush(batch)
+            if time.monotonic() >= next_extend:
+                self._extend()
+                next_extend = time.monotonic() + self.lease_ms / 3000.0
+            if stop:
+                return
+
+    def _collect(self, until: float) -> list[Any]:
+        try:
+            first = self._outcomes.get(timeout=max(0.001, until - time.monotonic()))
+        except queue.Empty:
+            return []
+        batch = [first]
+        end = time.monotonic() + self.flush_interval_s
+        while len(batch) < 1000:
+            try:
+                batch.append(self._outcomes.get(timeout=max(0.0, end - time.monotonic())))
+            except queue.Empty:
+                break
+        return batch
+
+    def _flush(self, batch: list[Any]) -> None:
+        releases = [job for job, what in batch if what == "release"]
+        sends = [(job, what[0], what[1]) for job, what in batch
+                 if what != "release" and what[0] is not None]
+        dropped = [job for job, what in batch if what != "release" and what[0] is None]
+        results = self._send(lambda: self.client.apply_outcomes([(j, o) for j, o, _ in sends]),
+                             bool(sends))
+        for (job, outcome, duration), result in zip(sends, results, strict=True):
+            self._account(job, outcome, duration, result)
+        if releases and self._send(lambda: self.client.release(releases, "drain"), True):
+            self.stats.released += len(releases)
+            if self.hooks.on_released:
+                self.hooks.on_released(self.type, "*", len(releases))
+        self._done(releases + dropped + [job for job, _, _ in sends])
+
+    def _send(self, fn: Callable[[], list[Any]], needed: bool) -> list[Any]:
+        """Run a store call, retrying store failures with backoff until it goes through
+        (outcomes are replay-safe) or the process is past its drain deadline."""
+        if not needed:
+            return []
+        backoff = 0.05
+        while True:
+            try:
+                return fn()
+            except StoreError as exc:
+                if self._deadline is not None and time.monotonic() > self._deadline:
+                    log.error("dropping outcomes after drain deadline: %s", exc)
+                    return []
+                log.warning("store unavailable while sending outcomes: %s", exc)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    def _account(self, job: Job, outcome: Outcome, duration: float, result: Any) -> None:
+        kind = type(outcome).__name__.lower()
+        error = None
+        if isinstance(result, StaleLease):
+            self.stats.stale += 1
+            kind, error = "stale", str(result)
+            log.warning("flow %s %s state=%s attempt=%d: outcome rejected, lease lost "
+                        "(reclaimed while the handler ran)", job.type, job.id, job.state,
+                        job.attempt)
+        elif isinstance(result, FlowError):
+            kind, error = "error", str(result)
+            log.error("flow %s %s state=%s attempt=%d: outcome rejected: %s", job.type, job.id,
+                      job.state, job.attempt, result)
+        else:
+            attr = {"complete": "completed", "transition": "transitioned", "retry": "retried",
+                    "fail": "failed"}[kind]
+            if isinstance(outcome, Retry) and result == b"exhausted":
+                attr, kind = "failed", "exhausted"
+            setattr(self.stats, attr, getattr(self.stats, attr) + 1)
+            if isinstance(outcome, (Fail, Retry)):
+                error = outcome.error.decode("utf-8", "replace")
+        self.stats.handled += 1
+        self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
+        if self.hooks.on_outcome:
+            self.hooks.on_outcome(job, kind, duration, error)
+
+    def _done(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._held.pop(job.id, None)
+        with self._cond:
+            self._outstanding -= len(jobs)
+            self._cond.notify_all()
+
+    def _extend(self) -> None:
+        cutoff = time.monotonic() - self.lease_ms / 3000.0
+        old = [job for job, since in list(self._held.values()) if since <= cutoff]
+        if not old:
+            return
+        try:
+            results = self.client.extend_leases(old, self.lease_ms)
+        except StoreError as exc:
+            log.warning("could not extend %d leases: %s", len(old), exc)
+            return
+        now = time.monotonic()
+        for job, result in zip(old, results, strict=True):
+            if isinstance(result, FlowError):
+                log.warning("flow %s %s state=%s: lease lost (%s)", job.type, job.id,
+                            job.state, result)
+            elif job.id in self._held:
+                self._held[job.id] = (job, now)
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def _finish(self, deadline: float | None) -> None:
+        """Release unstarted jobs, wait for running ones (until `deadline`), stop threads."""
+        self._stopping.set()
+        unstarted = []
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP:
+                unstarted.append(job)
+        if unstarted:
+            for job in unstarted:
+                self._outcomes.put((job, "release"))
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        finished = self._wait_outstanding(remaining)
+        for _ in range(self.concurrency):
+            self._jobs.put(_STOP)
+        self._outcomes.put(_STOP)
+        if finished:
+            for t in self._threads:
+                t.join(timeout=5.0)
+        else:
+            log.warning("drain deadline passed with %d handler(s) still running; abandoning "
+                        "them (their leases are released when the process exits)",
+                        self._outstanding)
+        self._threads = []
+        if self._blocking is not None:
+            try:
+                self._blocking.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._blocking = None
+
+
+async def _await(value: Any) -> Any:
+    return await value

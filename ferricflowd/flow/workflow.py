@@ -1,0 +1,153 @@
+"""WorkflowClient and Workflow: state machines whose states have handlers.
+
+    order = WorkflowClient.from_url(url).workflow(type="order", initial_state="created")
+
+    @order.state("created")
+    def created(job):
+        return transition("charged")
+
+    order.start("order-1", payload=b"...")
+    order.worker(states=["created", "charged"]).run()
+
+A Workflow may also be defined without a client (`Workflow(type=..., initial_state=...)`) and
+bound later with `.bind(client)`; the daemon binds the workflows it imports to its own store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from .client import FlowClient, check_state
+from .errors import FlowError
+from .handles import TypeHandle, state_list, worker_options
+from .policy import ExceptionPolicy, RetryPolicy
+from .records import Job
+from .worker import FlowWorker
+
+Handler = Callable[[Job], Any]
+
+
+class WorkflowClient:
+    """A lazy connection to a namespace; nothing connects until the first command."""
+
+    def __init__(self, client: FlowClient) -> None:
+        self.flow_client = client
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> WorkflowClient:
+        return cls(FlowClient.from_url(url, **options))
+
+    def workflow(self, type: str, *, initial_state: str,
+                 retry_policy: RetryPolicy | None = None,
+                 states: Iterable[str] | None = None) -> Workflow:
+        return Workflow(type=type, initial_state=initial_state, retry_policy=retry_policy,
+                        states=states, client=self.flow_client)
+
+    def close(self) -> None:
+        self.flow_client.close()
+
+
+class Workflow(TypeHandle):
+    """A Flow type with a handler per state. `states`, when given, declares every state a
+    handler may transition to; a transition elsewhere then fails the Flow."""
+
+    def __init__(self, *, type: str, initial_state: str, retry_policy: RetryPolicy | None = None,
+                 states: Iterable[str] | None = None, client: FlowClient | None = None) -> None:
+        check_state("initial_state", initial_state)
+        super().__init__(client, type, initial_state, retry_policy)
+        self.initial_state = initial_state
+        self.handlers: dict[str, Handler] = {}
+        self.exception_policies: dict[str, ExceptionPolicy] = {}
+        self.declared_states = (frozenset(check_state("states", s) for s in states)
+                                if states is not None else None)
+
+    def state(self, name: str, *, exception_policy: ExceptionPolicy | None = None,
+              retry_policy: RetryPolicy | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: register the handler of state `name`."""
+        check_state("state", name)
+        if exception_policy is not None and not isinstance(exception_policy, ExceptionPolicy):
+            raise TypeError("exception_policy must be an ExceptionPolicy")
+
+        def register(fn: Handler) -> Handler:
+            if not callable(fn):
+                raise TypeError("a state handler must be callable")
+            self.handlers[name] = fn
+            if exception_policy is not None:
+                self.exception_policies[name] = exception_policy
+            if retry_policy is not None:
+                self.state_policies[name] = retry_policy
+            return fn
+
+        return register
+
+    def bind(self, client: FlowClient) -> Workflow:
+        """The same workflow (handlers, policies) on another client's store."""
+        bound = Workflow(type=self.type, initial_state=self.initial_state,
+                         retry_policy=self.retry_policy, client=client)
+        bound.handlers = self.handlers
+        bound.exception_policies = self.exception_policies
+        bound.state_policies = self.state_policies
+        bound.declared_states = self.declared_states
+        return bound
+
+    def start(self, flow_id: str, payload: bytes | str = b"", *, idempotent: bool = False,
+              values: Mapping[str, bytes] | None = None, state: str | None = None,
+              partition_key: str | None = None, run_at_ms: int | None = None,
+              delay_ms: int | None = None, priority: int = 0,
+              correlation_id: str | None = None) -> bool:
+        """Start a Flow in `initial_state`; True when created, False for an idempotent repeat."""
+        return self._create(flow_id, payload, state, idempotent=idempotent, values=values,
+                            partition_key=partition_key, run_at_ms=run_at_ms, delay_ms=delay_ms,
+                            priority=priority, correlation_id=correlation_id)
+
+    enqueue = start
+
+    def start_many(self, items: Iterable[Any], *,
+                   idempotent: bool = False) -> list[bool | FlowError]:
+        return self._create_many(items, idempotent)
+
+    def worker(self, *, state: str | None = None, states: Sequence[str] | None = None,
+               **options: Any) -> WorkflowWorker:
+        chosen = state_list(state, states, sorted(self.handlers))
+        return WorkflowWorker(self, chosen, worker_options(options))
+
+    def declared(self) -> frozenset[str] | None:
+        if self.declared_states is None:
+            return None
+        return self.declared_states | set(self.handlers) | {self.initial_state}
+
+
+class WorkflowWorker:
+    """Runs the workflow's state handlers for the chosen states."""
+
+    def __init__(self, workflow: Workflow, states: list[str], options: dict[str, Any]) -> None:
+        self.workflow = workflow
+        self.states = states
+        self.options = options
+        self._worker: FlowWorker | None = None
+
+    def _make(self) -> FlowWorker:
+        wf = self.workflow
+        wf._register()
+        options = dict(self.options)
+        policy = options.pop("exception_policy", None)
+        policies: dict[str, ExceptionPolicy] = {s: policy for s in self.states if policy}
+        policies.update({s: p for s, p in wf.exception_policies.items() if s in self.states})
+        self._worker = FlowWorker(wf.client, type=wf.type, states=self.states,
+                                  handlers=wf.handlers, exception_policy=policies,
+                                  declared_states=wf.declared(), **options)
+        return self._worker
+
+    def run(self) -> int:
+        return self._make().run()
+
+    def run_once(self) -> int:
+        return self._make().run_once()
+
+    def run_until_idle(self, timeout: float = 30.0) -> int:
+        return self._make().run_until_idle(timeout)
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()

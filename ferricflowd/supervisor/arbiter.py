@@ -1,0 +1,660 @@
+"""The supervisor: one class, one loop, in the manner of gunicorn's arbiter.
+
+Signal handlers only `put_nowait` the signal number on a SimpleQueue (reentrant by design);
+the loop does everything else, in this order on every turn:
+
+    handle signals -> reap -> read control pipes -> murder (hung, overdue) -> recycle
+    -> maintain strength (spawn) -> publish health
+
+Workers are started by fork+exec of `python -m ferricflowd.worker` (never a bare fork: this
+process keeps an HTTP thread and a store thread), each with a pipe on which it reports
+readiness, heartbeats and status. The supervisor never imports user handler code and never
+talks to the store from this thread; dead workers' leases are reclaimed by the maintenance
+thread (ferricflowd/supervisor/maintenance.py), which the loop feeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import psutil
+from setproctitle import setproctitle
+
+from ferricflowd import exitcodes
+from ferricflowd.config import Config, ConfigError, GroupConfig, load_config
+from ferricflowd.logs import init_sentry, redact_url
+from ferricflowd.metrics import SupervisorMetrics, supervisor_metrics
+from ferricflowd.supervisor import systemd
+from ferricflowd.supervisor.children import Child, GroupState
+from ferricflowd.supervisor.embedded import EmbeddedStore, EmbeddedStoreError
+from ferricflowd.supervisor.http import Health, HealthServer
+from ferricflowd.supervisor.maintenance import Maintenance, make_client
+from ferricflowd.supervisor.metrics import MultiprocessMetrics
+
+__all__ = ["HaltServer", "Supervisor"]
+
+log = logging.getLogger("ferricflowd.supervisor")
+
+LOOP_INTERVAL_S = 0.25  # longest sleep between turns; signals wake the loop at once
+BOOT_TIMEOUT_S = 60.0  # a worker must report ready within this (slow imports are common)
+ABORT_GRACE_S = 1.0  # SIGABRT -> SIGKILL for a hung worker
+KILL_GRACE_S = 2.0  # a retired worker's own drain deadline -> our SIGKILL
+FAST_STOP_GRACE_S = 1.0  # QUIT: workers stop claiming and exit, or are killed after this
+REPLACE_WAIT_S = 30.0  # recycle: longest wait for the replacement before the old one drains
+RSS_CHECK_INTERVAL_S = 1.0
+MAX_JOBS_JITTER = 0.1  # up to +10%, so children started together do not recycle together
+_CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "CHLD", "USR1")
+SIG_NAMES = {getattr(signal, f"SIG{name}"): name.lower() for name in SIGNALS}
+
+
+class HaltServer(Exception):
+    """Stop the supervisor with `exit_code`; `reason` is logged."""
+
+    def __init__(self, reason: str, exit_code: int = exitcodes.FAILURE) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_code = exit_code
+
+
+class Supervisor:
+    """Runs the worker processes of every group of a Config until told to stop."""
+
+    def __init__(self, config: Config, overrides: Mapping[str, Any] | None = None) -> None:
+        self.config = config
+        self.overrides = dict(overrides or {})  # CLI overrides, re-applied on reload
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.children: dict[int, Child] = {}
+        self.groups: dict[str, GroupState] = {}
+        self.stopping: str | None = None  # None, "drain" or "fast"
+        self.stop_deadline = 0.0
+        self.stop_started = 0.0
+        self.hostname = socket.gethostname()
+        self.metrics_dir = MultiprocessMetrics(config.daemon.data_dir)
+        self.metrics: SupervisorMetrics | None = None
+        self.embedded: EmbeddedStore | None = None
+        self.store_url = config.store.url or ""
+        self.maintenance: Maintenance | None = None
+        self.http: HealthServer | None = None
+        self._health = Health(loop_tick=time.monotonic())
+        self._notified_ready = False
+        self._status = ""
+        self._next_watchdog = 0.0
+        self._next_rss_check = 0.0
+        self._sentry: Any = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> int:
+        """Start, loop until stopped, clean up; returns the process exit code."""
+        exit_code = exitcodes.OK
+        try:
+            self.start()
+            while self.turn():
+                pass
+            log.info("all workers stopped; exiting")
+        except HaltServer as halt:
+            log.error("stopping: %s", halt.reason)
+            exit_code = halt.exit_code
+        finally:
+            self.shutdown()
+        return exit_code
+
+    def start(self) -> None:
+        """Everything before the first turn; raises HaltServer if the daemon cannot run."""
+        daemon = self.config.daemon
+        setproctitle(f"ferricflowd: supervisor {self.config.path.name}")
+        daemon.data_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_dir.prepare()  # before anything creates a metric
+        self.metrics = supervisor_metrics()
+        # Process-level events (a worker killed by a signal) go to Sentry from here.
+        self._sentry = init_sentry(daemon.sentry_dsn)
+        for name in SIGNALS:
+            signal.signal(getattr(signal, f"SIG{name}"), self.signal)
+        if self.config.store.embedded:
+            self.embedded = EmbeddedStore(daemon.data_dir)
+            try:
+                self.embedded.start()
+            except EmbeddedStoreError as exc:
+                raise HaltServer(str(exc), exitcodes.CONFIG) from None
+            self.store_url = self.embedded.url
+        for group in self.config.groups:
+            self.groups[group.name] = self._group_state(self.config, group)
+        store, url = self.config.store, self.store_url
+        self.maintenance = Maintenance(
+            lambda: make_client(store, url), self._types(), daemon.maintenance_interval_s,
+            self.metrics,
+        )  # fmt: skip
+        self.maintenance.start()
+        self.http = HealthServer(
+            daemon.listen, lambda: self._health, self.metrics_dir, max(5.0, 20 * LOOP_INTERVAL_S)
+        )
+        try:
+            self.http.start()
+        except OSError as exc:
+            raise HaltServer(f"cannot listen on {daemon.listen}: {exc}", exitcodes.CONFIG) from None
+        log.info(
+            "ferricflowd supervisor pid %d: config %s, store %s, groups %s",
+            os.getpid(), self.config.path, redact_url(self.store_url),
+            ", ".join(f"{g.name}[{','.join(g.states)}]x{g.processes}" for g in self.config.groups),
+        )  # fmt: skip
+
+    def turn(self) -> bool:
+        """One pass of the loop; False once a stop has finished."""
+        for sig in self.wait_for_signals(self._loop_timeout()):
+            self.dispatch(sig)
+        now = time.monotonic()
+        self.reap_children()
+        for child in list(self.children.values()):
+            for message in child.read_control(now):
+                if message.get("t") == "ready":
+                    log.info("worker %s (pid %d) ready", child.worker_id, child.pid)
+        self.murder_children(now)
+        if self.stopping:
+            if not self.children:
+                return False
+        else:
+            self.recycle_children(now)
+            self.manage_children(now)
+            self.check_helpers()
+        self.publish_health(now)
+        return True
+
+    def shutdown(self) -> None:
+        """After the loop (or a halt): no worker left behind, leases handed back, helpers off."""
+        if self.children:
+            self._stop_remaining()
+        if self.maintenance is not None:
+            if not self.maintenance.flush(timeout_s=10.0):
+                log.warning("some leases of dead workers were not reclaimed; they expire instead")
+            self.maintenance.stop()
+        if self.http is not None:
+            self.http.stop()
+        if self.embedded is not None:
+            self.embedded.stop()
+        self.metrics_dir.remove()
+        if self._sentry is not None:
+            self._sentry.flush(timeout=2.0)
+        systemd.status("stopped")
+
+    # ------------------------------------------------------------------ signals
+
+    def signal(self, sig: int, frame: Any) -> None:
+        """The only code that runs in signal context: enqueue and return."""
+        self.signals.put_nowait(sig)
+
+    def wait_for_signals(self, timeout: float) -> list[int]:
+        try:
+            sigs = [self.signals.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                sigs.append(self.signals.get_nowait())
+            except queue.Empty:
+                return sigs
+
+    def dispatch(self, sig: int) -> None:
+        name = SIG_NAMES.get(sig)
+        if name is None:
+            return
+        if name != "chld":
+            log.info("got SIG%s", name.upper())
+        getattr(self, f"handle_{name}")()
+
+    def handle_chld(self) -> None:
+        """A child exited; the reap that follows every dispatch collects it."""
+
+    def handle_term(self) -> None:
+        """Graceful drain; a second TERM while draining is a fast stop."""
+        self.stop(graceful=self.stopping is None)
+
+    def handle_int(self) -> None:
+        """Same as TERM (Ctrl-C in a terminal)."""
+        self.stop(graceful=self.stopping is None)
+
+    def handle_quit(self) -> None:
+        """Fast stop."""
+        self.stop(graceful=False)
+
+    def handle_hup(self) -> None:
+        """Reload the config and replace the groups whose config changed."""
+        self.reload()
+
+    def handle_ttin(self) -> None:
+        """One more worker process per group."""
+        self.scale(+1)
+
+    def handle_ttou(self) -> None:
+        """One worker process less per group (never below one)."""
+        self.scale(-1)
+
+    def handle_usr1(self) -> None:
+        """Log the process table."""
+        for child in sorted(self.children.values(), key=lambda c: (c.group, c.spawned_at)):
+            log.info(
+                "child pid=%d id=%s gen=%d ready=%s busy=%d/%d handled=%d rss=%d retiring=%s",
+                child.pid, child.worker_id, child.generation, child.ready, child.busy,
+                child.concurrency, child.handled, child.rss, child.retire_reason,
+            )  # fmt: skip
+
+    # ------------------------------------------------------------------ operations
+
+    def stop(self, graceful: bool) -> None:
+        """Begin a drain (SIGTERM to every worker, SIGKILL at drain_timeout) or a fast stop."""
+        now = time.monotonic()
+        if graceful:
+            drain_s = self.config.daemon.drain_timeout_s
+            self.stopping, self.stop_started, self.stop_deadline = "drain", now, now + drain_s
+            systemd.stopping()
+            log.info("draining %d worker(s), deadline %gs", len(self.children), drain_s)
+            for child in self.children.values():
+                child.retire("drain", drain_s, now)
+                child.kill_at = min(child.kill_at or self.stop_deadline, self.stop_deadline)
+            return
+        if self.stopping is None:
+            self.stop_started = now
+            systemd.stopping()
+        self.stopping = "fast"
+        self.stop_deadline = min(self.stop_deadline or now + 3600, now + FAST_STOP_GRACE_S)
+        log.info("fast stop of %d worker(s)", len(self.children))
+        for child in self.children.values():
+            child.retire_reason = child.retire_reason or "stop"
+            child.term_sent_at = child.term_sent_at or now
+            child.kill_at = min(child.kill_at or self.stop_deadline, self.stop_deadline)
+            child.send(signal.SIGQUIT)
+
+    def reload(self) -> None:
+        """Re-read the config; an invalid or unreloadable one keeps the running config."""
+        systemd.reloading()
+        try:
+            new = load_config(self.config.path, os.environ, self.overrides)
+            self._check_reloadable(new)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running config: %s", exc)
+            systemd.ready()
+            return
+        now = time.monotonic()
+        for group in new.groups:
+            state = self.groups.get(group.name)
+            fingerprint = new.fingerprint(group.name)
+            if state is None:
+                log.info("reload: new group %s", group.name)
+                self.groups[group.name] = self._group_state(new, group)
+            elif state.fingerprint != fingerprint:
+                log.info("reload: group %s changed; replacing its workers", group.name)
+                state.reset(group, fingerprint)
+            else:
+                state.config = group
+        for name in set(self.groups) - {g.name for g in new.groups}:
+            log.info("reload: group %s removed; retiring its workers", name)
+            del self.groups[name]
+            for child in self.children_of(name):
+                child.retire("group removed", self._retire_grace(), now)
+        self.config = new
+        if self.maintenance is not None:
+            self.maintenance.set_types(self._types())
+        systemd.ready()
+        log.info("reloaded %s", new.path)
+
+    def scale(self, delta: int) -> None:
+        for group in self.groups.values():
+            group.target = max(1, group.target + delta)
+            log.info("group %s: %d process(es) now", group.name, group.target)
+
+    # ------------------------------------------------------------------ the process table
+
+    def spawn_child(self, group: GroupState, now: float) -> Child | None:
+        """fork+exec one worker of `group` with a control pipe; None if the exec failed."""
+        config = self.config
+        read_fd, write_fd = os.pipe()  # both non-inheritable; pass_fds hands write_fd over
+        os.set_blocking(read_fd, False)
+        template = f"{self.hostname}:{{pid}}:{group.name}"  # the worker fills in its pid
+        cmd = [
+            sys.executable, "-m", "ferricflowd.worker",
+            "--config", str(config.path), "--group", group.name,
+            "--worker-id", template, "--control-fd", str(write_fd),
+            "--log-format", config.daemon.log_format, "--log-level", config.daemon.log_level,
+        ]  # fmt: skip
+        if self.embedded is not None:
+            cmd += ["--store-url", self.store_url]  # a socket path; no secret on the cmdline
+        try:
+            popen = subprocess.Popen(
+                cmd, pass_fds=(write_fd,), env=self._child_env(), stdin=subprocess.DEVNULL
+            )
+        except OSError as exc:
+            os.close(read_fd)
+            log.error("cannot start a worker of group %s: %s", group.name, exc)
+            group.record_crash(now, self.config.daemon.max_restarts, self._window())
+            return None
+        finally:
+            os.close(write_fd)
+        max_jobs = group.config.max_jobs
+        child = Child(
+            pid=popen.pid,
+            group=group.name,
+            worker_id=template.replace("{pid}", str(popen.pid)),
+            generation=group.generation,
+            popen=popen,
+            control_fd=read_fd,
+            spawned_at=now,
+            max_jobs=max_jobs + int(max_jobs * random.uniform(0, MAX_JOBS_JITTER)),
+        )
+        self.children[child.pid] = child
+        log.info("spawned worker %s (generation %d)", child.worker_id, child.generation)
+        return child
+
+    def reap_children(self) -> None:
+        """Collect every exited child; unknown ones too (orphans re-parented to PID 1)."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if self.embedded is not None and pid == self.embedded.pid:
+                self._embedded_died(status)
+                continue
+            child = self.children.pop(pid, None)
+            if child is None:
+                # Not ours (when we are PID 1, every orphan in the container ends up here);
+                # reaping it is all it needs, and it is not a worker error.
+                log.debug("reaped unknown process %d: %s", pid, exitcodes.describe(status))
+                continue
+            self.metrics_dir.mark_process_dead(pid)
+            child.read_control(time.monotonic())  # its last words (handled counts)
+            child.closed(status)
+            self.child_exited(child, status)
+
+    def child_exited(self, child: Child, status: int) -> None:
+        """Reclaim a dead worker's leases, then decide whether and when to replace it."""
+        now = time.monotonic()
+        how = exitcodes.describe(status)
+        label = self._exit_label(child, status)
+        cause = f"worker {child.worker_id} {how}"
+        if child.abort_sent_at is not None:
+            cause += f" after hanging (no heartbeat for {self._hang_limit(child):g}s)"
+        elif child.retiring:
+            cause += f" ({child.retire_reason})"
+        if self.maintenance is not None:
+            self.maintenance.reclaim_worker(child.worker_id, cause, label)
+        group = self.groups.get(child.group)
+        if group is not None and group.recycling == child.pid:
+            group.recycling = None
+        if child.retiring and child.term_sent_at is not None and child.abort_sent_at is None:
+            log.info("worker %s exited: %s (%s)", child.worker_id, how, child.retire_reason)
+            if self.metrics is not None:
+                self.metrics.drain_duration.labels(child.group).observe(now - child.term_sent_at)
+            return
+        if group is None or self.stopping:
+            log.info("worker %s exited: %s", child.worker_id, how)
+            return
+        self._unexpected_exit(group, child, status, how, label)
+
+    def murder_children(self, now: float) -> None:
+        """SIGKILL overdue retirees; SIGABRT, then SIGKILL, workers whose heartbeat stopped."""
+        for child in list(self.children.values()):
+            if child.kill_sent:
+                continue
+            if child.kill_at is not None and now >= child.kill_at:
+                log.warning(
+                    "worker %s did not exit within its deadline (%s); killing it",
+                    child.worker_id, child.retire_reason,
+                )  # fmt: skip
+                child.send(signal.SIGKILL)
+            elif child.abort_sent_at is not None:
+                if now - child.abort_sent_at >= ABORT_GRACE_S:
+                    child.send(signal.SIGKILL)
+            elif child.term_sent_at is None and now - child.last_tick > self._hang_limit(child):
+                log.error(
+                    "worker %s hung: no heartbeat for %.1fs; sending SIGABRT",
+                    child.worker_id, now - child.last_tick,
+                )  # fmt: skip
+                child.abort_sent_at = now
+                child.send(signal.SIGABRT)
+
+    def recycle_children(self, now: float) -> None:
+        """Replace workers over max_memory or max_jobs, one per group at a time; the
+        replacement is started first and the old worker drains once it is ready."""
+        check_rss = now >= self._next_rss_check
+        if check_rss:
+            self._next_rss_check = now + RSS_CHECK_INTERVAL_S
+        for group in self.groups.values():
+            if group.recycling is not None:
+                self._finish_recycle(group, now)
+                continue
+            for child in self.children_of(group.name):
+                if child.retiring or not child.ready:
+                    continue
+                trigger = self._recycle_trigger(group.config, child, check_rss)
+                if trigger is not None:
+                    log.info("recycling worker %s (%s); starting its replacement first",
+                             child.worker_id, trigger)
+                    group.recycling = child.pid
+                    child.retire_reason = f"recycle: {trigger.split()[0]}"
+                    child.marked_at = now
+                    if self.metrics is not None:
+                        self.metrics.recycles.labels(group.name, trigger.split()[0]).inc()
+                    break
+
+    def manage_children(self, now: float) -> None:
+        """Keep each group at strength: spawn the missing (after backoff), retire the rest."""
+        for group in self.groups.values():
+            if group.boot_failure is not None:
+                continue
+            active = [c for c in self.children_of(group.name) if not c.retiring]
+            current = [c for c in active if c.generation == group.generation]
+            missing = group.target - len(current)
+            if missing > 0 and now >= group.next_spawn_at:
+                for _ in range(missing):
+                    self.spawn_child(group, now)
+            # After a reload the new generation is started (above) before the old drains.
+            for child in active:
+                if child.generation != group.generation:
+                    child.retire("reload", self._retire_grace(), now)
+            surplus = sorted(current, key=lambda c: c.spawned_at)[: max(0, -missing)]
+            for child in surplus:
+                child.retire("scaled down", self._retire_grace(), now)
+            oldest = min((c.ready_at for c in current if c.ready_at is not None), default=None)
+            if group.note_stable(now, oldest):
+                log.info("group %s is no longer crash-looping", group.name)
+            if self.metrics is not None:
+                self.metrics.group_workers.labels(group.name).set(len(current))
+                self.metrics.group_crash_looping.labels(group.name).set(int(group.crash_looping))
+
+    def children_of(self, group: str) -> list[Child]:
+        return [c for c in self.children.values() if c.group == group]
+
+    # ------------------------------------------------------------------ health
+
+    def check_helpers(self) -> None:
+        """Errors propagate: a dead helper thread stops the daemon instead of hiding."""
+        if self.maintenance is not None and not self.maintenance.is_alive():
+            raise HaltServer("the maintenance thread died; see the log above")
+
+    def publish_health(self, now: float) -> None:
+        """Publish the snapshot /healthz and /readyz read, and tell systemd."""
+        reasons: list[str] = ["draining"] if self.stopping else []
+        within = max(5.0, 3 * self.config.daemon.maintenance_interval_s)
+        if self.maintenance is None or not self.maintenance.store_ok(within):
+            reasons.append("store unreachable")
+        groups: dict[str, Any] = {}
+        for group in self.groups.values():
+            ready = sum(
+                1
+                for c in self.children_of(group.name)
+                if c.ready and not c.retiring and c.generation == group.generation
+            )
+            groups[group.name] = {"target": group.target, "ready": ready}
+            if group.boot_failure is not None:
+                groups[group.name]["boot_failure"] = group.boot_failure
+                reasons.append(f"group {group.name}: failed at boot ({group.boot_failure})")
+            elif group.crash_looping:
+                groups[group.name]["crash_looping"] = True
+                reasons.append(f"group {group.name}: crash-looping")
+            elif ready < group.target:
+                reasons.append(f"group {group.name}: {ready}/{group.target} workers ready")
+        self._health = Health(now, not reasons, tuple(reasons), groups)
+        self._tell_systemd(now, reasons)
+
+    def _tell_systemd(self, now: float, reasons: list[str]) -> None:
+        if not reasons and not self._notified_ready:
+            self._notified_ready = True
+            systemd.ready()
+            log.info("all groups at strength")
+        status = "; ".join(reasons) or f"{len(self.children)} workers, all groups ready"
+        if status != self._status:
+            self._status = status
+            systemd.status(status)
+        interval = systemd.watchdog_interval_s()
+        if interval is not None and now >= self._next_watchdog:
+            self._next_watchdog = now + interval
+            systemd.watchdog()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _unexpected_exit(
+        self, group: GroupState, child: Child, status: int, how: str, label: str
+    ) -> None:
+        now = time.monotonic()
+        code = os.waitstatus_to_exitcode(status)
+        if code in exitcodes.BOOT_FAILURES:
+            group.boot_failure, group.boot_exit_code = how, code
+            log.error(
+                "group %s: worker failed at boot (%s); not restarting it until the config "
+                "changes (HUP). See the worker's error above.", group.name, how,
+            )  # fmt: skip
+            self._count_restart(group, "boot")
+            if all(g.boot_failure is not None for g in self.groups.values()):
+                codes = {g.boot_exit_code for g in self.groups.values()}
+                raise HaltServer("every group failed at boot", min(codes))
+            return
+        was_looping = group.crash_looping
+        delay = group.record_crash(now, self.config.daemon.max_restarts, self._window())
+        log.error("worker %s died: %s; restarting in %.2fs", child.worker_id, how, delay)
+        self._count_restart(group, label)
+        if group.crash_looping and not was_looping:
+            log.error(
+                "group %s is crash-looping: %d restarts within %gs; retrying every ~%.0fs",
+                group.name, len(group.crashes), self._window(), delay,
+            )  # fmt: skip
+        if code < 0 and self._sentry is not None:
+            self._sentry.capture_message(f"ferricflowd worker {child.worker_id} {how}")
+
+    def _embedded_died(self, status: int) -> None:
+        assert self.embedded is not None
+        self.embedded.exited(status)
+        if self.stopping:
+            return
+        log.error("embedded redis-server %s; restarting it", exitcodes.describe(status))
+        try:
+            self.embedded.start()
+        except EmbeddedStoreError as exc:
+            raise HaltServer(f"embedded store: {exc}") from None
+
+    def _finish_recycle(self, group: GroupState, now: float) -> None:
+        old = self.children.get(group.recycling or -1)
+        if old is None:
+            group.recycling = None
+            return
+        if old.term_sent_at is not None:
+            return  # draining; cleared when it is reaped
+        replaced = any(
+            c.ready and not c.retiring and c.spawned_at > old.spawned_at
+            for c in self.children_of(group.name)
+        )
+        if replaced or now - (old.marked_at or now) > REPLACE_WAIT_S:
+            old.retire(old.retire_reason or "recycle", self._retire_grace(), now)
+
+    def _recycle_trigger(self, group: GroupConfig, child: Child, check_rss: bool) -> str | None:
+        if child.max_jobs and child.handled >= child.max_jobs:
+            return f"max_jobs {child.handled} >= {child.max_jobs}"
+        if group.max_memory_bytes and check_rss:
+            try:
+                child.rss = psutil.Process(child.pid).memory_info().rss
+            except psutil.Error:
+                return None
+            if child.rss > group.max_memory_bytes:
+                return f"max_memory rss {child.rss} > {group.max_memory_bytes}"
+        return None
+
+    def _exit_label(self, child: Child, status: int) -> str:
+        if child.abort_sent_at is not None:
+            return "hang"
+        if child.retire_reason is not None:
+            reason = child.retire_reason
+            return "recycle" if reason.startswith("recycle") else reason.split()[0]
+        return "signal" if os.WIFSIGNALED(status) else "crash"
+
+    def _hang_limit(self, child: Child) -> float:
+        if not child.ready:
+            return max(self.config.daemon.heartbeat_timeout_s, BOOT_TIMEOUT_S)
+        group = self.groups.get(child.group)
+        block_s = group.config.block_ms / 1000.0 if group is not None else 0.0
+        return self.config.daemon.heartbeat_timeout_s + block_s
+
+    def _count_restart(self, group: GroupState, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.worker_restarts.labels(group.name, reason).inc()
+
+    def _stop_remaining(self) -> None:
+        """A halt left workers running: fast-stop them and reap until they are gone."""
+        self.stop(graceful=False)
+        deadline = time.monotonic() + FAST_STOP_GRACE_S + 5.0
+        while self.children and time.monotonic() < deadline:
+            self.wait_for_signals(0.05)
+            self.reap_children()
+            self.murder_children(time.monotonic())
+
+    def _loop_timeout(self) -> float:
+        now = time.monotonic()
+        soonest = min((g.next_spawn_at for g in self.groups.values()), default=now + 1)
+        return max(0.01, min(LOOP_INTERVAL_S, soonest - now if soonest > now else LOOP_INTERVAL_S))
+
+    def _retire_grace(self) -> float:
+        return self.config.daemon.drain_timeout_s + KILL_GRACE_S
+
+    def _window(self) -> float:
+        return self.config.daemon.restart_window_s
+
+    def _types(self) -> list[str]:
+        return [g.config.type for g in self.groups.values()]
+
+    def _group_state(self, config: Config, group: GroupConfig) -> GroupState:
+        return GroupState(group, config.fingerprint(group.name), target=group.processes)
+
+    def _check_reloadable(self, new: Config) -> None:
+        """Settings this process holds open cannot change without a restart."""
+        old = self.config
+        for key, before, after in (
+            ("store", old.store, new.store),
+            ("daemon.data_dir", old.daemon.data_dir, new.daemon.data_dir),
+            ("daemon.listen", old.daemon.listen, new.daemon.listen),
+        ):
+            if before != after:
+                raise ConfigError(str(new.path), key, "changed; this needs a restart, not HUP")
+
+    def _child_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
+        env.update(self.metrics_dir.child_env())  # before exec, so before any import
+        env["FERRICFLOWD_SUPERVISOR_PID"] = str(os.getpid())
+        # The worker must import the same ferricflowd as this process, installed or not.
+        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+        if _PACKAGE_ROOT not in paths:
+            env["PYTHONPATH"] = os.pathsep.join([*paths, _PACKAGE_ROOT])
+        return env
+
+
