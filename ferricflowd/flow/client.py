@@ -449,7 +449,8 @@ class FlowClient:
         args: list[Any] = ["", job.id, job.lease_token, job.fencing_token, group, wait_state,
                            wait, on_child_failed, digest, job.partition, len(specs)]
         for s in specs:
-            cp = self.partition_for(s.id, s.partition_key)
+            cp = (self.partition_for(s.id, s.partition_key) if s.partition_key is not None
+                  else job.partition)  # children inherit the parent's partition
             args.extend([s.id, s.type, s.state, s.payload, s.priority, cp, _opt(s.partition_key),
                          _pack(s.values), self._create_args(s)[10]])
         reply = _raise_item(self._call("spawn", job.partition, args), job.id)

@@ -51,7 +51,10 @@ for i = 0, n - 1 do
     local fields = {'id', cid, 'type', ARGV[a + 1], 'payload', ARGV[a + 3], 'prio', ARGV[a + 4],
                     'attempt', 1, 'attempts', 0, 'fence', 0, 'ver', 0, 'digest', ARGV[a + 8],
                     'created', now, 'crashes', 0, 'parent', pid, 'pp', part, 'root', root}
-    if ARGV[a + 6] ~= '' then fields[#fields + 1] = 'pkey'; fields[#fields + 1] = ARGV[a + 6] end
+    -- A child without its own key is addressed with its parent's routing key.
+    local ckey = ARGV[a + 6]
+    if ckey == '' then ckey = p.pkey or pid end
+    fields[#fields + 1] = 'pkey'; fields[#fields + 1] = ckey
     if p.corr then fields[#fields + 1] = 'corr'; fields[#fields + 1] = p.corr end
     redis.call('HSET', kf(cid), unpack(fields))
     put_values(cid, ARGV[a + 7], true)

@@ -1,0 +1,161 @@
+"""The `ferricflowd` command line (click).
+
+    ferricflowd [run] --config flows.toml      the daemon (run is the default command)
+    ferricflowd check --config flows.toml      import every handler in a fresh process
+
+FERRICFLOWD_CONFIG stands in for --config everywhere. Config problems exit 2 with a message
+naming the file and the dotted key; see EXIT_CODES_HELP for the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ferricflowd import exitcodes
+from ferricflowd.config import Config, ConfigError, load_config
+
+__all__ = ["cli", "main"]
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  stopped cleanly (drained) / check passed
+  1  failure (check: a handler does not load or does not cover its states)
+  2  usage or config error; redis-server missing for the embedded store
+  3  every group failed at boot: a handler module does not import
+  4  every group failed at boot: invalid worker config (state without handler, ...)
+"""
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+class _DefaultRun(click.Group):
+    """A group whose default command is `run`: `ferricflowd --config F` runs the daemon."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        help_flags = set(ctx.help_option_names) | {"--version"}
+        if not args or (args[0] not in self.commands and args[0] not in help_flags):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+config_option = click.option(
+    "--config",
+    "-c",
+    "config_path",
+    envvar="FERRICFLOWD_CONFIG",
+    show_envvar=True,
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The TOML config (flows.toml).",
+)
+
+
+def _load(path: Path, overrides: dict[str, Any] | None = None) -> Config:
+    """Load the config or exit 2 with the loader's message (file: dotted.key: problem)."""
+    try:
+        return load_config(path, os.environ, overrides or {})
+    except ConfigError as exc:
+        click.echo(f"ferricflowd: config error: {exc}", err=True)
+        sys.exit(exitcodes.CONFIG)
+
+
+@click.group(
+    cls=_DefaultRun,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=EXIT_CODES_HELP,
+)
+def cli() -> None:
+    """ferricflowd: durable FerricFlow workflows on Redis, and the daemon that runs them."""
+
+
+@cli.command()
+@config_option
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), help="Overrides daemon.log_format."
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    help="Overrides daemon.log_level.",
+)
+@click.option(
+    "--listen", metavar="HOST:PORT", help="Overrides daemon.listen (/metrics /healthz /readyz)."
+)
+def run(
+    config_path: Path, log_format: str | None, log_level: str | None, listen: str | None
+) -> None:
+    """Run the supervisor and its worker processes until SIGTERM/SIGINT (drain) or SIGQUIT.
+
+    \b
+    Signals: TERM/INT drain (a second one: fast stop), QUIT fast stop, HUP reload the
+    config (only changed groups are replaced), TTIN/TTOU one process more/less per group,
+    USR1 log the process table.
+    """
+    overrides = {
+        key: value
+        for key, value in (
+            ("daemon.log_format", log_format),
+            ("daemon.log_level", log_level),
+            ("daemon.listen", listen),
+        )
+        if value is not None
+    }
+    config = _load(config_path, overrides)
+    from ferricflowd.logs import setup_logging
+    from ferricflowd.supervisor import Supervisor
+
+    setup_logging(config.daemon.log_format, config.daemon.log_level)
+    sys.exit(Supervisor(config, overrides).run())
+
+
+@cli.command()
+@config_option
+def check(config_path: Path) -> None:
+    """Import every group's handler in a fresh process and check that it covers the group's
+    states; exits 0 when all load, 1 otherwise, 2 for a config error."""
+    config = _load(config_path)
+    env = dict(os.environ)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([*paths, _PACKAGE_ROOT])
+    # One fresh interpreter per group, all at once: an import with side effects (or one that
+    # calls os._exit) cannot disturb this process or the other groups' checks.
+    procs = {
+        group.name: subprocess.Popen(
+            [sys.executable, "-m", "ferricflowd.worker", "--check", "--config", str(config.path),
+             "--group", group.name, "--log-level", "error"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            text=True, env=env,
+        )  # fmt: skip
+        for group in config.groups
+    }
+    failed = 0
+    for name, proc in procs.items():
+        out, err = proc.communicate()
+        if proc.returncode == 0:
+            click.echo(out.strip() or f"ok: group {name!r}")
+            continue
+        failed += 1
+        group = config.group(name)
+        why = err.strip() or exitcodes.describe_returncode(proc.returncode)
+        click.echo(f"FAILED: group {name!r} ({group.handler}): {why}", err=True)
+    if failed:
+        click.echo(f"{failed} of {len(procs)} group(s) failed the check", err=True)
+        sys.exit(exitcodes.FAILURE)
+    click.echo(f"all {len(procs)} group(s) ok")
+
+
+# ======================================================================================
+# Operator commands (enqueue/start, get, history, children, terminals, stats, signal,
+# cancel) talk to the store through FlowClient. They live below this line, in their own
+# section, so the daemon commands above stay small.
+# ======================================================================================
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="ferricflowd")

@@ -1,0 +1,279 @@
+"""Operator commands: create, inspect, signal and cancel Flows from a shell.
+
+Mounted on the main click group by `cli.py` (`register(main)`). Every command finds the store
+from the same config the daemon uses (`--config`, or FERRICFLOWD_CONFIG), or from `--url`.
+Output is human-readable by default and JSON with `--json`. Exit codes: 0 ok, 1 the Flow
+command failed (not found, conflict, ...), 2 usage or config error, 5 store unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import exitcodes
+from .config import ConfigError, load_config
+from .flow.client import FlowClient
+from .flow.errors import FerricflowdError, FlowError, StoreError
+from .flow.records import FlowRecord, HistoryEvent
+
+
+def embedded_url(data_dir: Path) -> str:
+    """Where the daemon's embedded store listens (see supervisor/embedded.py)."""
+    return f"unix://{Path(data_dir).absolute() / 'redis' / 'redis.sock'}"
+
+
+def _client(ctx: click.Context) -> FlowClient:
+    opts = ctx.obj
+    url, namespace, durability = opts["url"], opts["namespace"], "relaxed"
+    if url is None:
+        if opts["config"] is None:
+            raise click.UsageError("give --config FILE (or FERRICFLOWD_CONFIG) or --url URL")
+        try:
+            cfg = load_config(opts["config"])
+        except ConfigError as exc:
+            click.echo(f"ferricflowd: {exc}", err=True)
+            ctx.exit(exitcodes.CONFIG)
+        url = cfg.store.url or embedded_url(cfg.daemon.data_dir)
+        namespace = namespace or cfg.store.namespace
+        durability = cfg.store.durability
+    return FlowClient.from_url(url, namespace=namespace or "ff", durability=durability)
+
+
+def _run(ctx: click.Context, fn: Callable[[FlowClient], Any]) -> Any:
+    """Run `fn` with a client; map errors to the documented exit codes."""
+    try:
+        return fn(_client(ctx))
+    except StoreError as exc:
+        click.echo(f"ferricflowd: store unreachable: {exc}", err=True)
+        ctx.exit(exitcodes.STORE_UNREACHABLE)
+    except FlowError as exc:
+        click.echo(f"ferricflowd: {exc}", err=True)
+        ctx.exit(exitcodes.FAILURE)
+    except (FerricflowdError, TypeError, ValueError) as exc:
+        click.echo(f"ferricflowd: {exc}", err=True)
+        ctx.exit(exitcodes.CONFIG)
+
+
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8", "backslashreplace")
+
+
+def _record(r: FlowRecord) -> dict[str, Any]:
+    out = {k: getattr(r, k) for k in ("id", "type", "state", "run_state", "attempt",
+                                      "attempts_total", "fencing_token", "version", "priority",
+                                      "next_run_at_ms", "lease_owner", "lease_deadline_ms",
+                                      "parent_id", "crash_count", "created_at_ms",
+                                      "updated_at_ms")}
+    out.update(payload=_text(r.payload), result=_text(r.result), error=_text(r.error),
+               values={k: _text(v) for k, v in r.values.items()})
+    return out
+
+
+def _event(e: HistoryEvent) -> dict[str, Any]:
+    details = {k: _text(v) if isinstance(v, bytes) else v for k, v in e.details.items()}
+    return {"version": e.version, "at_ms": e.at_ms, "event": e.event, "details": details}
+
+
+def _emit(ctx: click.Context, data: Any, lines: Callable[[], list[str]]) -> None:
+    if ctx.obj["json"]:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        for line in lines():
+            click.echo(line)
+
+
+def _payload(text: str | None, file: str | None) -> bytes:
+    if text is not None and file is not None:
+        raise click.UsageError("give --payload or --payload-file, not both")
+    if file is not None:
+        return sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    return (text or "").encode()
+
+
+def register(main: click.Group) -> None:
+    """Add the operator commands to the main group."""
+    for cmd in (enqueue, start, get, history, children, terminals, stats, signal, cancel):
+        main.add_command(cmd)
+
+
+def common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--config/--url/--namespace/--json on every operator command."""
+    fn = click.option("--json", "as_json", is_flag=True, help="Print JSON.")(fn)
+    fn = click.option("--namespace", default=None, help="Namespace (default: config or ff).")(fn)
+    fn = click.option("--url", default=None, envvar="FERRICFLOWD_STORE_URL",
+                      help="Store URL; overrides the config's store.url.")(fn)
+    fn = click.option("--config", "-c", "config", default=None, envvar="FERRICFLOWD_CONFIG",
+                      type=click.Path(dir_okay=False),
+                      help="Config file whose [store] to use [env: FERRICFLOWD_CONFIG].")(fn)
+    return fn
+
+
+def _setup(ctx: click.Context, config: str | None, url: str | None, namespace: str | None,
+           as_json: bool) -> None:
+    ctx.obj = {"config": config, "url": url, "namespace": namespace, "json": as_json}
+
+
+@click.command()
+@click.argument("type")
+@click.argument("flow_id")
+@click.option("--payload", default=None, help="Payload text.")
+@click.option("--payload-file", default=None, help="Read the payload from a file (- = stdin).")
+@click.option("--state", default=None, help="State to create the Flow in [default: queued].")
+@click.option("--idempotent", is_flag=True, help="A repeat with the same request is OK.")
+@click.option("--delay", "delay_s", type=float, default=None, help="Due in this many seconds.")
+@click.option("--priority", type=click.IntRange(0, 2), default=0, help="0..2, higher first.")
+@common
+@click.pass_context
+def enqueue(ctx: click.Context, type: str, flow_id: str, payload: str | None,
+            payload_file: str | None, state: str | None, idempotent: bool,
+            delay_s: float | None, priority: int, **common_opts: Any) -> None:
+    """Create a Flow of TYPE with id FLOW_ID (alias: start)."""
+    _setup(ctx, **common_opts)
+    data = _payload(payload, payload_file)
+    run_at = None if delay_s is None else int((time.time() + delay_s) * 1000)
+    created = _run(ctx, lambda c: c.create(flow_id, type, state or "queued", data,
+                                           run_at_ms=run_at, priority=priority,
+                                           idempotent=idempotent))
+    _emit(ctx, {"id": flow_id, "created": created},
+          lambda: [f"{'created' if created else 'exists (idempotent)'} {type} {flow_id}"])
+
+
+start = click.Command("start", params=enqueue.params, callback=enqueue.callback,
+                      help="Create a Flow of TYPE with id FLOW_ID (alias of enqueue).")
+
+
+@click.command()
+@click.argument("flow_id")
+@click.option("--values", default="", help="Comma-separated value names to include.")
+@click.option("--partition-key", default=None, help="The Flow's partition key, if it has one.")
+@common
+@click.pass_context
+def get(ctx: click.Context, flow_id: str, values: str, partition_key: str | None,
+        **common_opts: Any) -> None:
+    """Show one Flow's record (exit 1 when there is no such Flow)."""
+    _setup(ctx, **common_opts)
+    names = [v for v in values.split(",") if v]
+    rec = _run(ctx, lambda c: c.get(flow_id, values=names, partition_key=partition_key))
+    if rec is None:
+        click.echo(f"ferricflowd: flow {flow_id!r} not found", err=True)
+        ctx.exit(exitcodes.FAILURE)
+    data = _record(rec)
+    _emit(ctx, data, lambda: [f"{k:16} {v}" for k, v in data.items() if v not in (None, {})])
+
+
+@click.command()
+@click.argument("flow_id")
+@click.option("--count", default=1000, show_default=True, help="At most this many events.")
+@click.option("--partition-key", default=None, help="The Flow's partition key, if it has one.")
+@common
+@click.pass_context
+def history(ctx: click.Context, flow_id: str, count: int, partition_key: str | None,
+            **common_opts: Any) -> None:
+    """Show a Flow's history, oldest first."""
+    _setup(ctx, **common_opts)
+    events = [_event(e) for e in _run(ctx, lambda c: c.history(flow_id, count=count,
+                                                               partition_key=partition_key))]
+    _emit(ctx, events, lambda: [
+        f"{e['version']:>4} {e['at_ms']} {e['event']:18} "
+        + " ".join(f"{k}={v}" for k, v in sorted(e["details"].items())) for e in events])
+
+
+@click.command()
+@click.argument("flow_id")
+@common
+@click.pass_context
+def children(ctx: click.Context, flow_id: str, **common_opts: Any) -> None:
+    """List a parent's children and their states."""
+    _setup(ctx, **common_opts)
+    recs = [_record(r) for r in _run(ctx, lambda c: c.children(flow_id))]
+    _emit(ctx, recs, lambda: [f"{r['id']}  {r['type']}  {r['state']}" for r in recs])
+
+
+@click.command()
+@click.argument("type")
+@click.option("--state", type=click.Choice(["completed", "failed", "cancelled"]), default=None,
+              help="Only this terminal state.")
+@click.option("--count", default=100, show_default=True, help="At most this many, newest first.")
+@common
+@click.pass_context
+def terminals(ctx: click.Context, type: str, state: str | None, count: int,
+              **common_opts: Any) -> None:
+    """List the newest terminal Flows of TYPE (e.g. the failed ones)."""
+    _setup(ctx, **common_opts)
+    recs = [_record(r) for r in _run(ctx, lambda c: c.terminals(type, state, count))]
+    _emit(ctx, recs, lambda: [f"{r['id']}  {r['state']}  {r['error'] or r['result'] or ''}"
+                              for r in recs])
+
+
+@click.command()
+@click.argument("types", nargs=-1)
+@common
+@click.pass_context
+def stats(ctx: click.Context, types: tuple[str, ...], **common_opts: Any) -> None:
+    """Backlog per type and state: count, due now, oldest due age (all types if none given)."""
+    _setup(ctx, **common_opts)
+
+    def collect(c: FlowClient) -> dict[str, Any]:
+        out = {}
+        for t in types or c.types():
+            s = c.stats(t)
+            out[t] = {"counts": dict(s.counts), "running": s.running,
+                      "states": {k: {"count": v.count, "due_now": v.due_now,
+                                     "oldest_due_age_ms": v.oldest_due_age_ms}
+                                 for k, v in s.states.items()}}
+        return out
+
+    data = _run(ctx, collect)
+
+    def lines() -> list[str]:
+        rows = [f"{'TYPE':16} {'STATE':16} {'COUNT':>8} {'DUE NOW':>8} {'OLDEST DUE':>11}"]
+        for t, s in data.items():
+            for st, v in s["states"].items():
+                age = v["oldest_due_age_ms"]
+                rows.append(f"{t:16} {st:16} {v['count']:>8} {v['due_now']:>8} "
+                            f"{'-' if age is None else f'{age / 1000:.1f}s':>11}")
+            for st in ("running", "completed", "failed", "cancelled"):
+                n = s["running"] if st == "running" else s["counts"].get(st, 0)
+                rows.append(f"{t:16} {st:16} {n:>8}")
+        return rows
+
+    _emit(ctx, data, lines)
+
+
+@click.command()
+@click.argument("flow_id")
+@click.argument("name")
+@click.option("--if-state", multiple=True, help="Only when the Flow is in this state.")
+@click.option("--to", "transition_to", default=None, help="Move the Flow to this state.")
+@click.option("--idempotency-key", default=None, help="A repeat with this key is a no-op.")
+@common
+@click.pass_context
+def signal(ctx: click.Context, flow_id: str, name: str, if_state: tuple[str, ...],
+           transition_to: str | None, idempotency_key: str | None, **common_opts: Any) -> None:
+    """Send signal NAME to a Flow (optionally moving it, guarded by --if-state)."""
+    _setup(ctx, **common_opts)
+    done = _run(ctx, lambda c: c.signal(flow_id, name, if_state=list(if_state) or None,
+                                        transition_to=transition_to,
+                                        idempotency_key=idempotency_key))
+    _emit(ctx, {"id": flow_id, "applied": done},
+          lambda: [f"{'signaled' if done else 'already signaled (idempotent)'} {flow_id}"])
+
+
+@click.command()
+@click.argument("flow_id")
+@click.option("--reason", default="cancelled by operator", show_default=True)
+@common
+@click.pass_context
+def cancel(ctx: click.Context, flow_id: str, reason: str, **common_opts: Any) -> None:
+    """Cancel a Flow that is not running (and its unfinished children)."""
+    _setup(ctx, **common_opts)
+    done = _run(ctx, lambda c: c.cancel(flow_id, reason))
+    _emit(ctx, {"id": flow_id, "cancelled": done},
+          lambda: [f"{'cancelled' if done else 'already cancelled'} {flow_id}"])

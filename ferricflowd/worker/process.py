@@ -1,0 +1,512 @@
+"""One worker process of the daemon.
+
+    python -m ferricflowd.worker --config F --group NAME --worker-id ID --control-fd N
+                                 [--store-url URL] [--log-format text|json] [--log-level L]
+    python -m ferricflowd.worker --check --config F --group NAME
+
+The supervisor starts it by fork+exec. It loads the config, imports `daemon.imports` and the
+group's handler ("pkg.mod:obj": a function is a queue-style handler for every state of the
+group; a Workflow object lends its `@state` handlers, bound to the daemon's store), then runs
+a FlowWorker until told to stop. Exit codes are the contract of ferricflowd/exitcodes.py: a
+broken handler module is BOOT_IMPORT and a config/handler mismatch is BOOT_CONFIG, so the
+supervisor does not restart it in a loop.
+
+Signals (handlers only enqueue; the control thread acts):
+    TERM        drain: no more claims, unstarted claims released, running handlers finish
+                until drain_timeout, then exit 0
+    INT, QUIT   stop: the same without a deadline (the supervisor kills at its own);
+                a second one exits at once
+    USR1        the parent-death signal (prctl PR_SET_PDEATHSIG): the supervisor is gone;
+                drain for a second and exit PARENT_GONE
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import faulthandler
+import importlib
+import inspect
+import json
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from setproctitle import setproctitle
+
+from ferricflowd import exitcodes
+from ferricflowd.config import Config, ConfigError, GroupConfig, load_config
+from ferricflowd.logs import flow_event, init_sentry, setup_logging
+from ferricflowd.metrics import WorkerMetrics, worker_metrics
+
+__all__ = ["BootError", "LoadedHandlers", "load_handlers", "main"]
+
+log = logging.getLogger("ferricflowd.worker")
+
+PR_SET_PDEATHSIG = 1
+PARENT_DEATH_SIGNAL = signal.SIGUSR1
+PARENT_GONE_GRACE_S = 1.0  # the supervisor is gone and reclaims nothing: hand back fast
+DRAIN_MARGIN_S = 0.5  # exit this much before the supervisor's SIGKILL at drain_timeout
+EXIT_BACKSTOP_S = 2.0  # if run() has not returned this long after its deadline, _exit
+
+
+class BootError(Exception):
+    """The worker cannot start; `exit_code` tells the supervisor not to loop."""
+
+    def __init__(self, exit_code: int, message: str) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# ---------------------------------------------------------------------- handler loading
+
+
+class LoadedHandlers:
+    """The state -> callable map of a group, and how the object was declared."""
+
+    def __init__(self, handlers: dict[str, Callable[..., Any]], workflow: Any = None) -> None:
+        self.handlers = handlers
+        self.workflow = workflow  # the (bound) Workflow object, or None for a function
+
+    @property
+    def queue_style(self) -> bool:
+        return self.workflow is None
+
+
+def import_object(spec: str, group: str) -> Any:
+    """Import "pkg.mod:attr"; a BootError(BOOT_IMPORT) names group, module and error."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except BaseException as exc:  # anything at import time, SystemExit included
+        log.debug("import of %s failed", module_name, exc_info=True)
+        raise BootError(
+            exitcodes.BOOT_IMPORT,
+            f"group {group!r}: cannot import handler module {module_name!r} "
+            f"({spec}): {type(exc).__name__}: {exc}",
+        ) from exc
+    obj: Any = module
+    for part in attr.split(".") if attr else ():
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise BootError(
+                exitcodes.BOOT_IMPORT,
+                f"group {group!r}: module {module_name!r} has no attribute {attr!r} ({spec})",
+            ) from None
+    return obj
+
+
+def _is_workflow(obj: Any) -> bool:
+    return isinstance(getattr(obj, "handlers", None), Mapping) and callable(
+        getattr(obj, "bind", None)
+    )
+
+
+def load_handlers(group: GroupConfig, client: Any = None) -> LoadedHandlers:
+    """Import the group's handler and check it covers every configured state.
+
+    With `client`, a Workflow is bound to it (`.bind(client)`), so a module written against
+    its own WorkflowClient runs against the daemon's configured store.
+    """
+    obj = import_object(group.handler, group.name)
+    if _is_workflow(obj):
+        if getattr(obj, "type", group.type) != group.type:
+            raise BootError(
+                exitcodes.BOOT_CONFIG,
+                f"group {group.name!r}: handler {group.handler} is a workflow of type "
+                f"{obj.type!r}, but the group's type is {group.type!r}",
+            )
+        if client is not None:
+            obj = obj.bind(client)
+        handlers = dict(obj.handlers)
+        missing = [s for s in group.states if s not in handlers]
+        if missing:
+            raise BootError(
+                exitcodes.BOOT_CONFIG,
+                f"group {group.name!r}: state(s) {', '.join(map(repr, missing))} of type "
+                f"{group.type!r} have no handler in {group.handler} "
+                f"(it handles: {', '.join(sorted(handlers)) or 'nothing'})",
+            )
+        return LoadedHandlers({s: handlers[s] for s in group.states}, obj)
+    if callable(obj):
+        return LoadedHandlers({s: obj for s in group.states})
+    raise BootError(
+        exitcodes.BOOT_CONFIG,
+        f"group {group.name!r}: handler {group.handler} is a {type(obj).__name__}, "
+        "not a function or a Workflow",
+    )
+
+
+# ---------------------------------------------------------------------- the process
+
+
+def set_parent_death_signal(sig: int) -> bool:
+    """Linux prctl(PR_SET_PDEATHSIG): the kernel sends `sig` when our parent dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(sig), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class ControlChannel:
+    """The write end of the control pipe: JSON lines to the supervisor, never blocking."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+        self.broken = False
+        if fd is not None:
+            os.set_blocking(fd, False)
+
+    def send(self, **message: Any) -> None:
+        if self.fd is None or self.broken:
+            return
+        line = (json.dumps(message, separators=(",", ":")) + "\n").encode()
+        try:
+            os.write(self.fd, line)  # < PIPE_BUF: atomic
+        except BlockingIOError:
+            pass  # the supervisor is behind; the next heartbeat carries the same news
+        except OSError:
+            self.broken = True  # EPIPE: nobody reads any more, the supervisor is gone
+
+
+class WorkerProcess:
+    """Boot, run a FlowWorker, report to the supervisor, exit with a contract code."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.group_name: str = args.group
+        self.worker_id = (args.worker_id or f"{socket.gethostname()}:{{pid}}:{args.group}").replace(
+            "{pid}", str(os.getpid())
+        )
+        self.parent_pid = int(os.environ.get("FERRICFLOWD_SUPERVISOR_PID") or os.getppid())
+        self.control = ControlChannel(args.control_fd)
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.exit_code = exitcodes.OK
+        self.config: Config | None = None
+        self.group: GroupConfig | None = None
+        self.worker: Any = None
+        self.metrics: WorkerMetrics | None = None
+        self.sentry: Any = None
+        self.last_tick = time.monotonic()
+        self.stopping = False
+
+    # ---- boot
+
+    def load(self) -> GroupConfig:
+        overrides: dict[str, Any] = {}
+        if self.args.store_url:
+            overrides["store.url"] = self.args.store_url
+        for key in ("log_format", "log_level"):
+            if getattr(self.args, key):
+                overrides[f"daemon.{key}"] = getattr(self.args, key)
+        try:
+            self.config = load_config(self.args.config, os.environ, overrides)
+            self.group = self.config.group(self.group_name)
+        except ConfigError as exc:
+            raise BootError(exitcodes.BOOT_CONFIG, str(exc)) from None
+        setup_logging(self.config.daemon.log_format, self.config.daemon.log_level)
+        for module in self.config.daemon.imports:
+            import_object(module, self.group_name)
+        return self.group
+
+    def connect(self) -> Any:
+        from ferricflowd.flow.client import FlowClient
+        from ferricflowd.flow.errors import DurabilityError, StoreError
+
+        assert self.config is not None
+        store = self.config.store
+        if store.url is None:
+            raise BootError(exitcodes.BOOT_CONFIG, "no store.url and no --store-url given")
+        client = FlowClient.from_url(
+            store.url, namespace=store.namespace, durability=store.durability,
+            min_replicas=store.min_replicas, partitions=store.partitions,
+            socket_timeout_s=store.socket_timeout_s,
+        )  # fmt: skip
+        try:
+            client.connect()
+        except DurabilityError as exc:  # restarting will not make the store durable
+            raise BootError(exitcodes.BOOT_CONFIG, f"store: {exc}") from None
+        except StoreError as exc:
+            raise BootError(exitcodes.STORE_UNREACHABLE, f"store unreachable: {exc}") from None
+        return client
+
+    def build_worker(self, client: Any, loaded: LoadedHandlers) -> Any:
+        from ferricflowd.flow.worker import FlowWorker, WorkerHooks
+
+        group = self.group
+        assert group is not None
+        self.metrics = worker_metrics()
+        hooks = WorkerHooks(
+            on_claimed=self.on_claimed,
+            on_outcome=self.on_outcome,
+            on_released=self.on_released,
+            on_tick=self.on_tick,
+            on_handler_error=self.on_handler_error,
+        )
+        workflow = loaded.workflow
+        if workflow is not None:
+            # Store the workflow's retry policy, as its own .worker() would, so the engine
+            # applies the same one for this daemon's Flows as for the producers'.
+            workflow._register()
+        return FlowWorker(
+            client, type=group.type, states=list(group.states),
+            handlers={s: self._instrument(s, fn) for s, fn in loaded.handlers.items()},
+            concurrency=group.concurrency, batch_size=group.batch_size,
+            lease_ms=group.lease_ms, block_ms=group.block_ms,
+            claim_values=group.claim_values, value_max_bytes=group.value_max_bytes,
+            exception_policy=getattr(workflow, "exception_policies", None),
+            declared_states=_declared_states(workflow),
+            worker_id=self.worker_id, hooks=hooks,
+        )  # fmt: skip
+
+    # ---- run
+
+    def run(self) -> int:
+        self._install_signals()
+        threading.Thread(target=self._control_loop, name="ff-control", daemon=True).start()
+        try:
+            group = self.load()
+            self._title("booting")
+            client = self.connect()
+            loaded = load_handlers(group, client)
+            self.worker = self.build_worker(client, loaded)
+        except BootError as exc:
+            log.error("%s", exc)
+            return exc.exit_code
+        assert self.config is not None
+        self.sentry = init_sentry(self.config.daemon.sentry_dsn)
+        threading.Thread(target=self._report_loop, name="ff-report", daemon=True).start()
+        self.control.send(t="ready")
+        log.info(
+            "worker %s ready: %s[%s] with %s, concurrency %d",
+            self.worker_id, group.type, ",".join(group.states), group.handler, group.concurrency,
+        )  # fmt: skip
+        if self.stopping:  # a signal arrived while booting
+            return self.exit_code
+        self.worker.run()
+        self._report()
+        log.info("worker %s exiting (%s)", self.worker_id, exitcodes.describe_exit_code(
+            self.exit_code))
+        return self.exit_code
+
+    # ---- hooks (called on FlowWorker threads; cheap, never blocking)
+
+    def on_tick(self) -> None:
+        self.last_tick = time.monotonic()
+
+    def on_claimed(self, flow_type: str, state: str, n: int) -> None:
+        if self.metrics is not None:
+            self.metrics.claimed.labels(flow_type, state).inc(n)
+
+    def on_released(self, flow_type: str, state: str, n: int) -> None:
+        log.info("released %d unstarted %s Flow(s) (drain)", n, flow_type)
+        if self.metrics is not None:
+            self.metrics.released.labels(flow_type, state).inc(n)
+
+    def on_outcome(self, job: Any, kind: str, duration_s: float, error: str | None) -> None:
+        m = self.metrics
+        if m is not None:
+            m.handler_duration.labels(job.type, job.state).observe(duration_s)
+            counter = _OUTCOME_COUNTERS.get(kind)
+            if counter is not None:
+                getattr(m, counter).labels(job.type, job.state).inc()
+        detail = f"in {duration_s:.3f}s" + (f": {error}" if error else "")
+        level = logging.WARNING if kind in ("fail", "exhausted", "stale", "error") else logging.INFO
+        flow_event(log, level, _OUTCOME_WORDS.get(kind, kind), job, detail, duration_s=duration_s)
+
+    def on_handler_error(self, job: Any, exc: BaseException) -> None:
+        if self.metrics is not None:
+            self.metrics.handler_errors.labels(job.type, job.state).inc()
+        if self.sentry is None:
+            return
+        with self.sentry.new_scope() as scope:
+            scope.set_tag("flow.type", job.type)
+            scope.set_tag("flow.state", job.state)
+            scope.set_tag("flow.id", job.id)
+            scope.set_tag("flow.attempt", job.attempt)
+            scope.set_tag("worker_id", self.worker_id)
+            self.sentry.capture_exception(exc)
+
+    def _instrument(self, state: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a handler to keep the in-flight gauge exact (by type and logical state)."""
+        assert self.metrics is not None and self.group is not None
+        gauge = self.metrics.in_flight.labels(self.group.type, state)
+        if inspect.iscoroutinefunction(fn):
+
+            async def run_async(job: Any) -> Any:
+                with gauge.track_inprogress():
+                    return await fn(job)
+
+            return run_async
+
+        def run(job: Any) -> Any:
+            with gauge.track_inprogress():
+                return fn(job)
+
+        return run
+
+    # ---- signals, supervisor link, exit
+
+    def _install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, PARENT_DEATH_SIGNAL):
+            signal.signal(sig, lambda signum, frame: self.signals.put_nowait(signum))
+        if self.args.control_fd is not None and not set_parent_death_signal(PARENT_DEATH_SIGNAL):
+            log.debug("prctl(PR_SET_PDEATHSIG) unavailable; relying on the ppid check")
+        if os.getppid() != self.parent_pid:  # died before prctl took effect
+            self.signals.put_nowait(PARENT_DEATH_SIGNAL)
+
+    def _control_loop(self) -> None:
+        while True:
+            sig = self.signals.get()
+            if self.stopping and sig in (signal.SIGINT, signal.SIGQUIT):
+                log.warning("second stop signal: exiting now")
+                self._exit(exitcodes.FAILURE)
+            if sig == signal.SIGTERM:
+                budget = self._drain_budget()
+                log.info("SIGTERM: draining (deadline %.1fs)", budget)
+                self._stop(budget)
+            elif sig == PARENT_DEATH_SIGNAL:
+                log.warning("supervisor (pid %d) is gone; stopping", self.parent_pid)
+                self.exit_code = exitcodes.PARENT_GONE
+                self._stop(PARENT_GONE_GRACE_S)
+            else:
+                log.info("%s: stopping", signal.Signals(sig).name)
+                self._stop(None)
+
+    def _stop(self, deadline_s: float | None) -> None:
+        self.stopping = True
+        self.control.send(t="draining")
+        self._title("draining")
+        if self.worker is None:  # still booting: nothing claimed yet
+            self._exit(self.exit_code)
+        self.worker.drain(deadline_s)
+        if deadline_s is not None:
+            backstop = threading.Timer(deadline_s + EXIT_BACKSTOP_S, self._exit, (self.exit_code,))
+            backstop.daemon = True
+            backstop.start()
+
+    def _drain_budget(self) -> float:
+        drain = self.config.daemon.drain_timeout_s if self.config is not None else 30.0
+        return max(0.0, drain - min(DRAIN_MARGIN_S, drain / 4))
+
+    def _report_loop(self) -> None:
+        assert self.config is not None
+        interval = min(1.0, self.config.daemon.heartbeat_timeout_s / 4)
+        while True:
+            time.sleep(interval)
+            if os.getppid() != self.parent_pid or self.control.broken:
+                self.signals.put_nowait(PARENT_DEATH_SIGNAL)
+                return
+            self._report()
+
+    def _report(self) -> None:
+        stats = self.worker.statistics()
+        self.control.send(
+            t="hb", busy=stats.in_flight, conc=stats.concurrency, handled=stats.handled,
+            rss=_rss(), tick_age=round(time.monotonic() - self.last_tick, 3),
+        )  # fmt: skip
+        self._title(f"{'draining' if self.stopping else 'busy'} {stats.in_flight}/"
+                    f"{stats.concurrency}")
+
+    def _title(self, status: str) -> None:
+        group = self.group
+        states = ",".join(group.states) if group is not None else "?"
+        setproctitle(f"ferricflowd: worker {self.group_name}[{states}] {status}")
+
+    def _exit(self, code: int) -> None:
+        finish(self.sentry, code)
+
+
+_OUTCOME_COUNTERS = {
+    "complete": "completed",
+    "transition": "transitioned",
+    "retry": "retried",
+    "fail": "failed",
+    "exhausted": "failed",
+}
+_OUTCOME_WORDS = {
+    "complete": "completed",
+    "transition": "transitioned",
+    "retry": "retry scheduled",
+    "fail": "failed",
+    "exhausted": "failed (retries exhausted)",
+    "stale": "outcome rejected (lease lost)",
+    "error": "outcome rejected",
+}
+
+
+def _declared_states(workflow: Any) -> frozenset[str] | None:
+    declared = getattr(workflow, "declared", None)
+    return declared() if callable(declared) else None
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def finish(sentry: Any, code: int) -> None:
+    """Flush what must not be lost and leave now (abandoned handler threads included)."""
+    if sentry is not None:
+        sentry.flush(timeout=2.0)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def check(args: argparse.Namespace) -> int:
+    """--check: import the group's handler and verify its states; no store, no run."""
+    proc = WorkerProcess(args)
+    try:
+        group = proc.load()
+        loaded = load_handlers(group)
+    except BootError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    kind = "function (queue style)" if loaded.queue_style else "workflow"
+    print(f"ok: group {group.name!r}: {group.handler} is a {kind} handling "
+          f"{group.type}[{','.join(group.states)}]")
+    return exitcodes.OK
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ferricflowd.worker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="the daemon's TOML config")
+    parser.add_argument("--group", required=True, help="[groups.NAME] this process runs")
+    parser.add_argument("--worker-id", help="lease owner id; {pid} is replaced by the pid")
+    parser.add_argument("--control-fd", type=int, help="pipe to the supervisor (JSON lines)")
+    parser.add_argument("--store-url", help="overrides store.url (the embedded store)")
+    parser.add_argument("--log-format", choices=("text", "json"))
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--check", action="store_true",
+                        help="only import the handler and check its states, then exit 0/3/4")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging(args.log_format or "text", args.log_level or "info")
+    if args.check:
+        sys.exit(check(args))
+    faulthandler.enable()  # a SIGABRT from the supervisor (hang) dumps every thread's stack
+    proc = WorkerProcess(args)
+    try:
+        code = proc.run()
+    except Exception:
+        log.exception("worker %s crashed", proc.worker_id)
+        code = exitcodes.FAILURE
+    finish(proc.sentry, code)
