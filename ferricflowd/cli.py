@@ -2,6 +2,7 @@
 
     ferricflowd [run] --config flows.toml      the daemon (run is the default command)
     ferricflowd check --config flows.toml      import every handler in a fresh process
+    ferricflowd enqueue|get|history|...        operator commands (cli_ops.py)
 
 FERRICFLOWD_CONFIG stands in for --config everywhere. Config problems exit 2 with a message
 naming the file and the dotted key; see EXIT_CODES_HELP for the rest.
@@ -18,6 +19,7 @@ from typing import Any
 import click
 
 from ferricflowd import exitcodes
+from ferricflowd.cli_ops import register as register_operator_commands
 from ferricflowd.config import Config, ConfigError, load_config
 
 __all__ = ["cli", "main"]
@@ -151,9 +153,11 @@ def check(config_path: Path) -> None:
 
 # ======================================================================================
 # Operator commands (enqueue/start, get, history, children, terminals, stats, signal,
-# cancel) talk to the store through FlowClient. They live below this line, in their own
-# section, so the daemon commands above stay small.
+# cancel) talk to the store through FlowClient; they live in ferricflowd/cli_ops.py so the
+# daemon commands above stay small.
 # ======================================================================================
+
+register_operator_commands(cli)
 
 
 def main() -> None:

@@ -78,6 +78,8 @@ def _digest(*parts: object) -> str:
 
 def _raise_item(reply: Any, flow_id: str | None) -> Any:
     """Raise the typed error of an item reply, or return it."""
+    if isinstance(reply, FlowError):  # already mapped by a batch form (_item_result)
+        raise reply
     if isinstance(reply, rexc.ResponseError):
         raise error_from_reply(str(reply), flow_id)
     if isinstance(reply, bytes) and reply.startswith(b"ERR"):
@@ -448,13 +450,16 @@ class FlowClient:
         digest = _digest(*[(s.id, s.type, s.state, s.payload) for s in specs], wait_state, wait)
         args: list[Any] = ["", job.id, job.lease_token, job.fencing_token, group, wait_state,
                            wait, on_child_failed, digest, job.partition, len(specs)]
-        for s in specs:
-            cp = (self.partition_for(s.id, s.partition_key) if s.partition_key is not None
-                  else job.partition)  # children inherit the parent's partition
+        parts = [self.partition_for(s.id, s.partition_key) if s.partition_key is not None
+                 else job.partition for s in specs]  # children inherit the parent's partition
+        for s, cp in zip(specs, parts, strict=True):
             args.extend([s.id, s.type, s.state, s.payload, s.priority, cp, _opt(s.partition_key),
                          _pack(s.values), self._create_args(s)[10]])
         reply = _raise_item(self._call("spawn", job.partition, args), job.id)
-        remote = [s for s, r in zip(specs, reply[1:], strict=True) if r == b"remote"]
+        if reply[0] == b"dup":  # the same group again (no items): ensure its remote children
+            remote = [s for s, cp in zip(specs, parts, strict=True) if cp != job.partition]
+        else:
+            remote = [s for s, r in zip(specs, reply[1:], strict=True) if r == b"remote"]
         if remote:
             for result in self.create_many(remote):
                 if isinstance(result, FlowError):

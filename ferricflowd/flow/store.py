@@ -107,17 +107,22 @@ class Store:
 
     def _check_durability(self, client: Any) -> None:
         try:
-            conf = client.config_get("append*")
-            if self.cluster:  # one answer per node; every node must agree
-                conf = next(iter(conf.values())) if isinstance(conf, dict) and all(
-                    isinstance(v, dict) for v in conf.values()) else conf
+            if self.cluster:  # ask every primary (by default CONFIG GET goes to one node)
+                conf = client.config_get("append*", target_nodes=RedisCluster.PRIMARIES)
+            else:
+                conf = client.config_get("append*")
         except rexc.ResponseError:
             conf = {}
-        aof = conf.get("appendonly") or conf.get(b"appendonly")
-        fsync = conf.get("appendfsync") or conf.get(b"appendfsync")
-        aof = aof.decode() if isinstance(aof, bytes) else aof
-        fsync = fsync.decode() if isinstance(fsync, bytes) else fsync
-        if aof == "yes" and fsync == "always":
+        answers = (list(conf.values()) if conf and all(isinstance(v, dict)
+                                                       for v in conf.values()) else [conf])
+        for conf in answers:  # every node must be durable; report the first that is not
+            aof = conf.get("appendonly") or conf.get(b"appendonly")
+            fsync = conf.get("appendfsync") or conf.get(b"appendfsync")
+            aof = aof.decode() if isinstance(aof, bytes) else aof
+            fsync = fsync.decode() if isinstance(fsync, bytes) else fsync
+            if aof != "yes" or fsync != "always":
+                break
+        else:
             return
         if aof is None:
             problem = "the store does not let us read appendonly/appendfsync (CONFIG GET)"
@@ -180,7 +185,9 @@ class Store:
         try:
             pipe = self.client.pipeline(transaction=False)
             for c in calls:
-                pipe.evalsha(_SHAS[c.script], 1, c.prefix, *c.args)
+                # execute_command: ClusterPipeline blocks .evalsha() but routes EVALSHA by
+                # its key like any keyed command.
+                pipe.execute_command("EVALSHA", _SHAS[c.script], 1, c.prefix, *c.args)
             wait = mutating and self.min_replicas > 0 and not self.cluster
             if wait:
                 pipe.wait(self.min_replicas, int(self.socket_timeout_s * 1000))

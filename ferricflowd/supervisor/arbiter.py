@@ -18,25 +18,26 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import random
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-import psutil
 from setproctitle import setproctitle
 
 from ferricflowd import exitcodes
-from ferricflowd.config import Config, ConfigError, GroupConfig, load_config
+from ferricflowd.config import Config, ConfigError, load_config
 from ferricflowd.logs import init_sentry, redact_url
 from ferricflowd.metrics import SupervisorMetrics, supervisor_metrics
 from ferricflowd.supervisor import systemd
-from ferricflowd.supervisor.children import Child, GroupState
+from ferricflowd.supervisor.children import (
+    SUPERVISOR_PID_ENV,
+    Child,
+    GroupState,
+    spawn_worker,
+    worker_env,
+)
 from ferricflowd.supervisor.embedded import EmbeddedStore, EmbeddedStoreError
 from ferricflowd.supervisor.http import Health, HealthServer
 from ferricflowd.supervisor.maintenance import Maintenance, make_client
@@ -53,9 +54,6 @@ KILL_GRACE_S = 2.0  # a retired worker's own drain deadline -> our SIGKILL
 FAST_STOP_GRACE_S = 1.0  # QUIT: workers stop claiming and exit, or are killed after this
 REPLACE_WAIT_S = 30.0  # recycle: longest wait for the replacement before the old one drains
 RSS_CHECK_INTERVAL_S = 1.0
-MAX_JOBS_JITTER = 0.1  # up to +10%, so children started together do not recycle together
-_CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 SIGNALS = ("HUP", "QUIT", "INT", "TERM", "TTIN", "TTOU", "CHLD", "USR1")
 SIG_NAMES = {getattr(signal, f"SIG{name}"): name.lower() for name in SIGNALS}
 
@@ -104,7 +102,7 @@ class Supervisor:
             self.start()
             while self.turn():
                 pass
-            log.info("all workers stopped; exiting")
+            log.info("stopped after %.1fs; exiting", time.monotonic() - self.stop_started)
         except HaltServer as halt:
             log.error("stopping: %s", halt.reason)
             exit_code = halt.exit_code
@@ -131,7 +129,7 @@ class Supervisor:
                 raise HaltServer(str(exc), exitcodes.CONFIG) from None
             self.store_url = self.embedded.url
         for group in self.config.groups:
-            self.groups[group.name] = self._group_state(self.config, group)
+            self.groups[group.name] = GroupState.of(self.config, group)
         store, url = self.config.store, self.store_url
         self.maintenance = Maintenance(
             lambda: make_client(store, url), self._types(), daemon.maintenance_interval_s,
@@ -150,6 +148,7 @@ class Supervisor:
             os.getpid(), self.config.path, redact_url(self.store_url),
             ", ".join(f"{g.name}[{','.join(g.states)}]x{g.processes}" for g in self.config.groups),
         )  # fmt: skip
+        self.manage_children(time.monotonic())
 
     def turn(self) -> bool:
         """One pass of the loop; False once a stop has finished."""
@@ -196,6 +195,7 @@ class Supervisor:
         self.signals.put_nowait(sig)
 
     def wait_for_signals(self, timeout: float) -> list[int]:
+        """Block until a signal is queued (or `timeout`); return all queued ones."""
         try:
             sigs = [self.signals.get(timeout=timeout)]
         except queue.Empty:
@@ -207,6 +207,7 @@ class Supervisor:
                 return sigs
 
     def dispatch(self, sig: int) -> None:
+        """Call `handle_<signame>` for a queued signal."""
         name = SIG_NAMES.get(sig)
         if name is None:
             return
@@ -278,6 +279,8 @@ class Supervisor:
 
     def reload(self) -> None:
         """Re-read the config; an invalid or unreloadable one keeps the running config."""
+        if self.stopping:
+            return
         systemd.reloading()
         try:
             new = load_config(self.config.path, os.environ, self.overrides)
@@ -292,8 +295,9 @@ class Supervisor:
             fingerprint = new.fingerprint(group.name)
             if state is None:
                 log.info("reload: new group %s", group.name)
-                self.groups[group.name] = self._group_state(new, group)
-            elif state.fingerprint != fingerprint:
+                self.groups[group.name] = GroupState.of(new, group)
+            elif state.fingerprint != fingerprint or state.boot_failure is not None:
+                # A group that failed at boot is retried too: its code may have been fixed.
                 log.info("reload: group %s changed; replacing its workers", group.name)
                 state.reset(group, fingerprint)
             else:
@@ -310,6 +314,7 @@ class Supervisor:
         log.info("reloaded %s", new.path)
 
     def scale(self, delta: int) -> None:
+        """Change every group's target strength; the next turn spawns or retires."""
         for group in self.groups.values():
             group.target = max(1, group.target + delta)
             log.info("group %s: %d process(es) now", group.name, group.target)
@@ -317,41 +322,15 @@ class Supervisor:
     # ------------------------------------------------------------------ the process table
 
     def spawn_child(self, group: GroupState, now: float) -> Child | None:
-        """fork+exec one worker of `group` with a control pipe; None if the exec failed."""
-        config = self.config
-        read_fd, write_fd = os.pipe()  # both non-inheritable; pass_fds hands write_fd over
-        os.set_blocking(read_fd, False)
-        template = f"{self.hostname}:{{pid}}:{group.name}"  # the worker fills in its pid
-        cmd = [
-            sys.executable, "-m", "ferricflowd.worker",
-            "--config", str(config.path), "--group", group.name,
-            "--worker-id", template, "--control-fd", str(write_fd),
-            "--log-format", config.daemon.log_format, "--log-level", config.daemon.log_level,
-        ]  # fmt: skip
-        if self.embedded is not None:
-            cmd += ["--store-url", self.store_url]  # a socket path; no secret on the cmdline
+        """fork+exec one worker of `group`; None if the exec failed (counted as a crash)."""
+        env = worker_env({**self.metrics_dir.child_env(), SUPERVISOR_PID_ENV: str(os.getpid())})
+        url = self.store_url if self.embedded is not None else None  # a socket path, no secret
         try:
-            popen = subprocess.Popen(
-                cmd, pass_fds=(write_fd,), env=self._child_env(), stdin=subprocess.DEVNULL
-            )
+            child = spawn_worker(self.config, group, self.hostname, url, env, now)
         except OSError as exc:
-            os.close(read_fd)
             log.error("cannot start a worker of group %s: %s", group.name, exc)
             group.record_crash(now, self.config.daemon.max_restarts, self._window())
             return None
-        finally:
-            os.close(write_fd)
-        max_jobs = group.config.max_jobs
-        child = Child(
-            pid=popen.pid,
-            group=group.name,
-            worker_id=template.replace("{pid}", str(popen.pid)),
-            generation=group.generation,
-            popen=popen,
-            control_fd=read_fd,
-            spawned_at=now,
-            max_jobs=max_jobs + int(max_jobs * random.uniform(0, MAX_JOBS_JITTER)),
-        )
         self.children[child.pid] = child
         log.info("spawned worker %s (generation %d)", child.worker_id, child.generation)
         return child
@@ -383,7 +362,7 @@ class Supervisor:
         """Reclaim a dead worker's leases, then decide whether and when to replace it."""
         now = time.monotonic()
         how = exitcodes.describe(status)
-        label = self._exit_label(child, status)
+        label = child.exit_label(status)
         cause = f"worker {child.worker_id} {how}"
         if child.abort_sent_at is not None:
             cause += f" after hanging (no heartbeat for {self._hang_limit(child):g}s)"
@@ -410,19 +389,15 @@ class Supervisor:
             if child.kill_sent:
                 continue
             if child.kill_at is not None and now >= child.kill_at:
-                log.warning(
-                    "worker %s did not exit within its deadline (%s); killing it",
-                    child.worker_id, child.retire_reason,
-                )  # fmt: skip
+                log.warning("worker %s did not exit in time (%s); killing it",
+                            child.worker_id, child.retire_reason)
                 child.send(signal.SIGKILL)
             elif child.abort_sent_at is not None:
                 if now - child.abort_sent_at >= ABORT_GRACE_S:
                     child.send(signal.SIGKILL)
             elif child.term_sent_at is None and now - child.last_tick > self._hang_limit(child):
-                log.error(
-                    "worker %s hung: no heartbeat for %.1fs; sending SIGABRT",
-                    child.worker_id, now - child.last_tick,
-                )  # fmt: skip
+                log.error("worker %s hung: no heartbeat for %.1fs; sending SIGABRT",
+                          child.worker_id, now - child.last_tick)
                 child.abort_sent_at = now
                 child.send(signal.SIGABRT)
 
@@ -439,7 +414,7 @@ class Supervisor:
             for child in self.children_of(group.name):
                 if child.retiring or not child.ready:
                     continue
-                trigger = self._recycle_trigger(group.config, child, check_rss)
+                trigger = child.recycle_trigger(group.config, check_rss)
                 if trigger is not None:
                     log.info("recycling worker %s (%s); starting its replacement first",
                              child.worker_id, trigger)
@@ -461,10 +436,13 @@ class Supervisor:
             if missing > 0 and now >= group.next_spawn_at:
                 for _ in range(missing):
                     self.spawn_child(group, now)
-            # After a reload the new generation is started (above) before the old drains.
-            for child in active:
-                if child.generation != group.generation:
-                    child.retire("reload", self._retire_grace(), now)
+            # After a reload the old generation keeps working until the new one is ready
+            # (or does not get there in REPLACE_WAIT_S), so a reload never dips capacity.
+            new_ready = sum(c.ready for c in current) >= group.target
+            if new_ready or now - group.generation_started > REPLACE_WAIT_S:
+                for child in active:
+                    if child.generation != group.generation:
+                        child.retire("reload", self._retire_grace(), now)
             surplus = sorted(current, key=lambda c: c.spawned_at)[: max(0, -missing)]
             for child in surplus:
                 child.retire("scaled down", self._retire_grace(), now)
@@ -476,6 +454,7 @@ class Supervisor:
                 self.metrics.group_crash_looping.labels(group.name).set(int(group.crash_looping))
 
     def children_of(self, group: str) -> list[Child]:
+        """Live (not yet reaped) children of a group, retiring ones included."""
         return [c for c in self.children.values() if c.group == group]
 
     # ------------------------------------------------------------------ health
@@ -493,20 +472,9 @@ class Supervisor:
             reasons.append("store unreachable")
         groups: dict[str, Any] = {}
         for group in self.groups.values():
-            ready = sum(
-                1
-                for c in self.children_of(group.name)
-                if c.ready and not c.retiring and c.generation == group.generation
-            )
-            groups[group.name] = {"target": group.target, "ready": ready}
-            if group.boot_failure is not None:
-                groups[group.name]["boot_failure"] = group.boot_failure
-                reasons.append(f"group {group.name}: failed at boot ({group.boot_failure})")
-            elif group.crash_looping:
-                groups[group.name]["crash_looping"] = True
-                reasons.append(f"group {group.name}: crash-looping")
-            elif ready < group.target:
-                reasons.append(f"group {group.name}: {ready}/{group.target} workers ready")
+            groups[group.name], reason = group.readiness(self.children_of(group.name))
+            if reason:
+                reasons.append(f"group {group.name}: {reason}")
         self._health = Health(now, not reasons, tuple(reasons), groups)
         self._tell_systemd(now, reasons)
 
@@ -579,26 +547,6 @@ class Supervisor:
         if replaced or now - (old.marked_at or now) > REPLACE_WAIT_S:
             old.retire(old.retire_reason or "recycle", self._retire_grace(), now)
 
-    def _recycle_trigger(self, group: GroupConfig, child: Child, check_rss: bool) -> str | None:
-        if child.max_jobs and child.handled >= child.max_jobs:
-            return f"max_jobs {child.handled} >= {child.max_jobs}"
-        if group.max_memory_bytes and check_rss:
-            try:
-                child.rss = psutil.Process(child.pid).memory_info().rss
-            except psutil.Error:
-                return None
-            if child.rss > group.max_memory_bytes:
-                return f"max_memory rss {child.rss} > {group.max_memory_bytes}"
-        return None
-
-    def _exit_label(self, child: Child, status: int) -> str:
-        if child.abort_sent_at is not None:
-            return "hang"
-        if child.retire_reason is not None:
-            reason = child.retire_reason
-            return "recycle" if reason.startswith("recycle") else reason.split()[0]
-        return "signal" if os.WIFSIGNALED(status) else "crash"
-
     def _hang_limit(self, child: Child) -> float:
         if not child.ready:
             return max(self.config.daemon.heartbeat_timeout_s, BOOT_TIMEOUT_S)
@@ -620,9 +568,10 @@ class Supervisor:
             self.murder_children(time.monotonic())
 
     def _loop_timeout(self) -> float:
+        """Sleep until the next signal, but wake for a spawn whose backoff ends sooner."""
         now = time.monotonic()
-        soonest = min((g.next_spawn_at for g in self.groups.values()), default=now + 1)
-        return max(0.01, min(LOOP_INTERVAL_S, soonest - now if soonest > now else LOOP_INTERVAL_S))
+        due = [g.next_spawn_at - now for g in self.groups.values() if g.next_spawn_at > now]
+        return max(0.01, min([LOOP_INTERVAL_S, *due]))
 
     def _retire_grace(self) -> float:
         return self.config.daemon.drain_timeout_s + KILL_GRACE_S
@@ -632,9 +581,6 @@ class Supervisor:
 
     def _types(self) -> list[str]:
         return [g.config.type for g in self.groups.values()]
-
-    def _group_state(self, config: Config, group: GroupConfig) -> GroupState:
-        return GroupState(group, config.fingerprint(group.name), target=group.processes)
 
     def _check_reloadable(self, new: Config) -> None:
         """Settings this process holds open cannot change without a restart."""
@@ -646,15 +592,3 @@ class Supervisor:
         ):
             if before != after:
                 raise ConfigError(str(new.path), key, "changed; this needs a restart, not HUP")
-
-    def _child_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
-        env.update(self.metrics_dir.child_env())  # before exec, so before any import
-        env["FERRICFLOWD_SUPERVISOR_PID"] = str(os.getpid())
-        # The worker must import the same ferricflowd as this process, installed or not.
-        paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-        if _PACKAGE_ROOT not in paths:
-            env["PYTHONPATH"] = os.pathsep.join([*paths, _PACKAGE_ROOT])
-        return env
-
-

@@ -22,19 +22,29 @@ import os
 import random
 import signal
 import subprocess
+import sys
+import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from ferricflowd.config import GroupConfig
+import psutil
 
-__all__ = ["Child", "GroupState"]
+from ferricflowd.config import Config, GroupConfig
+
+__all__ = ["SUPERVISOR_PID_ENV", "Child", "GroupState", "spawn_worker", "worker_env"]
 
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 30.0
 CRASH_LOOP_RETRY_S = 30.0  # a crash-looping group is retried this slowly
 STABLE_AFTER_S = 10.0  # a child alive this long resets the backoff and the crash-loop mark
 _MAX_LINE = 64 * 1024  # a control line longer than this is garbage; drop it
+MAX_JOBS_JITTER = 0.1  # up to +10%, so children started together do not recycle together
+SUPERVISOR_PID_ENV = "FERRICFLOWD_SUPERVISOR_PID"  # the worker's parent-death check
+# systemd's variables are for the main process only; a worker must not notify in its place.
+_CHILD_ENV_DROP = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 @dataclass(eq=False)
@@ -137,6 +147,29 @@ class Child:
             self.kill_at = now + grace_s
             self.send(signal.SIGTERM)
 
+    def recycle_trigger(self, group: GroupConfig, check_rss: bool) -> str | None:
+        """Why this child should be recycled now ("max_jobs ...", "max_memory ..."), or None.
+        RSS is measured here (psutil), not taken from the child's own report."""
+        if self.max_jobs and self.handled >= self.max_jobs:
+            return f"max_jobs {self.handled} >= {self.max_jobs}"
+        if group.max_memory_bytes and check_rss:
+            try:
+                self.rss = psutil.Process(self.pid).memory_info().rss
+            except psutil.Error:
+                return None
+            if self.rss > group.max_memory_bytes:
+                return f"max_memory rss {self.rss} > {group.max_memory_bytes}"
+        return None
+
+    def exit_label(self, status: int) -> str:
+        """A metric label for why it died: hang, recycle, drain, reload, ..., signal, crash."""
+        if self.abort_sent_at is not None:
+            return "hang"
+        if self.retire_reason is not None:
+            reason = self.retire_reason
+            return "recycle" if reason.startswith("recycle") else reason.split()[0]
+        return "signal" if os.WIFSIGNALED(status) else "crash"
+
     def closed(self, status: int) -> None:
         """The child was reaped: record its status for Popen and close the pipe."""
         # Popen must not waitpid() this pid later: it may belong to a new child by then.
@@ -163,6 +196,11 @@ class GroupState:
     boot_exit_code: int = 0
     recycling: int | None = None  # pid of the child being recycled (one at a time)
     last_crash_at: float = 0.0
+    generation_started: float = 0.0  # monotonic time of the last reset (reload)
+
+    @classmethod
+    def of(cls, config: Config, group: GroupConfig) -> GroupState:
+        return cls(group, config.fingerprint(group.name), target=group.processes)
 
     @property
     def name(self) -> str:
@@ -201,15 +239,87 @@ class GroupState:
         self.crash_looping = False
         return was_looping
 
+    def readiness(self, children: list[Child]) -> tuple[dict[str, Any], str | None]:
+        """(status for /readyz, why the group is not ready or None)."""
+        ready = sum(
+            1 for c in children if c.ready and not c.retiring and c.generation == self.generation
+        )
+        doc: dict[str, Any] = {"target": self.target, "ready": ready}
+        if self.boot_failure is not None:
+            doc["boot_failure"] = self.boot_failure
+            return doc, f"failed at boot ({self.boot_failure})"
+        if self.crash_looping:
+            doc["crash_looping"] = True
+            return doc, "crash-looping"
+        if ready < self.target:
+            return doc, f"{ready}/{self.target} workers ready"
+        return doc, None
+
     def reset(self, config: GroupConfig, fingerprint: str) -> None:
         """A changed config (HUP): a new generation, fresh crash history, no boot failure."""
         self.config = config
         self.fingerprint = fingerprint
         self.target = config.processes
         self.generation += 1
+        self.generation_started = time.monotonic()
         self.crashes.clear()
         self.consecutive_crashes = 0
         self.next_spawn_at = 0.0
         self.crash_looping = False
         self.boot_failure = None
         self.boot_exit_code = 0
+
+
+def worker_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a worker: ours, minus systemd's, plus `extra`, and a PYTHONPATH
+    that finds the same ferricflowd this supervisor runs (installed or from a checkout)."""
+    env = {k: v for k, v in os.environ.items() if k not in _CHILD_ENV_DROP}
+    env.update(extra)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if _PACKAGE_ROOT not in paths:
+        env["PYTHONPATH"] = os.pathsep.join([*paths, _PACKAGE_ROOT])
+    return env
+
+
+def spawn_worker(
+    config: Config,
+    group: GroupState,
+    hostname: str,
+    store_url: str | None,
+    env: dict[str, str],
+    now: float,
+) -> Child:
+    """fork+exec `python -m ferricflowd.worker` for `group` with a control pipe.
+
+    subprocess forks and execs in C (no Python runs in between), so it is safe while this
+    process has other threads. Raises OSError when the exec fails.
+    """
+    read_fd, write_fd = os.pipe()  # both non-inheritable; pass_fds hands write_fd over
+    os.set_blocking(read_fd, False)
+    template = f"{hostname}:{{pid}}:{group.name}"  # the worker fills in its own pid
+    cmd = [
+        sys.executable, "-m", "ferricflowd.worker",
+        "--config", str(config.path), "--group", group.name,
+        "--worker-id", template, "--control-fd", str(write_fd),
+        "--log-format", config.daemon.log_format, "--log-level", config.daemon.log_level,
+    ]  # fmt: skip
+    if store_url is not None:
+        cmd += ["--store-url", store_url]
+    try:
+        popen = subprocess.Popen(cmd, pass_fds=(write_fd,), env=env, stdin=subprocess.DEVNULL)
+    except OSError:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    max_jobs = group.config.max_jobs
+    return Child(
+        pid=popen.pid,
+        group=group.name,
+        worker_id=template.replace("{pid}", str(popen.pid)),
+        generation=group.generation,
+        popen=popen,
+        control_fd=read_fd,
+        spawned_at=now,
+        max_jobs=max_jobs + int(max_jobs * random.uniform(0, MAX_JOBS_JITTER)),
+    )

@@ -55,6 +55,8 @@ PARENT_DEATH_SIGNAL = signal.SIGUSR1
 PARENT_GONE_GRACE_S = 1.0  # the supervisor is gone and reclaims nothing: hand back fast
 DRAIN_MARGIN_S = 0.5  # exit this much before the supervisor's SIGKILL at drain_timeout
 EXIT_BACKSTOP_S = 2.0  # if run() has not returned this long after its deadline, _exit
+HEARTBEAT_INTERVAL_S = 0.5
+SUPERVISOR_PID_ENV = "FERRICFLOWD_SUPERVISOR_PID"  # set by the supervisor for this check
 
 
 class BootError(Exception):
@@ -80,7 +82,7 @@ class LoadedHandlers:
         return self.workflow is None
 
 
-def import_object(spec: str, group: str) -> Any:
+def import_object(spec: str, group: str, what: str = "handler module") -> Any:
     """Import "pkg.mod:attr"; a BootError(BOOT_IMPORT) names group, module and error."""
     module_name, _, attr = spec.partition(":")
     try:
@@ -89,7 +91,7 @@ def import_object(spec: str, group: str) -> Any:
         log.debug("import of %s failed", module_name, exc_info=True)
         raise BootError(
             exitcodes.BOOT_IMPORT,
-            f"group {group!r}: cannot import handler module {module_name!r} "
+            f"group {group!r}: cannot import {what} {module_name!r} "
             f"({spec}): {type(exc).__name__}: {exc}",
         ) from exc
     obj: Any = module
@@ -187,7 +189,7 @@ class WorkerProcess:
         self.worker_id = (args.worker_id or f"{socket.gethostname()}:{{pid}}:{args.group}").replace(
             "{pid}", str(os.getpid())
         )
-        self.parent_pid = int(os.environ.get("FERRICFLOWD_SUPERVISOR_PID") or os.getppid())
+        self.parent_pid = int(os.environ.get(SUPERVISOR_PID_ENV) or os.getppid())
         self.control = ControlChannel(args.control_fd)
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
         self.exit_code = exitcodes.OK
@@ -215,7 +217,7 @@ class WorkerProcess:
             raise BootError(exitcodes.BOOT_CONFIG, str(exc)) from None
         setup_logging(self.config.daemon.log_format, self.config.daemon.log_level)
         for module in self.config.daemon.imports:
-            import_object(module, self.group_name)
+            import_object(module, self.group_name, "daemon.imports module")
         return self.group
 
     def connect(self) -> Any:
@@ -240,6 +242,7 @@ class WorkerProcess:
         return client
 
     def build_worker(self, client: Any, loaded: LoadedHandlers) -> Any:
+        from ferricflowd.flow.errors import StoreError
         from ferricflowd.flow.worker import FlowWorker, WorkerHooks
 
         group = self.group
@@ -256,7 +259,10 @@ class WorkerProcess:
         if workflow is not None:
             # Store the workflow's retry policy, as its own .worker() would, so the engine
             # applies the same one for this daemon's Flows as for the producers'.
-            workflow._register()
+            try:
+                workflow._register()
+            except StoreError as exc:
+                raise BootError(exitcodes.STORE_UNREACHABLE, f"store unreachable: {exc}") from None
         return FlowWorker(
             client, type=group.type, states=list(group.states),
             handlers={s: self._instrument(s, fn) for s, fn in loaded.handlers.items()},
@@ -280,7 +286,8 @@ class WorkerProcess:
             loaded = load_handlers(group, client)
             self.worker = self.build_worker(client, loaded)
         except BootError as exc:
-            log.error("%s", exc)
+            # The import's traceback points at the failing line of the user's module.
+            log.error("%s", exc, exc_info=exc.__cause__)
             return exc.exit_code
         assert self.config is not None
         self.sentry = init_sentry(self.config.daemon.sentry_dsn)
@@ -400,7 +407,8 @@ class WorkerProcess:
 
     def _report_loop(self) -> None:
         assert self.config is not None
-        interval = min(1.0, self.config.daemon.heartbeat_timeout_s / 4)
+        # Twice a second: cheap on a pipe, and max_jobs recycling reacts to `handled` soon.
+        interval = min(HEARTBEAT_INTERVAL_S, self.config.daemon.heartbeat_timeout_s / 4)
         while True:
             time.sleep(interval)
             if os.getppid() != self.parent_pid or self.control.broken:

@@ -105,7 +105,8 @@ local function rest(r, state, due)
   if due then
     redis.call('HSET', kf(r.id), 'state', state, 'due', due)
     redis.call('ZADD', kdue(r.type, state, prio), due, r.id)
-    if due <= now_ms() then wake(r.type, state) end
+    -- Future due times wake idle workers too: they re-claim and shorten their block to it.
+    wake(r.type, state)
   else
     redis.call('HSET', kf(r.id), 'state', state)
     redis.call('HDEL', kf(r.id), 'due')

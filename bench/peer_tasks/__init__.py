@@ -1,0 +1,1 @@
+"""Task modules of the peer systems; each task only calls bench/handlers.py."""

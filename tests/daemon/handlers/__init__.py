@@ -1,0 +1,1 @@
+"""Handler modules that the daemon tests' worker processes import by name."""

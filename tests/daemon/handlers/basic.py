@@ -1,0 +1,74 @@
+"""Well-behaved handlers: a queue function, a client-less workflow, and a slow one.
+
+Tests steer them through the environment the daemon passes on to its workers:
+FF_TEST_MARKERS (a directory) makes `sleepy` sleep only on a Flow's first run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from ferricflowd.flow.outcomes import transition
+from ferricflowd.flow.workflow import Workflow
+
+
+def echo(job: object) -> None:
+    """Complete at once."""
+    return None
+
+
+def sleepy(job: object) -> None:
+    """Sleep `payload` seconds (default 1); with FF_TEST_MARKERS, only on the first run."""
+    markers = os.environ.get("FF_TEST_MARKERS")
+    if markers:
+        marker = Path(markers) / job.id  # type: ignore[attr-defined]
+        if marker.exists():
+            return None
+        marker.touch()
+    time.sleep(float(job.payload or b"1"))  # type: ignore[attr-defined]
+    return None
+
+
+_hoard: list[bytes] = []
+
+
+def leak(job: object) -> None:
+    """Keep 2 MiB per job for good (written, so it is resident), slowly."""
+    _hoard.append(b"x" * (2 << 20))
+    time.sleep(0.03)
+    return None
+
+
+order = Workflow(type="order", initial_state="created")
+
+
+@order.state("created")
+def created(job: object) -> object:
+    return transition("charged")
+
+
+@order.state("charged")
+def charged(job: object) -> None:
+    return None
+
+
+half_order = Workflow(type="order", initial_state="created")
+
+
+@half_order.state("created")
+def only_created(job: object) -> object:
+    return transition("charged")
+
+
+def boom(job: object) -> None:
+    """Always raises (the exception policy turns it into a retry)."""
+    raise ValueError(f"boom in {job.id}")  # type: ignore[attr-defined]
+
+
+def orphan(job: object) -> None:
+    """Leave a grandchild behind: the shell exits at once, `sleep` is re-parented to PID 1."""
+    import subprocess
+
+    subprocess.run("sleep 0.2 &", shell=True, check=True)

@@ -1,0 +1,50 @@
+"""Fixtures of the engine tests: clients on the session servers, parametrized topologies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from ferricflowd import FlowClient, QueueClient, WorkflowClient
+
+
+@pytest.fixture(params=["single", "cluster"])
+def url_and_opts(request: pytest.FixtureRequest, namespace: str) -> tuple[str, dict[str, Any]]:
+    """(url, client options) on a single node or on the 3-master cluster, 16 partitions."""
+    server = request.getfixturevalue("redis_server" if request.param == "single"
+                                     else "redis_cluster")
+    return server.url, {"namespace": namespace, "partitions": 16}
+
+
+@pytest.fixture
+def opened() -> Iterator[Callable[[Any], Any]]:
+    """Register clients to close after the test: `client = opened(QueueClient.from_url(...))`."""
+    clients: list[Any] = []
+
+    def register(client: Any) -> Any:
+        clients.append(client)
+        return client
+
+    yield register
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def flow_client(redis_server: Any, namespace: str,
+                opened: Callable[[Any], Any]) -> FlowClient:
+    """A FlowClient on the single node, 4 partitions (so multi-partition paths run)."""
+    return opened(FlowClient.from_url(redis_server.url, namespace=namespace, partitions=4))
+
+
+@pytest.fixture
+def queues(redis_server: Any, namespace: str, opened: Callable[[Any], Any]) -> QueueClient:
+    return opened(QueueClient.from_url(redis_server.url, namespace=namespace, partitions=4))
+
+
+@pytest.fixture
+def workflows(redis_server: Any, namespace: str,
+              opened: Callable[[Any], Any]) -> WorkflowClient:
+    return opened(WorkflowClient.from_url(redis_server.url, namespace=namespace, partitions=4))

@@ -1,0 +1,73 @@
+"""The benchmark scripts must not rot: every ferricflowd workload once, at a tiny size.
+
+These are not timed tests (bench/README.md has the numbers); they only check that each
+workload runs end to end through the bench's Python API and reports its metrics. Peers run
+only when their packages are installed (`pip install -e .[bench]`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import format_table, run
+
+TINY = {"W1": 50, "W2": 50, "W3": 20, "W4": 50, "R1": 10, "D1": 20, "M1": 200,
+        "S1_small": 200, "S1_big": 2_000}
+# A short lease bounds R1 when the fallback runner (lease expiry) is in use.
+FF_OPTIONS = {"ferricflowd": {"lease_ms": 2_000}}
+
+EXPECTED = {
+    "W1": ["jobs_per_s", "first_done_s", "total_s"],
+    "W2": ["single_jobs_per_s", "batched_jobs_per_s"],
+    "W3": ["p50_ms", "p99_ms"],
+    "W4": ["flows_per_s", "steps_per_s"],
+    "R1": ["recovery_s", "killed_flows"],
+    "D1": ["exit_s", "lost", "completed"],
+    "M1": ["queued_bytes_per_flow", "completed_bytes_per_flow"],
+    "S1": ["small_claim_ms", "big_claim_ms", "ratio_big_to_small"],
+}
+
+
+def _run(workload: str, profile: str, tmp_path: Path, systems: tuple[str, ...] = ("ferricflowd",)
+         ) -> dict:
+    result = run([workload], systems=systems, profiles=[profile], reps=1, sizes=TINY,
+                 system_options=FF_OPTIONS, work_dir=tmp_path)
+    json.dumps(result, default=str)  # the result must be JSON-able
+    assert workload in format_table(result)
+    return result
+
+
+@pytest.mark.parametrize("workload", list(EXPECTED))
+def test_ferricflowd_workload(workload: str, tmp_path: Path) -> None:
+    result = _run(workload, "fast", tmp_path)
+    [cell] = result["cells"]
+    assert cell["status"] == "ok", cell
+    [rep] = cell["reps"]
+    for metric in EXPECTED[workload]:
+        assert metric in rep, (metric, rep)
+    if workload == "D1":
+        assert rep["lost"] == 0, rep
+    if workload in ("W1", "W3", "W4", "R1", "D1"):
+        assert rep["runner"], rep
+
+
+def test_ferricflowd_durable_profile(tmp_path: Path) -> None:
+    result = _run("W1", "durable", tmp_path)
+    [cell] = result["cells"]
+    assert cell["status"] == "ok", cell
+    assert cell["reps"][0]["jobs_per_s"] > 0
+
+
+@pytest.mark.parametrize("peer,module", [("celery", "celery"), ("rq", "rq"),
+                                         ("dramatiq", "dramatiq")])
+def test_peer_drain(peer: str, module: str, tmp_path: Path) -> None:
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed (pip install -e .[bench])")
+    result = _run("W1", "fast", tmp_path, systems=(peer,))
+    [cell] = result["cells"]
+    assert cell["status"] == "ok", cell
+    assert cell["reps"][0]["jobs_per_s"] > 0

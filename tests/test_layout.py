@@ -1,0 +1,120 @@
+"""Package layout: flow/ imports nothing of the daemon, and every Lua script ships."""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import subprocess
+import sys
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from ferricflowd.flow import store
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOW = ROOT / "ferricflowd" / "flow"
+FORBIDDEN = ("ferricflowd.config", "ferricflowd.cli", "ferricflowd.supervisor",
+             "ferricflowd.worker")
+
+
+def imported_modules(source: str, module: str, is_package: bool = False) -> set[str]:
+    """Absolute names of every module `source` (the code of `module`) imports."""
+    package = module if is_package else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1])
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                target = node.module or ""
+            names.add(target)
+            names.update(f"{target}.{alias.name}" for alias in node.names)
+    return names
+
+
+def forbidden_imports(names: set[str]) -> set[str]:
+    return {n for n in names for f in FORBIDDEN if n == f or n.startswith(f + ".")}
+
+
+def _flow_modules() -> list[tuple[Path, str]]:
+    out = []
+    for path in sorted(FLOW.rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out.append((path, ".".join(parts)))
+    return out
+
+
+def test_flow_modules_import_nothing_of_the_daemon() -> None:
+    modules = _flow_modules()
+    assert len(modules) >= 10  # client, worker, store, ... (the walk found them)
+    offenders = {}
+    for path, module in modules:
+        names = imported_modules(path.read_text("utf-8"), module, path.name == "__init__.py")
+        bad = forbidden_imports(names)
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = sorted(bad)
+    assert offenders == {}
+
+
+@pytest.mark.parametrize("source,bad", [
+    ("from ..worker import process", True),
+    ("from ferricflowd.supervisor.arbiter import Arbiter", True),
+    ("import ferricflowd.config", True),
+    ("from .. import cli", True),
+    ("from .worker import FlowWorker", False),  # ferricflowd.flow.worker is flow's own
+    ("from . import records", False),
+    ("import ferricflowd.flow.client", False),
+])
+def test_the_import_check_itself(source: str, bad: bool) -> None:
+    names = imported_modules(source, "ferricflowd.flow.client")
+    assert bool(forbidden_imports(names)) is bad, names
+
+
+def _lua_on_disk() -> set[str]:
+    return {p.name for p in (FLOW / "lua").glob("*.lua")}
+
+
+def test_package_resources_list_every_lua_file() -> None:
+    lua = resources.files("ferricflowd.flow").joinpath("lua")
+    listed = {entry.name for entry in lua.iterdir() if entry.name.endswith(".lua")}
+    assert listed == _lua_on_disk()
+    # one file per command, plus the shared library
+    assert listed == {f"{name}.lua" for name in store.SCRIPTS} | {"_lib.lua"}
+
+
+def test_lua_headers_document_the_command() -> None:
+    for name in store.SCRIPTS:
+        text = (FLOW / "lua" / f"{name}.lua").read_text("utf-8")
+        header = text.split("]]", 1)[0]
+        assert header.startswith(f"--[[ {name}:"), name
+        for section in ("KEYS[1]", "ARGV", "Reply"):
+            assert section in header, f"{name}.lua header lacks {section}"
+
+
+def test_package_data_globs_cover_every_lua_file() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
+    globs = config["tool"]["setuptools"]["package-data"]["ferricflowd.flow"]
+    for name in _lua_on_disk():
+        assert any(fnmatch.fnmatch(f"lua/{name}", g) for g in globs), name
+
+
+def test_built_package_ships_every_lua_file(tmp_path: Path) -> None:
+    """setuptools' build_py (what a wheel is made of) copies every Lua file."""
+    code = ("import sys\nfrom setuptools import setup\n"
+            f"sys.argv = ['setup.py', '-q', 'egg_info', '--egg-base', {str(tmp_path)!r}, "
+            f"'build_py', '--build-lib', {str(tmp_path / 'lib')!r}]\nsetup()\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    built = {p.name for p in (tmp_path / "lib" / "ferricflowd" / "flow" / "lua").glob("*.lua")}
+    assert built == _lua_on_disk()
