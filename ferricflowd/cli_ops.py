@@ -29,17 +29,30 @@ def embedded_url(data_dir: Path) -> str:
     return f"unix://{Path(data_dir).absolute() / 'redis' / 'redis.sock'}"
 
 
+def _initial_state(ctx: click.Context, type: str) -> str:
+    """A new Flow's state: the first state of the config's group for its type, else queued."""
+    if ctx.obj["config"] is not None:
+        for group in _config(ctx).groups:
+            if group.type == type:
+                return group.states[0]
+    return "queued"
+
+
+def _config(ctx: click.Context) -> Any:
+    try:
+        return load_config(ctx.obj["config"])
+    except ConfigError as exc:
+        click.echo(f"ferricflowd: {exc}", err=True)
+        ctx.exit(exitcodes.CONFIG)
+
+
 def _client(ctx: click.Context) -> FlowClient:
     opts = ctx.obj
     url, namespace, durability = opts["url"], opts["namespace"], "relaxed"
     if url is None:
         if opts["config"] is None:
             raise click.UsageError("give --config FILE (or FERRICFLOWD_CONFIG) or --url URL")
-        try:
-            cfg = load_config(opts["config"])
-        except ConfigError as exc:
-            click.echo(f"ferricflowd: {exc}", err=True)
-            ctx.exit(exitcodes.CONFIG)
+        cfg = _config(ctx)
         url = cfg.store.url or embedded_url(cfg.daemon.data_dir)
         namespace = namespace or cfg.store.namespace
         durability = cfg.store.durability
@@ -125,7 +138,9 @@ def _setup(ctx: click.Context, config: str | None, url: str | None, namespace: s
 @click.argument("flow_id")
 @click.option("--payload", default=None, help="Payload text.")
 @click.option("--payload-file", default=None, help="Read the payload from a file (- = stdin).")
-@click.option("--state", default=None, help="State to create the Flow in [default: queued].")
+@click.option("--state", default=None,
+              help="State to create the Flow in [default: the first state of the config's "
+                   "group for TYPE, else queued].")
 @click.option("--idempotent", is_flag=True, help="A repeat with the same request is OK.")
 @click.option("--delay", "delay_s", type=float, default=None, help="Due in this many seconds.")
 @click.option("--priority", type=click.IntRange(0, 2), default=0, help="0..2, higher first.")
@@ -138,7 +153,8 @@ def enqueue(ctx: click.Context, type: str, flow_id: str, payload: str | None,
     _setup(ctx, **common_opts)
     data = _payload(payload, payload_file)
     run_at = None if delay_s is None else int((time.time() + delay_s) * 1000)
-    created = _run(ctx, lambda c: c.create(flow_id, type, state or "queued", data,
+    state = state or _initial_state(ctx, type)
+    created = _run(ctx, lambda c: c.create(flow_id, type, state, data,
                                            run_at_ms=run_at, priority=priority,
                                            idempotent=idempotent))
     _emit(ctx, {"id": flow_id, "created": created},

@@ -73,8 +73,9 @@ class TypeHandle:
                                   ".bind(client) or create it from a QueueClient/WorkflowClient")
         return self._client
 
-    def _register(self) -> None:
-        """Store the retry policy once, so every worker and producer applies the same one."""
+    def register(self) -> None:
+        """Store the retry policy in the store (once per handle), so every worker and
+        producer applies the same one. Called by the first create and worker."""
         if self._registered or (self.retry_policy is None and not self.state_policies):
             return
         self.client.register_policy(self.type, self.retry_policy or RetryPolicy(),
@@ -82,14 +83,14 @@ class TypeHandle:
         self._registered = True
 
     def _create(self, flow_id: str, payload: bytes | str, state: str | None, **kw: Any) -> bool:
-        self._register()
+        self.register()
         run_at = _run_at(kw.pop("run_at_ms", None), kw.pop("delay_ms", None))
         return self.client.create(flow_id, self.type, state or self.default_state, payload,
                                   run_at_ms=run_at, **kw)
 
     def _create_many(self, items: Iterable[Any], idempotent: bool) -> list[bool | FlowError]:
         """Items are ids, (id, payload) pairs or dicts of create() keyword arguments."""
-        self._register()
+        self.register()
         specs = []
         for item in items:
             if isinstance(item, str):

@@ -80,7 +80,7 @@ class QueueWorker:
     def _make(self, handler: Callable[[Job], Any]) -> FlowWorker:
         if not callable(handler):
             raise TypeError("handler must be callable")
-        self.queue._register()
+        self.queue.register()
         self._worker = FlowWorker(self.queue.client, type=self.queue.type, states=self.states,
                                   handlers={s: handler for s in self.states}, **self.options)
         return self._worker

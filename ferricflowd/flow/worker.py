@@ -151,7 +151,10 @@ class FlowWorker:
     # -- public API ---------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Claim and handle until stop() or drain(); returns the number of Flows handled."""
+        """Claim and handle until stop() or drain(); returns the number of Flows handled.
+        A drain() requested before run() starts makes it return at once."""
+        if self._drain_requested:
+            return 0
         self._start_threads()
         backoff = 0.05
         try:
@@ -204,6 +207,7 @@ class FlowWorker:
         """Graceful stop from any thread: run() returns when running handlers finished or
         `deadline_s` seconds passed; handlers still running then are abandoned."""
         self._deadline = None if deadline_s is None else time.monotonic() + deadline_s
+        self._drain_requested = True
         self._stopping.set()
         conn = self._blocking
         if conn is not None:  # interrupt a BLPOP in progress
@@ -213,6 +217,7 @@ class FlowWorker:
                 pass
 
     _deadline: float | None = None
+    _drain_requested = False
 
     def statistics(self) -> WorkerStatistics:
         self.stats.in_flight = max(0, self._outstanding - self._jobs.qsize())
@@ -284,7 +289,8 @@ class FlowWorker:
     def _start_threads(self) -> None:
         if self._threads:
             return
-        self._stopping.clear()
+        if not self._drain_requested:
+            self._stopping.clear()
         for i in range(self.concurrency):
             t = threading.Thread(target=self._handler_loop, name=f"ff-handler-{i}", daemon=True)
             t.start()

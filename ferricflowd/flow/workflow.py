@@ -129,7 +129,7 @@ class WorkflowWorker:
 
     def _make(self) -> FlowWorker:
         wf = self.workflow
-        wf._register()
+        wf.register()
         options = dict(self.options)
         policy = options.pop("exception_policy", None)
         policies: dict[str, ExceptionPolicy] = {s: policy for s in self.states if policy}

@@ -260,7 +260,7 @@ class WorkerProcess:
             # Store the workflow's retry policy, as its own .worker() would, so the engine
             # applies the same one for this daemon's Flows as for the producers'.
             try:
-                workflow._register()
+                workflow.register()
             except StoreError as exc:
                 raise BootError(exitcodes.STORE_UNREACHABLE, f"store unreachable: {exc}") from None
         return FlowWorker(

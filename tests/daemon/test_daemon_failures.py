@@ -25,7 +25,7 @@ def test_kill9_worker_its_flows_are_claimed_again_within_a_second(start_daemon, 
     markers.mkdir()
     daemon = start_daemon(
         {"slow": {"type": "slow", "states": ["queued"], "handler": f"{H}.basic:sleepy",
-                  "processes": 2, "concurrency": 4, "batch_size": 4}},
+                  "processes": 2, "concurrency": 8, "batch_size": 4}},
         env={"FF_TEST_MARKERS": str(markers)},
     )  # fmt: skip
     ids = [f"k{i}" for i in range(6)]
@@ -37,7 +37,7 @@ def test_kill9_worker_its_flows_are_claimed_again_within_a_second(start_daemon, 
     os.kill(victim, signal.SIGKILL)
     killed_at = time.monotonic()
     # Each held Flow is claimed again (second run: no sleep) and completes, well within 1 s,
-    # not after its 30 s lease.
+    # not after its 30 s lease: by the other worker, which has free slots, or the new one.
     wait_for(lambda: all(daemon.client.get(i).state == "completed" for i in held),
              timeout=5, interval=0.01, what="the killed worker's flows completed")
     assert time.monotonic() - killed_at < 1.0, time.monotonic() - killed_at
