@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -288,27 +289,54 @@ class FlowClient:
     def claim(self, type: str, states: Sequence[str], worker: str, *, lease_ms: int,
               limit: int, claim_values: Sequence[str] = (), payload_cap: int = 64 << 10,
               value_max_bytes: int | None = None, start: int = 0) -> ClaimResult:
-        """Lease up to `limit` due Flows, visiting partitions from `start` until filled."""
+        """Lease up to `limit` due Flows, visiting partitions from `start` until filled.
+
+        With several partitions, priority 2 (then 1) work anywhere is claimed before
+        priority 0 work: a read-only probe finds the partitions that have it."""
         keys = self.keys
+        order = [(start + step) % keys.partitions for step in range(keys.partitions)]
+        passes = [(prio, [p for p in order if p in parts])
+                  for prio, parts in self._priority_probe(type, states).items()]
+        passes.append((0, order))
         jobs: list[Job] = []
         next_due: int | None = None
         more = False
         now = 0
-        for step in range(keys.partitions):
-            p = (start + step) % keys.partitions
-            args = ["", type, worker, lease_ms, limit - len(jobs), payload_cap,
-                    value_max_bytes or 0, len(states), *states, len(claim_values),
-                    *claim_values]
-            reply = _raise_item(self._call("claim", p, args), None)
-            now = int(reply[0])
-            if int(reply[1]) >= 0:
-                next_due = min(next_due or int(reply[1]), int(reply[1]))
-            more = more or bool(reply[2])
-            jobs.extend(self._job(type, p, item) for item in reply[3:])
-            if len(jobs) >= limit:
-                more = True
-                break
-        return ClaimResult(jobs, next_due, more, now)
+        for min_prio, parts in passes:
+            for p in parts:
+                if len(jobs) >= limit:
+                    return ClaimResult(jobs, next_due, True, now)
+                args = ["", type, worker, lease_ms, limit - len(jobs), payload_cap,
+                        value_max_bytes or 0, len(states), *states, len(claim_values),
+                        *claim_values, min_prio]
+                reply = _raise_item(self._call("claim", p, args), None)
+                now = int(reply[0])
+                if int(reply[1]) >= 0:
+                    next_due = min(next_due or int(reply[1]), int(reply[1]))
+                more = more or bool(reply[2])
+                jobs.extend(self._job(type, p, item) for item in reply[3:])
+        return ClaimResult(jobs, next_due, more or len(jobs) >= limit, now)
+
+    def _priority_probe(self, type: str, states: Sequence[str]) -> dict[int, set[int]]:
+        """Partitions holding due priority-2 and priority-1 work (one pipelined read)."""
+        keys = self.keys
+        if keys.partitions == 1:
+            return {}
+        now_ms = int(time.time() * 1000)
+        probes = [(prio, p, keys.due(p, type, s, prio)) for prio in (2, 1)
+                  for p in range(keys.partitions) for s in states]
+
+        def read(r: Any) -> list[Any]:
+            pipe = r.pipeline(transaction=False)
+            for _, _, key in probes:
+                pipe.zcount(key, "-inf", now_ms)
+            return pipe.execute()
+
+        found: dict[int, set[int]] = {}
+        for (prio, p, _), n in zip(probes, self.store.execute(read), strict=True):
+            if n:
+                found.setdefault(prio, set()).add(p)
+        return dict(sorted(found.items(), reverse=True))
 
     def _job(self, type: str, partition: int, item: list[Any]) -> Job:
         (fid, state, payload, attempt, fence, token, deadline, prio, parent, total, big,

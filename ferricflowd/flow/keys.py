@@ -47,6 +47,9 @@ class KeySpace:
     def children(self, p: int, flow_id: str) -> str:
         return f"{self.prefix(p)}k:{flow_id}"
 
+    def due(self, p: int, type: str, state: str, priority: int) -> str:
+        return f"{self.prefix(p)}d:{type}:{state}:{priority}"
+
     def terminal(self, p: int, type: str, status: str) -> str:
         return f"{self.prefix(p)}t:{type}:{status}"
 

@@ -76,8 +76,6 @@ def test_priorities_2_before_1_before_0(flow_client: FlowClient) -> None:
         fc.create("bad", T, "queued", priority=3)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a claim fills its batch partition by "
-                   "partition, so priority is honoured within a partition, not across them")
 def test_priorities_across_partitions(flow_client: FlowClient) -> None:
     fc = flow_client
     first: dict[int, str] = {}

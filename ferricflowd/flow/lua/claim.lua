@@ -2,7 +2,8 @@
 
 KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
 ARGV     now_ms override ('' = TIME), type, worker id, lease_ms, limit, payload_cap (bytes,
-         0 = no cap), value_max_bytes (0 = no cap), n_states, states..., n_values, names...
+         0 = no cap), value_max_bytes (0 = no cap), n_states, states..., n_values, names...,
+         min_priority (optional, default 0: only claim priorities >= it)
 Reply    {now_ms, next_due_ms (-1: nothing scheduled), more (1: due work was left behind),
           item...} where item = {id, state, payload, attempt, fencing, lease_token,
           deadline_ms, priority, parent_id, attempts_total, big (names of the payload/values
@@ -20,7 +21,9 @@ local ns = tonumber(ARGV[8])
 local states = {}
 for i = 1, ns do states[i] = ARGV[8 + i] end
 local names = {}
-for i = 1, tonumber(ARGV[9 + ns]) do names[i] = ARGV[9 + ns + i] end
+local nv = tonumber(ARGV[9 + ns])
+for i = 1, nv do names[i] = ARGV[9 + ns + i] end
+local min_prio = tonumber(ARGV[10 + ns + nv] or '0') or 0
 local lk = T .. 'l:' .. ftype
 
 -- Expired leases first: a crashed holder's work should not wait behind fresh work.
@@ -31,7 +34,7 @@ for _, id in ipairs(expired) do
 end
 
 local picked = {}
-for prio = 2, 0, -1 do
+for prio = 2, min_prio, -1 do
   local need = limit - #picked
   if need <= 0 then break end
   local cands = {}
