@@ -1,5 +1,6 @@
 """python -m bench [all|W1|W2|...] [--systems ferricflowd,celery,rq,dramatiq]
                   [--profile fast|durable|both] [--reps 3] [--size N] [--json out.json]
+python -m bench table a.json [b.json ...]    one table from several runs' JSON
 
 Prints the JSON result and a Markdown table (median and min–max per cell) on stdout;
 progress lines go to stderr.
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bench.common import DEFAULT_SIZES, PROFILES
-from bench.runner import ALL_WORKLOADS, format_table, run
+from bench.runner import ALL_WORKLOADS, format_table, merge, run
 from bench.systems import PEERS, REGISTRY
 
 
@@ -41,7 +42,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def table(paths: list[str]) -> int:
+    """`python -m bench table a.json b.json`: one table from the JSON of several runs."""
+    results = [json.loads(Path(p).read_text()) for p in paths]
+    print(format_table(merge(results)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["table"]:
+        return table(argv[1:])
     args = parse_args(argv)
     workloads = list(ALL_WORKLOADS) if "all" in args.workloads else []
     for w in args.workloads:

@@ -30,16 +30,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # `tests.servers` lives beside `bench`
     sys.path.insert(0, str(REPO))
 
+from bench.keys import DONE, EVENTS, LAT, PAYLOAD, STARTED  # noqa: E402, F401 (re-exported)
 from tests.servers import RedisServer, free_port  # noqa: E402
 
 PROFILES = ("fast", "durable")
-PAYLOAD = b"x" * 100  # the fixed 100-byte payload of every job
-
-# Keys the handlers write (plain keys, outside every system's own key space).
-DONE = "bench:done"  # INCR per finished handler
-STARTED = "bench:started"  # INCR per started handler (sleep kinds)
-LAT = "bench:lat"  # RPUSH handler-start minus enqueue time, seconds (W3)
-EVENTS = "bench:ev"  # RPUSH "<job id> <pid> <unix time>" per handler start (R1, D1)
 
 # Default sizes, exactly as in issue 5; every one can be overridden.
 DEFAULT_SIZES: dict[str, int] = {
@@ -273,7 +267,13 @@ def machine_info() -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError, IndexError):
         mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     date = subprocess.run(["date", "-u"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "ferricflowd"],
+                           capture_output=True, text=True).stdout.splitlines()
     return {
+        "git_head": head,
+        "engine_files_modified": len(dirty),
         "date": date,
         "cores": os.cpu_count(),
         "cpu": cpu,

@@ -16,7 +16,7 @@ import time
 
 import redis
 
-from bench.common import DONE, EVENTS, LAT, PAYLOAD, STARTED
+from bench.keys import DONE, EVENTS, LAT, PAYLOAD, STARTED
 
 _client: redis.Redis | None = None
 _lock = threading.Lock()

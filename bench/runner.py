@@ -30,13 +30,16 @@ TABLE_METRICS: dict[str, list[tuple[str, str]]] = {
            ("steady_jobs_per_s", "steady jobs/s")],
     "W2": [("single_jobs_per_s", "single jobs/s"), ("batched_jobs_per_s", "batched jobs/s")],
     "W3": [("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")],
-    "W4": [("flows_per_s", "flows/s"), ("steady_flows_per_s", "steady flows/s")],
+    "W4": [("flows_per_s", "flows/s"), ("first_done_s", "first done s")],
     "R1": [("recovery_s", "recovery s")],
     "D1": [("exit_s", "exit s"), ("lost", "lost")],
     "M1": [("queued_bytes_per_flow", "queued B/flow"),
            ("completed_bytes_per_flow", "completed B/flow")],
     "S1": [("small_claim_ms", "claim ms (small)"), ("big_claim_ms", "claim ms (big)"),
-           ("ratio_big_to_small", "big/small")],
+           ("ratio_big_to_small", "big/small"),
+           ("small_claim_server_ms", "in-server ms (small)"),
+           ("big_claim_server_ms", "in-server ms (big)"),
+           ("server_ratio_big_to_small", "in-server big/small")],
 }
 # A metric may be replaced by a text when it could not be measured ("> 120 s").
 TEXT_FALLBACK = {"recovery_s": "recovery", "exit_s": "exit"}
@@ -99,6 +102,7 @@ def run_cell(system: System, workload: str, store: BenchStore, sizes: dict[str, 
         cell["reps"].append(metrics)
         shown = ", ".join(f"{k}={_fmt(metrics[k])}" for k, _ in TABLE_METRICS[workload]
                           if k in metrics)
+        shown += "".join(f" {t}: {metrics[t]}" for t in TEXT_FALLBACK.values() if t in metrics)
         log(f"{system.name} {store.profile} {workload} rep {rep + 1}/{reps}: {shown}")
     cell.setdefault("status", "ok")
     cell["summary"] = summarize(cell["reps"])
@@ -181,6 +185,15 @@ def _cell_text(cell: dict[str, Any], metric: str) -> str:
     if metric in TEXT_FALLBACK and cell.get("texts"):
         text += " / " + ", ".join(cell["texts"])
     return text
+
+
+def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several runs' results as one (cells appended in order; meta of the first)."""
+    out: dict[str, Any] = {"meta": dict(results[0]["meta"]), "systems": {}, "cells": []}
+    for res in results:
+        out["systems"].update(res.get("systems", {}))
+        out["cells"].extend(res["cells"])
+    return out
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -377,6 +377,12 @@ def _check_listen(value: str) -> str | None:
     return None
 
 
+def _check_store_url(value: str) -> str | None:
+    from ferricflowd.flow.store import url_problem  # redis-py parses it; the URL is redacted
+
+    return url_problem(value)
+
+
 def _check_data_dir(value: str) -> str | None:
     return None if value.strip() and "\x00" not in value else "must be a directory path"
 
@@ -399,6 +405,7 @@ class Setting:
     dest: str = ""  # dataclass field name when it differs from `key`
     convert: Callable[[Any], Any] = lambda value: value
     inherit: bool = False  # a group setting that [defaults] may also set
+    secret: bool = False  # may hold a password/token: errors never echo its value
 
     @property
     def field_name(self) -> str:
@@ -429,7 +436,8 @@ def _unset_zero(size: int) -> int | None:
 S = Setting
 SETTINGS: tuple[Setting, ...] = (
     S("store", "url", OPT_STRING, None,
-      "Redis URL (redis://, rediss://, unix://); unset = embedded redis-server under data_dir."),
+      "Redis URL (redis://, rediss://, unix://); unset = embedded redis-server under data_dir.",
+      _check_store_url, secret=True),
     S("store", "namespace", STRING, "ff", "Key prefix of every Flow key.", _check_name),
     S("store", "durability", WORD, "strict",
       '"strict" refuses a store without appendfsync always; "relaxed" allows it.',
@@ -455,7 +463,8 @@ SETTINGS: tuple[Setting, ...] = (
       _positive("s"), "stop_grace_s"),
     S("daemon", "imports", STRING_LIST, [], "Modules every worker imports at start.",
       _check_imports),
-    S("daemon", "sentry_dsn", STRING, "", "Sentry DSN for workers; empty = SENTRY_DSN env."),
+    S("daemon", "sentry_dsn", STRING, "", "Sentry DSN for workers; empty = SENTRY_DSN env.",
+      secret=True),
     S("daemon", "heartbeat_timeout", DURATION, "30s",
       "A worker silent this long is killed and restarted.", _positive("s"),
       "heartbeat_timeout_s"),
@@ -631,7 +640,9 @@ class _Loader:
             else:
                 value = setting.kind.from_toml(raw)
         except _Bad as exc:
-            raise self.error(dotted, f"{where}{exc}") from None
+            problem = (f"expected a {setting.kind.name}, got {_type_name(raw)} (value not shown)"
+                       if setting.secret else str(exc))  # a secret's value is never echoed
+            raise self.error(dotted, f"{where}{problem}") from None
         problem = setting.check(value) if setting.check and value is not None else None
         if problem:
             raise self.error(dotted, f"{where}{problem}")

@@ -19,7 +19,8 @@ import time
 from typing import Any
 
 __all__ = [
-    "FLOW_FIELDS", "JsonFormatter", "flow_event", "init_sentry", "redact_url", "setup_logging",
+    "FLOW_FIELDS", "JsonFormatter", "TextFormatter", "flow_event", "init_sentry", "redact_url",
+    "setup_logging",
 ]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
@@ -52,13 +53,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+
+
+class TextFormatter(logging.Formatter):
+    """TEXT_FORMAT, one line per event: control characters in the message (a newline in a
+    Flow id, say) are escaped, so nobody can forge a log line through a Flow id or payload.
+    A traceback still follows on its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
+        record.message = record.message.translate(_CONTROL)
+        return super().formatMessage(record)
+
+
 def setup_logging(log_format: str = "text", level: str = "info") -> None:
     """Send the root logger to stderr in `log_format` ("text" or "json") at `level`."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(TextFormatter(TEXT_FORMAT))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -95,15 +109,10 @@ def flow_event(
 
 
 def redact_url(url: str) -> str:
-    """A store URL without its password, for log lines."""
-    from urllib.parse import urlsplit, urlunsplit
+    """A store URL without its password (user part or ?password=), for log lines."""
+    from ferricflowd.flow.store import _redact  # one implementation for logs and errors
 
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
+    return _redact(url)
 
 
 def init_sentry(dsn: str, **options: Any) -> Any:

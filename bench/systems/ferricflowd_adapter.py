@@ -276,12 +276,15 @@ lease = "{self.lease_ms}ms"
             t0 = time.perf_counter()
             self._build_backlog(size)
             out[f"{label}_build_s"] = time.perf_counter() - t0
-            times = self._claim_times(20)
+            times, inside = self._claim_times(20)
             out[f"{label}_flows"] = size
             out[f"{label}_claim_ms"] = statistics.median(times)
             out[f"{label}_claim_max_ms"] = max(times)
+            out[f"{label}_claim_server_ms"] = statistics.median(inside)
             log(f"S1 {size} due: claim of 100 median {out[f'{label}_claim_ms']:.2f} ms")
         out["ratio_big_to_small"] = out["big_claim_ms"] / out["small_claim_ms"]
+        out["server_ratio_big_to_small"] = (out["big_claim_server_ms"]
+                                            / out["small_claim_server_ms"])
         return out
 
     def _build_backlog(self, size: int) -> None:
@@ -292,20 +295,29 @@ lease = "{self.lease_ms}ms"
             items = [(f"s{i}", PAYLOAD) for i in range(start, min(size, start + BIG_BATCH))]
             self.enqueue_many("noop", items)
 
-    def _claim_times(self, reps: int) -> list[float]:
-        """Time `reps` claims of 100 (after two warm-ups); after each, 100 fresh due Flows
-        replace the claimed ones so the backlog stays at its size."""
+    def _claim_times(self, reps: int) -> tuple[list[float], list[float]]:
+        """Time `reps` claims of 100 (after two warm-ups), on the client and inside the server
+        (INFO commandstats EVALSHA microseconds around each claim); after each, 100 fresh
+        due Flows replace the claimed ones so the backlog stays at its size."""
         from bench.common import PAYLOAD
 
-        times = []
+        r = self.s.r
+
+        def server_usec() -> int:
+            return int(r.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
+
+        client, server = [], []
         for i in range(reps + 2):
+            u0 = server_usec()
             t0 = time.perf_counter()
             got = self.c.claim(QUEUE_TYPE, ["queued"], f"s1-claimer-{os.getpid()}",
                                lease_ms=600_000, limit=100)
             took = (time.perf_counter() - t0) * 1000
+            inside = (server_usec() - u0) / 1000
             if len(got.jobs) != 100:
                 raise RuntimeError(f"S1 claim got {len(got.jobs)} of 100")
             if i >= 2:
-                times.append(took)
+                client.append(took)
+                server.append(inside)
             self.enqueue_many("noop", [(f"s1r{i}-{j}", PAYLOAD) for j in range(100)])
-        return times
+        return client, server

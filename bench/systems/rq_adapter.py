@@ -23,7 +23,7 @@ def _arg(kind: str, job_id: str, payload: bytes) -> str:
 class Adapter(System):
     name = "rq"
     workloads = ("W1", "W2", "W3", "W4", "R1", "D1", "M1")
-    max_sizes = {"W1": 2_000, "W4": 500}  # ~100 jobs/s: the full sizes take many minutes
+    max_sizes = {"W1": 2_000, "W4": 100}  # ~80 jobs/s: the full sizes take many minutes
 
     def __init__(self) -> None:
         super().__init__()

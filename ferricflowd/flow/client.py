@@ -20,8 +20,19 @@ import msgpack
 import redis.exceptions as rexc
 
 from .errors import FlowError, InvalidArgument, StoreError, error_from_reply
-from .keys import PRIORITIES, KeySpace
-from .outcomes import Complete, Fail, Outcome, Retry, Transition, as_bytes, as_values
+from .keys import KeySpace
+from .outcomes import (
+    Complete,
+    Fail,
+    Outcome,
+    Retry,
+    Transition,
+    as_bytes,
+    as_values,
+    check_bool,
+    check_int,
+    check_priority,
+)
 from .policy import RetryPolicy
 from .records import FlowRecord, FlowStats, HistoryEvent, Job, StateStats
 from .store import Call, Store
@@ -59,6 +70,25 @@ def check_id(argument: str, value: object) -> str:
     if size == 0 or size > MAX_ID_BYTES:
         raise InvalidArgument(argument, f"must be 1..{MAX_ID_BYTES} bytes of UTF-8, got {size}")
     return value
+
+
+def check_names(argument: str, values: object, *, states: bool = False) -> list[str]:
+    """A list (or other iterable, not a str) of names; each checked like check_name."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{argument} must be a list of names, not {type(values).__name__}")
+    check = check_state if states else check_name
+    return [check(argument, v) for v in values]
+
+
+def check_value_names(argument: str, names: object) -> list[str]:
+    """Names of values to read: a list (not a str) of non-empty str."""
+    if isinstance(names, (str, bytes)) or not isinstance(names, Iterable):
+        raise TypeError(f"{argument} must be a list of value names, not {type(names).__name__}")
+    out = list(names)
+    for name in out:
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument(argument, f"value names must be non-empty str, got {name!r}")
+    return out
 
 
 def _opt(value: object) -> str:
@@ -126,6 +156,16 @@ class ChildSpec:
     partition_key: str | None = None
     priority: int = 0
 
+    def __post_init__(self) -> None:  # fail where the spec is written, naming the field
+        check_id("id", self.id)
+        check_name("type", self.type)
+        check_state("state", self.state)
+        as_bytes("payload", self.payload, allow_none=False)
+        as_values("values", self.values)
+        if self.partition_key is not None:
+            check_id("partition_key", self.partition_key)
+        check_priority("priority", self.priority)
+
 
 @dataclass(frozen=True)
 class ClaimResult:
@@ -141,10 +181,17 @@ class FlowClient:
     def __init__(self, store: Store, *, namespace: str = "ff", partitions: int | None = None,
                  history_cap: int = 10_000, retention_ms: int = 7 * DAY_MS,
                  max_payload_bytes: int = 1 << 20, max_value_bytes: int = 16 << 20) -> None:
+        if not isinstance(store, Store):
+            raise TypeError(f"store must be a Store, not {type(store).__name__} (use "
+                            "FlowClient.from_url(url) to connect by URL)")
         if not isinstance(namespace, str) or not re.match(r"^[A-Za-z0-9_.\-]{1,64}$", namespace):
             raise InvalidArgument("namespace", f"{namespace!r} is not 1-64 of [A-Za-z0-9_.-]")
         if partitions is not None and (not isinstance(partitions, int) or partitions < 1):
             raise InvalidArgument("partitions", "must be an int >= 1")
+        for name, value in (("history_cap", history_cap), ("retention_ms", retention_ms),
+                            ("max_payload_bytes", max_payload_bytes),
+                            ("max_value_bytes", max_value_bytes)):
+            check_int(name, value, low=1)
         self.store = store
         self.namespace = namespace
         self.requested_partitions = partitions
@@ -160,6 +207,15 @@ class FlowClient:
     def from_url(cls, url: str, *, namespace: str = "ff", durability: str = "strict",
                  min_replicas: int = 0, partitions: int | None = None,
                  socket_timeout_s: float = 5.0, **options: Any) -> FlowClient:
+        if not isinstance(url, str):
+            raise TypeError(f"url must be str, not {type(url).__name__}")
+        if (not isinstance(socket_timeout_s, (int, float)) or isinstance(socket_timeout_s, bool)
+                or not 0 < socket_timeout_s < float("inf")):
+            raise InvalidArgument("socket_timeout_s", f"must be a number of seconds > 0, "
+                                  f"got {socket_timeout_s!r}")
+        check_int("min_replicas", min_replicas)
+        if not isinstance(durability, str):
+            raise TypeError(f"durability must be str, not {type(durability).__name__}")
         store = Store(url, socket_timeout_s=socket_timeout_s, min_replicas=min_replicas,
                       durability=durability)
         return cls(store, namespace=namespace, partitions=partitions, **options)
@@ -211,6 +267,8 @@ class FlowClient:
         self.store.close()
 
     def partition_for(self, flow_id: str, partition_key: str | None = None) -> int:
+        if partition_key is not None:
+            check_id("partition_key", partition_key)
         return self.keys.partition_of(partition_key if partition_key is not None else flow_id)
 
     def _call(self, script: str, partition: int, args: Sequence[Any]) -> Any:
@@ -264,10 +322,11 @@ class FlowClient:
         self._check_values(spec.values)
         if spec.partition_key is not None:
             check_id("partition_key", spec.partition_key)
-        if spec.priority not in PRIORITIES or isinstance(spec.priority, bool):
-            raise InvalidArgument("priority", f"must be 0, 1 or 2, got {spec.priority!r}")
-        if spec.run_at_ms is not None and not isinstance(spec.run_at_ms, int):
-            raise TypeError("run_at_ms must be int milliseconds")
+        check_priority("priority", spec.priority)
+        check_int("run_at_ms", spec.run_at_ms, optional=True)
+        check_bool("idempotent", spec.idempotent)
+        if spec.correlation_id is not None:
+            check_id("correlation_id", spec.correlation_id)
 
     def _check_values(self, values: Mapping[str, bytes]) -> None:
         for name, data in values.items():
@@ -293,6 +352,16 @@ class FlowClient:
 
         With several partitions, priority 2 (then 1) work anywhere is claimed before
         priority 0 work: a read-only probe finds the partitions that have it."""
+        check_name("type", type)
+        states = check_names("states", states)
+        if not states:
+            raise InvalidArgument("states", "name at least one state")
+        check_id("worker", worker)
+        check_int("lease_ms", lease_ms, low=1)
+        check_int("limit", limit, low=1)
+        claim_values = check_value_names("claim_values", claim_values)
+        check_int("payload_cap", payload_cap, low=1)
+        check_int("value_max_bytes", value_max_bytes, optional=True)
         keys = self.keys
         order = [(start + step) % keys.partitions for step in range(keys.partitions)]
         passes = [(prio, [p for p in order if p in parts])
@@ -340,7 +409,7 @@ class FlowClient:
 
     def _job(self, type: str, partition: int, item: list[Any]) -> Job:
         (fid, state, payload, attempt, fence, token, deadline, prio, parent, total, big,
-         flat) = item
+         flat, crashes, suspect) = item
         flow_id = fid.decode("utf-8")
         values = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
         if big:  # over a cap: fetched here, outside the claim, so the claim stays small
@@ -355,7 +424,8 @@ class FlowClient:
                   attempt=int(attempt), fencing_token=int(fence), lease_token=token.decode(),
                   lease_deadline_ms=int(deadline), priority=int(prio),
                   parent_id=parent.decode() or None, attempts_total=int(total),
-                  values=values, partition=partition, flow=handle)
+                  values=values, partition=partition, flow=handle, crash_count=int(crashes),
+                  crash_suspect=bool(suspect))
         handle.job = job
         return job
 
@@ -382,6 +452,8 @@ class FlowClient:
 
         Returns per item the reply (b'ok', b'replay', b'scheduled', b'exhausted') or the
         typed FlowError (e.g. StaleLease) as a value."""
+        for _, outcome in items:  # before anything is sent: nothing of the batch is written
+            self.check_outcome(outcome)
         groups: dict[tuple[int, str], list[int]] = defaultdict(list)
         for i, (job, outcome) in enumerate(items):
             groups[(job.partition, _kind(outcome))].append(i)
@@ -398,6 +470,28 @@ class FlowClient:
             for i, item in zip(idx, replies, strict=True):
                 results[i] = _item_result(item, items[i][0].id)
         return results
+
+    def check_outcome(self, outcome: Outcome) -> None:
+        """InvalidArgument when an outcome is over the payload/value limits (or no outcome)."""
+        _kind(outcome)
+        if isinstance(outcome, (Complete, Transition)):
+            data = outcome.result if isinstance(outcome, Complete) else outcome.payload
+            name = "result" if isinstance(outcome, Complete) else "payload"
+            if data is not None and len(data) > self.max_payload_bytes:
+                raise InvalidArgument(name, f"{len(data)} bytes is over the limit of "
+                                      f"{self.max_payload_bytes} (put large data in values)")
+            self._check_values(outcome.values)
+        elif len(outcome.error) > self.max_payload_bytes:
+            raise InvalidArgument("error", f"{len(outcome.error)} bytes is over the limit of "
+                                  f"{self.max_payload_bytes}")
+
+    def storable(self, outcome: Outcome) -> Outcome:
+        """A handler's outcome, or a Fail saying why it cannot be stored (over a limit)."""
+        try:
+            self.check_outcome(outcome)
+        except InvalidArgument as exc:
+            return Fail(f"handler returned an outcome that cannot be stored: {exc}".encode())
+        return outcome
 
     def apply_outcome(self, job: Job, outcome: Outcome) -> Any:
         return _raise_item(self.apply_outcomes([(job, outcome)])[0], job.id)
@@ -433,8 +527,11 @@ class FlowClient:
                partition_key: str | None = None, job: Job | None = None) -> bool:
         """Cancel a Flow (a running one needs its `job`); False if it was already cancelled."""
         check_id("flow_id", flow_id)
+        reason_bytes = as_bytes("reason", reason, allow_none=False)
+        if job is not None and not isinstance(job, Job):
+            raise TypeError(f"job must be a claimed Job, not {type(job).__name__}")
         p = self.partition_for(flow_id, partition_key)
-        args = ["", 1, flow_id, reason, job.lease_token if job else "",
+        args = ["", 1, flow_id, reason_bytes, job.lease_token if job else "",
                 job.fencing_token if job else ""]
         reply = _raise_item(_raise_item(self._call("cancel", p, args), flow_id)[0], flow_id)
         self.deliver_outbox(partitions=[p])
@@ -450,9 +547,13 @@ class FlowClient:
         check_name("signal", signal)
         vals = as_values("values", values)
         self._check_values(vals)
-        guard = [if_state] if isinstance(if_state, str) else list(if_state or [])
+        guard = ([if_state] if isinstance(if_state, str)
+                 else check_names("if_state", if_state or []))
         for s in guard:
             check_name("if_state", s)
+        check_int("run_at_ms", run_at_ms, optional=True)
+        if idempotency_key is not None:
+            check_id("idempotency_key", idempotency_key)
         if transition_to is not None:
             check_state("transition_to", transition_to)
             if not guard:
@@ -474,6 +575,11 @@ class FlowClient:
             raise InvalidArgument("wait", "must be 'all' or 'any'")
         if on_child_failed not in ("fail_parent", "ignore"):
             raise InvalidArgument("on_child_failed", "must be 'fail_parent' or 'ignore'")
+        if not isinstance(job, Job):
+            raise TypeError(f"job must be a claimed Job, not {type(job).__name__}")
+        if isinstance(children, (str, bytes, ChildSpec)) or not isinstance(children, Iterable):
+            raise TypeError(f"children must be a list of ChildSpec, not "
+                            f"{type(children).__name__}")
         specs = [self._child_spec(job, c) for c in children]
         digest = _digest(*[(s.id, s.type, s.state, s.payload) for s in specs], wait_state, wait)
         args: list[Any] = ["", job.id, job.lease_token, job.fencing_token, group, wait_state,
@@ -515,6 +621,7 @@ class FlowClient:
 
     def get_values(self, flow_id: str, names: Sequence[str], *, partition: int | None = None,
                    partition_key: str | None = None) -> dict[str, bytes]:
+        names = check_value_names("names", names)
         p = partition if partition is not None else self.partition_for(flow_id, partition_key)
         if not names:
             return {}
@@ -592,6 +699,8 @@ class FlowClient:
             partition_key: str | None = None) -> FlowRecord | None:
         """The Flow's record (with the named values), or None when no such Flow exists."""
         check_id("flow_id", flow_id)
+        values = check_value_names("values", values)
+        check_bool("payload", payload)
         p = self.partition_for(flow_id, partition_key)
         return self._get_many([(p, flow_id)], values, payload)[0]
 
@@ -626,6 +735,8 @@ class FlowClient:
                 partition_key: str | None = None) -> list[HistoryEvent]:
         """The Flow's history, oldest first (newest first with `reverse`)."""
         check_id("flow_id", flow_id)
+        check_int("count", count, low=1)
+        check_bool("reverse", reverse)
         p = self.partition_for(flow_id, partition_key)
         key = self.keys.history(p, flow_id)
         if reverse:
@@ -641,6 +752,7 @@ class FlowClient:
 
     def children(self, flow_id: str, *, partition_key: str | None = None) -> list[FlowRecord]:
         """Records of the Flow's children (every group), in id order."""
+        check_id("flow_id", flow_id)
         p = self.partition_for(flow_id, partition_key)
         raw = self.store.execute(lambda r: r.hgetall(self.keys.children(p, flow_id)))
         refs = []
@@ -652,7 +764,8 @@ class FlowClient:
     def terminals(self, type: str, state: str | None = None, count: int = 100) -> list[FlowRecord]:
         """The newest `count` terminal Flows of `type` (of one terminal `state`, or all)."""
         check_name("type", type)
-        statuses = [state] if state else ["completed", "failed", "cancelled"]
+        check_int("count", count, low=1)
+        statuses = [state] if state is not None else ["completed", "failed", "cancelled"]
         for s in statuses:
             if s not in ("completed", "failed", "cancelled"):
                 raise InvalidArgument("state", "must be completed, failed or cancelled")
@@ -727,8 +840,9 @@ def _outcome_args(job: Job, o: Outcome) -> list[Any]:
     if isinstance(o, Complete):
         return [*head, o.result or b"", _pack(o.values)]
     if isinstance(o, Transition):
-        return [*head, o.to_state, b"\0" if o.payload is None else o.payload, _pack(o.values),
-                _opt(o.run_at_ms), _opt(o.priority)]
+        # '' keeps the payload, '=' + bytes sets it (any bytes, b"\0" included)
+        return [*head, o.to_state, b"" if o.payload is None else b"=" + o.payload,
+                _pack(o.values), _opt(o.run_at_ms), _opt(o.priority)]
     if isinstance(o, Retry):
         return [*head, o.error, _opt(o.run_at_ms)]
     return [*head, o.error]  # Fail

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .client import CreateSpec, FlowClient, check_name
+from .client import CreateSpec, FlowClient, check_id, check_name, check_names, check_state
 from .errors import FlowError, InvalidArgument
-from .outcomes import as_bytes, as_values
+from .outcomes import as_bytes, as_values, check_int, delay_to_run_at
 from .policy import ExceptionPolicy, RetryPolicy
 from .records import FlowRecord, FlowStats, HistoryEvent
+from .worker import WorkerHooks
 
 WORKER_OPTIONS = ("concurrency", "batch_size", "lease_ms", "block_ms", "claim_values",
                   "value_max_bytes", "exception_policy", "worker_id", "hooks", "payload_cap")
@@ -19,7 +19,9 @@ WORKER_OPTIONS = ("concurrency", "batch_size", "lease_ms", "block_ms", "claim_va
 def _run_at(run_at_ms: int | None, delay_ms: int | None) -> int | None:
     if delay_ms is None:
         return run_at_ms
-    return int(time.time() * 1000) + int(delay_ms)
+    if run_at_ms is not None:
+        raise TypeError("pass run_at_ms or delay_ms, not both")
+    return delay_to_run_at(delay_ms)
 
 
 def worker_options(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -32,8 +34,20 @@ def worker_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if policy is not None and not isinstance(policy, ExceptionPolicy):
         raise TypeError("exception_policy must be an ExceptionPolicy")
     values = options.get("claim_values", ())
-    if isinstance(values, str) or not all(isinstance(v, str) for v in values):
+    if (isinstance(values, (str, bytes)) or not isinstance(values, Iterable)
+            or not all(isinstance(v, str) for v in values)):
         raise TypeError("claim_values must be a list of value names")
+    for name in ("concurrency", "batch_size", "lease_ms", "payload_cap"):
+        if name in options:
+            check_int(name, options[name], low=1)
+    if "block_ms" in options:
+        check_int("block_ms", options["block_ms"])
+    check_int("value_max_bytes", options.get("value_max_bytes"), optional=True)
+    if options.get("worker_id") is not None:
+        check_id("worker_id", options["worker_id"])
+    hooks = options.get("hooks")
+    if hooks is not None and not isinstance(hooks, WorkerHooks):
+        raise TypeError(f"hooks must be a WorkerHooks, not {type(hooks).__name__}")
     return dict(options)
 
 
@@ -42,11 +56,12 @@ def state_list(state: str | None, states: Sequence[str] | None,
     if state is not None and states is not None:
         raise TypeError("pass state or states, not both")
     if state is not None:
-        return [check_name("state", state)]
+        return [check_state("state", state)]
     if states is not None:
-        if isinstance(states, str):
-            raise TypeError("states must be a list of state names, not a str")
-        return [check_name("states", s) for s in states]
+        chosen = check_names("states", states, states=True)
+        if not chosen:
+            raise InvalidArgument("states", "name at least one state")
+        return chosen
     return list(default)
 
 
@@ -55,8 +70,10 @@ class TypeHandle:
 
     def __init__(self, client: FlowClient | None, type: str, default_state: str,
                  retry_policy: RetryPolicy | None = None) -> None:
+        if client is not None and not isinstance(client, FlowClient):
+            raise TypeError(f"client must be a FlowClient, not {client.__class__.__name__}")
         check_name("type", type)
-        check_name("state", default_state)
+        check_state("state", default_state)
         if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
             raise TypeError("retry_policy must be a RetryPolicy")
         self._client = client
@@ -95,7 +112,7 @@ class TypeHandle:
         for item in items:
             if isinstance(item, str):
                 item = {"id": item}
-            elif isinstance(item, tuple):
+            elif isinstance(item, tuple) and len(item) == 2:
                 item = {"id": item[0], "payload": item[1]}
             elif not isinstance(item, Mapping):
                 raise TypeError("items must be ids, (id, payload) pairs or dicts")

@@ -39,6 +39,45 @@ def as_values(name: str, values: Mapping[str, object] | None) -> dict[str, bytes
     return out
 
 
+def check_int(name: str, value: object, *, low: int = 0, optional: bool = False) -> int | None:
+    """An int (not a bool) >= `low`; None passes when `optional`. Names `name` otherwise."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be int, not {type(value).__name__}")
+    if value < low:
+        raise InvalidArgument(name, f"must be >= {low}, got {value}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be bool, not {type(value).__name__}")
+    return value
+
+
+def check_priority(name: str, value: object, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value not in (0, 1, 2):
+        raise InvalidArgument(name, f"must be 0, 1 or 2, got {value!r}")  # 1.0 too: a key part
+    return value
+
+
+def delay_to_run_at(delay_ms: object) -> int:
+    """`delay_ms` (a number of milliseconds >= 0) from now, as an absolute run_at_ms."""
+    if not isinstance(delay_ms, (int, float)) or isinstance(delay_ms, bool):
+        raise TypeError(f"delay_ms must be int or float milliseconds, not "
+                        f"{type(delay_ms).__name__}")
+    if not delay_ms >= 0 or delay_ms == float("inf"):  # nan and inf too
+        raise InvalidArgument("delay_ms", f"must be a finite number >= 0, got {delay_ms!r}")
+    return int(time.time() * 1000) + int(delay_ms)
+
+
+def _set(obj: object, name: str, value: object) -> None:
+    object.__setattr__(obj, name, value)  # normalising a frozen dataclass in __post_init__
+
+
 @dataclass(frozen=True)
 class Transition:
     to_state: str
@@ -47,22 +86,41 @@ class Transition:
     run_at_ms: int | None = None
     priority: int | None = None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.to_state, str) or not self.to_state:
+            raise TypeError("to_state must be a non-empty str")
+        _set(self, "payload", as_bytes("payload", self.payload))
+        _set(self, "values", as_values("values", self.values))
+        check_int("run_at_ms", self.run_at_ms, optional=True)
+        check_priority("priority", self.priority, optional=True)
+
 
 @dataclass(frozen=True)
 class Complete:
     result: bytes | None = None
     values: Mapping[str, bytes] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _set(self, "result", as_bytes("result", self.result))
+        _set(self, "values", as_values("values", self.values))
+
 
 @dataclass(frozen=True)
 class Fail:
     error: bytes = b""
+
+    def __post_init__(self) -> None:
+        _set(self, "error", as_bytes("error", self.error, allow_none=False))
 
 
 @dataclass(frozen=True)
 class Retry:
     error: bytes = b""
     run_at_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "error", as_bytes("error", self.error, allow_none=False))
+        check_int("run_at_ms", self.run_at_ms, optional=True)
 
 
 Outcome = Transition | Complete | Fail | Retry
@@ -72,10 +130,8 @@ def transition(to_state: str, *, payload: bytes | str | None = None,
                values: Mapping[str, bytes] | None = None, run_at_ms: int | None = None,
                delay_ms: int | None = None, priority: int | None = None) -> Transition:
     """Move the Flow to `to_state`, due now (or at `run_at_ms`, or after `delay_ms`)."""
-    if not isinstance(to_state, str) or not to_state:
-        raise TypeError("to_state must be a non-empty str")
     if delay_ms is not None:
-        run_at_ms = int(time.time() * 1000) + int(delay_ms)
+        run_at_ms = delay_to_run_at(delay_ms)
     return Transition(to_state, as_bytes("payload", payload), as_values("values", values),
                       run_at_ms, priority)
 
@@ -95,5 +151,5 @@ def retry(error: bytes | str = b"", *, run_at_ms: int | None = None,
           delay_ms: int | None = None) -> Retry:
     """Run the state again later, as the RetryPolicy says (or at `run_at_ms`)."""
     if delay_ms is not None:
-        run_at_ms = int(time.time() * 1000) + int(delay_ms)
+        run_at_ms = delay_to_run_at(delay_ms)
     return Retry(as_bytes("error", error) or b"", run_at_ms)

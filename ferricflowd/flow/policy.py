@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import asdict, dataclass
 
 from .errors import InvalidArgument
 
 BACKOFFS = ("exponential", "fixed", "linear", "none")
+_STATE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")  # client.NAME_RE (client imports us)
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class RetryPolicy:
     max_crashes: int = 3
 
     def __post_init__(self) -> None:
-        if self.backoff not in BACKOFFS:
+        if not isinstance(self.backoff, str) or self.backoff not in BACKOFFS:
             raise InvalidArgument("backoff", f"must be one of {', '.join(BACKOFFS)}")
         for name in ("max_retries", "base_ms", "max_ms", "jitter_pct", "max_crashes"):
             value = getattr(self, name)
@@ -38,8 +40,11 @@ class RetryPolicy:
                 raise InvalidArgument(name, f"must be an int >= 0, got {value!r}")
         if self.jitter_pct > 100:
             raise InvalidArgument("jitter_pct", "must be <= 100")
-        if not isinstance(self.exhausted_to, str) or not self.exhausted_to:
-            raise InvalidArgument("exhausted_to", "must be a state name")
+        if not isinstance(self.exhausted_to, str):
+            raise TypeError(f"exhausted_to must be str, not {type(self.exhausted_to).__name__}")
+        if not _STATE_RE.match(self.exhausted_to) or self.exhausted_to == "running":
+            raise InvalidArgument("exhausted_to", f"{self.exhausted_to!r} is not a state name "
+                                  "(1-128 of A-Z a-z 0-9 _ . -, not 'running')")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

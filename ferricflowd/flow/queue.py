@@ -23,6 +23,9 @@ class QueueClient:
     """A lazy connection to a namespace; nothing connects until the first command."""
 
     def __init__(self, client: FlowClient) -> None:
+        if not isinstance(client, FlowClient):
+            raise TypeError(f"client must be a FlowClient, not {type(client).__name__} (use "
+                            "QueueClient.from_url(url) to connect by URL)")
         self.flow_client = client
 
     @classmethod

@@ -134,3 +134,5 @@ class Job:
     values: Mapping[str, bytes]
     partition: int
     flow: FlowHandle = field(repr=False, compare=False)
+    crash_count: int = 0
+    crash_suspect: bool = False  # one more worker crash would fail it (see FlowWorker)

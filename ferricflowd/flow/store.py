@@ -8,17 +8,20 @@ calls is one pipeline, so one round trip per node.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.exceptions as rexc
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
+from redis.retry import Retry
 
 from .errors import DurabilityError, InvalidArgument, StoreError
 
@@ -50,13 +53,58 @@ _SOURCES = _load_sources()
 _SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in _SOURCES.items()}
 
 
+_SECRET_PARAMS = frozenset({"password", "ssl_password"})  # redis-py takes these from ?query
+
+
 def _redact(url: str) -> str:
-    """The URL without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return parts._replace(netloc=netloc).geturl()
+    """The URL without its password (in the user part or the query), for logs and errors."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            userinfo, _, host = netloc.rpartition("@")
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+        query = "&".join(
+            f"{p.partition('=')[0]}=***" if unquote(p.partition("=")[0]).lower() in _SECRET_PARAMS
+            else p for p in parts.query.split("&")) if parts.query else ""
+        if (netloc, query) == (parts.netloc, parts.query):
+            return url  # nothing secret (and "unix:///path" stays as written)
+        return parts._replace(netloc=netloc, query=query).geturl()
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return "(unparsable URL)"
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a store URL (the URL shown redacted), or None. Catches what redis-py
+    would only reject at the first connection, with a TypeError from deep inside (e.g.
+    ?ssl_ca_certs= on a redis:// URL, or a misspelt option). The config loader uses it too."""
+    try:
+        _check_url_options(url)
+    except InvalidArgument as exc:
+        return str(exc).removeprefix("url: ")
+    return None
+
+
+def _check_url_options(url: str) -> None:
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise InvalidArgument("url", f"not a redis://, rediss:// or unix:// URL: "
+                              f"{_redact(url)}")
+    try:
+        options = redis.connection.parse_url(url)
+    except ValueError as exc:
+        raise InvalidArgument("url", f"{exc}: {_redact(url)}") from None
+    cls = (redis.SSLConnection if url.startswith("rediss://") else
+           redis.UnixDomainSocketConnection if url.startswith("unix://") else redis.Connection)
+    accepted = {"max_connections", "connection_class"}  # taken by the pool
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            accepted |= set(inspect.signature(klass.__init__).parameters)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        hint = " (TLS options need a rediss:// URL)" if any(
+            k.startswith("ssl") for k in unknown) else ""
+        raise InvalidArgument("url", f"unknown option(s) {', '.join(unknown)}{hint}: "
+                              f"{_redact(url)}")
 
 
 class Store:
@@ -66,9 +114,7 @@ class Store:
                  durability: str = "strict") -> None:
         if durability not in ("strict", "relaxed"):
             raise InvalidArgument("durability", "must be 'strict' or 'relaxed'")
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise InvalidArgument("url", f"not a redis://, rediss:// or unix:// URL: "
-                                  f"{_redact(url)}")
+        _check_url_options(url)
         self.url = url
         self.safe_url = _redact(url)
         self.socket_timeout_s = socket_timeout_s
@@ -92,7 +138,7 @@ class Store:
         opts: dict[str, Any] = {"socket_timeout": self.socket_timeout_s,
                                 "socket_connect_timeout": self.socket_timeout_s}
         try:
-            single = redis.Redis.from_url(self.url, **opts)
+            single = redis.Redis.from_url(self.url, retry=_bounded_retry(), **opts)
             enabled = single.info("cluster").get("cluster_enabled", 0)
             if enabled:
                 single.close()
@@ -142,7 +188,7 @@ class Store:
         _ = self.client  # connect first: decides cluster or not
         if self.cluster:
             return RedisCluster.from_url(self.url, **opts)
-        return redis.Redis.from_url(self.url, **opts)
+        return redis.Redis.from_url(self.url, retry=_bounded_retry(), **opts)
 
     def close(self) -> None:
         if self._client is not None:
@@ -207,6 +253,18 @@ class Store:
             return fn(self.client)
         except rexc.RedisError as exc:
             raise StoreError(f"{self.safe_url}: {exc}") from exc
+
+
+def _bounded_retry() -> Retry:
+    """One immediate retry, on connection errors only.
+
+    redis-py's default (3 retries with exponential backoff, timeouts included) turns one
+    command against a dead store into ~3.5 s and against a stalled one into 4 socket
+    timeouts plus backoff, long enough for the supervisor to take a worker for hung. Every
+    caller here retries with its own backoff (claim loop, outcome flusher, maintenance), so
+    a command fails within about one socket timeout; the single retry still reconnects a
+    pooled connection that a store restart closed."""
+    return Retry(NoBackoff(), 1, supported_errors=(rexc.ConnectionError,))
 
 
 def _is_error_reply(exc: rexc.RedisError) -> bool:

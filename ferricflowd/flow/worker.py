@@ -147,6 +147,9 @@ class FlowWorker:
         self._threads: list[threading.Thread] = []
         self._blocking: Any = None
         self._rotate = random.randrange(1 << 16)
+        # A claimed Flow that crashed a worker before runs alone (see _split_suspects).
+        self._isolated: Job | None = None
+        self._isolated_started = False
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -229,6 +232,9 @@ class FlowWorker:
     def _turn(self) -> None:
         if self.hooks.on_tick:
             self.hooks.on_tick()
+        if self._isolated is not None:  # no claims until the crash suspect has run alone
+            self._wait_outstanding_change(0.5)
+            return
         free = self.batch_size + self.concurrency - self._outstanding
         if self._outstanding >= max(self.concurrency, self.batch_size // 2) or free <= 0:
             self._wait_outstanding_change(0.5)
@@ -255,6 +261,8 @@ class FlowWorker:
     def _claim(self, limit: int, detail: bool = False) -> Any:
         if self._stopping.is_set() or limit <= 0:
             return None
+        if self._isolated is not None:
+            return None if detail else 0
         self._rotate += 1
         result = self.client.claim(self.type, self.states, self.worker_id,
                                    lease_ms=self.lease_ms, limit=limit,
@@ -262,17 +270,58 @@ class FlowWorker:
                                    value_max_bytes=self.value_max_bytes, start=self._rotate)
         now = time.monotonic()
         per_state: dict[str, int] = {}
+        jobs, suspect = self._split_suspects(result.jobs)
         with self._cond:
-            self._outstanding += len(result.jobs)
-        for job in result.jobs:
+            self._outstanding += len(jobs) + (suspect is not None)
+            if suspect is not None:
+                self._isolated, self._isolated_started = suspect, False
+                self._held[suspect.id] = (suspect, now)
+        for job in jobs:
             self._held[job.id] = (job, now)
             per_state[job.state] = per_state.get(job.state, 0) + 1
             self._jobs.put(job)
-        self.stats.claimed += len(result.jobs)
+        if suspect is not None:
+            per_state[suspect.state] = per_state.get(suspect.state, 0) + 1
+            self._start_isolated()
+        self.stats.claimed += len(jobs) + (suspect is not None)
         if self.hooks.on_claimed:
             for state, n in per_state.items():
                 self.hooks.on_claimed(self.type, state, n)
         return result if detail else len(result.jobs)
+
+    def _split_suspects(self, jobs: list[Job]) -> tuple[list[Job], Job | None]:
+        """Set aside one Flow that one more crash would fail, to run it alone.
+
+        When a worker process dies, every lease it held counts a crash, so Flows that merely
+        shared the process with a poison pill are blamed too; run beside it again they would
+        reach max_crashes with it. A Flow whose next crash would fail it (crash_count >=
+        max_crashes - 1, at least 1) therefore runs only once everything else this worker
+        holds is finished, and nothing is claimed meanwhile: if it crashes the process
+        again, it alone is blamed. Further such Flows of the batch are handed back at once
+        (no attempt or crash counted) for another turn or worker. The claim script marks
+        them (`crash_suspect`), so this costs no extra read."""
+        suspects = [j for j in jobs if j.crash_suspect]
+        if not suspects:
+            return jobs, None
+        first, rest = suspects[0], suspects[1:]
+        if rest:
+            try:
+                self.client.release(rest, "crash suspect: runs alone")
+            except StoreError:
+                rest = []  # still ours: run them as usual
+        skip = {first.id, *(j.id for j in rest)}
+        log.info("flow %s %s state=%s crashed its worker before; running it alone",
+                 first.type, first.id, first.state)
+        return [j for j in jobs if j.id not in skip], first
+
+    def _start_isolated(self) -> None:
+        """Start the set-aside suspect once it is the only Flow this worker still holds."""
+        with self._cond:
+            job = self._isolated
+            if job is None or self._isolated_started or self._outstanding != 1:
+                return
+            self._isolated_started = True
+        self._jobs.put(job)
 
     def _wait_outstanding_change(self, timeout: float) -> None:
         with self._cond:
@@ -315,7 +364,7 @@ class FlowWorker:
             value = self.handlers[job.state](job)
             if inspect.isawaitable(value):
                 value = asyncio.run(_await(value))
-            outcome: Outcome | None = to_outcome(value, self.declared)
+            outcome: Outcome | None = self.client.storable(to_outcome(value, self.declared))
             if isinstance(outcome, Fail) and not isinstance(value, Fail):
                 log.error("flow %s %s state=%s attempt=%d: %s", job.type, job.id, job.state,
                           job.attempt, outcome.error.decode("utf-8", "replace"))
@@ -426,7 +475,10 @@ class FlowWorker:
             self._held.pop(job.id, None)
         with self._cond:
             self._outstanding -= len(jobs)
+            if self._isolated is not None and any(j is self._isolated for j in jobs):
+                self._isolated = None
             self._cond.notify_all()
+        self._start_isolated()
 
     def _extend(self) -> None:
         cutoff = time.monotonic() - self.lease_ms / 3000.0
@@ -448,6 +500,27 @@ class FlowWorker:
 
     # -- shutdown -----------------------------------------------------------------------------
 
+    def _release_abandoned(self) -> None:
+        """Past the drain deadline: hand back the leases of the handlers still running, so
+        their Flows are due again at once, with no crash counted (a drain is not a crash; the
+        supervisor's reclaim of a dead worker's leases counts one). A handler that still
+        finishes later meets a released lease (StaleLease) if its outcome is ever sent."""
+        flusher = self._threads[-1] if self._threads else None
+        if flusher is not None:
+            flusher.join(timeout=0.2)  # outcomes already queued go out first
+        jobs = [job for job, _ in list(self._held.values())]
+        if not jobs:
+            return
+        try:
+            results = self.client.release(jobs, "drain deadline")
+        except StoreError as exc:
+            log.warning("could not release %d abandoned lease(s): %s", len(jobs), exc)
+            return
+        released = sum(1 for r in results if not isinstance(r, FlowError))
+        self.stats.released += released
+        if self.hooks.on_released:
+            self.hooks.on_released(self.type, "*", released)
+
     def _finish(self, deadline: float | None) -> None:
         """Release unstarted jobs, wait for running ones (until `deadline`), stop threads."""
         self._stopping.set()
@@ -459,6 +532,10 @@ class FlowWorker:
                 break
             if job is not _STOP:
                 unstarted.append(job)
+        with self._cond:
+            if self._isolated is not None and not self._isolated_started:
+                self._isolated_started = True  # never started: hand it back with the rest
+                unstarted.append(self._isolated)
         if unstarted:
             for job in unstarted:
                 self._outcomes.put((job, "release"))
@@ -472,8 +549,8 @@ class FlowWorker:
                 t.join(timeout=5.0)
         else:
             log.warning("drain deadline passed with %d handler(s) still running; abandoning "
-                        "them (their leases are released when the process exits)",
-                        self._outstanding)
+                        "them and releasing their leases", self._outstanding)
+            self._release_abandoned()
         self._threads = []
         if self._blocking is not None:
             try:

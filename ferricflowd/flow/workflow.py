@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .client import FlowClient, check_state
-from .errors import FlowError
+from .client import FlowClient, check_names, check_state
+from .errors import FlowError, InvalidArgument
 from .handles import TypeHandle, state_list, worker_options
 from .policy import ExceptionPolicy, RetryPolicy
 from .records import Job
@@ -32,6 +32,9 @@ class WorkflowClient:
     """A lazy connection to a namespace; nothing connects until the first command."""
 
     def __init__(self, client: FlowClient) -> None:
+        if not isinstance(client, FlowClient):
+            raise TypeError(f"client must be a FlowClient, not {type(client).__name__} (use "
+                            "WorkflowClient.from_url(url) to connect by URL)")
         self.flow_client = client
 
     @classmethod
@@ -59,7 +62,7 @@ class Workflow(TypeHandle):
         self.initial_state = initial_state
         self.handlers: dict[str, Handler] = {}
         self.exception_policies: dict[str, ExceptionPolicy] = {}
-        self.declared_states = (frozenset(check_state("states", s) for s in states)
+        self.declared_states = (frozenset(check_names("states", states, states=True))
                                 if states is not None else None)
 
     def state(self, name: str, *, exception_policy: ExceptionPolicy | None = None,
@@ -68,6 +71,8 @@ class Workflow(TypeHandle):
         check_state("state", name)
         if exception_policy is not None and not isinstance(exception_policy, ExceptionPolicy):
             raise TypeError("exception_policy must be an ExceptionPolicy")
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            raise TypeError("retry_policy must be a RetryPolicy")
 
         def register(fn: Handler) -> Handler:
             if not callable(fn):
@@ -97,6 +102,7 @@ class Workflow(TypeHandle):
               delay_ms: int | None = None, priority: int = 0,
               correlation_id: str | None = None) -> bool:
         """Start a Flow in `initial_state`; True when created, False for an idempotent repeat."""
+        self._check_declared("state", state)
         return self._create(flow_id, payload, state, idempotent=idempotent, values=values,
                             partition_key=partition_key, run_at_ms=run_at_ms, delay_ms=delay_ms,
                             priority=priority, correlation_id=correlation_id)
@@ -105,11 +111,29 @@ class Workflow(TypeHandle):
 
     def start_many(self, items: Iterable[Any], *,
                    idempotent: bool = False) -> list[bool | FlowError]:
+        items = list(items)
+        for item in items:
+            if isinstance(item, Mapping):
+                self._check_declared("state", item.get("state"))
         return self._create_many(items, idempotent)
+
+    def _check_declared(self, argument: str, state: object) -> None:
+        """A Flow created in a state this workflow declares no way to leave would be stuck."""
+        declared = self.declared()
+        if declared is not None and isinstance(state, str) and state not in declared:
+            raise InvalidArgument(argument, f"{state!r} is not a state of workflow "
+                                  f"{self.type!r} (declared: {', '.join(sorted(declared))})")
 
     def worker(self, *, state: str | None = None, states: Sequence[str] | None = None,
                **options: Any) -> WorkflowWorker:
         chosen = state_list(state, states, sorted(self.handlers))
+        missing = [s for s in chosen if s not in self.handlers]
+        if missing:
+            raise InvalidArgument("state" if state is not None else "states",
+                                  f"no handler for {', '.join(map(repr, missing))} in workflow "
+                                  f"{self.type!r} (handlers: {', '.join(sorted(self.handlers))})")
+        if not chosen:
+            raise InvalidArgument("states", f"workflow {self.type!r} has no state handlers yet")
         return WorkflowWorker(self, chosen, worker_options(options))
 
     def declared(self) -> frozenset[str] | None:

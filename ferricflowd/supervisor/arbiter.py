@@ -511,7 +511,9 @@ class Supervisor:
                 raise HaltServer("every group failed at boot", min(codes))
             return
         was_looping = group.crash_looping
-        delay = group.record_crash(now, self.config.daemon.max_restarts, self._window())
+        delay = group.record_crash(
+            now, self.config.daemon.max_restarts, self._window(), was_ready=child.ready
+        )
         log.error("worker %s died: %s; restarting in %.2fs", child.worker_id, how, delay)
         self._count_restart(group, label)
         if group.crash_looping and not was_looping:

@@ -206,13 +206,18 @@ class GroupState:
     def name(self) -> str:
         return self.config.name
 
-    def record_crash(self, now: float, max_restarts: int, window_s: float) -> float:
+    def record_crash(
+        self, now: float, max_restarts: int, window_s: float, *, was_ready: bool = False
+    ) -> float:
         """Note an unexpected death; returns the delay before the next spawn.
 
         Backoff doubles from BACKOFF_BASE_S up to BACKOFF_MAX_S, with +-25% jitter so the
-        children of many daemons do not restart in lockstep. More than `max_restarts` crashes
-        within `window_s` mark the group crash-looping; it is then retried every
-        CRASH_LOOP_RETRY_S until a child stays up for STABLE_AFTER_S.
+        children of many daemons do not restart in lockstep. A child that had booted and
+        reported ready (`was_ready`: killed from outside, OOM, a crash in a handler) is
+        replaced after BACKOFF_BASE_S without doubling: its group would otherwise lose its
+        capacity for up to BACKOFF_MAX_S after a few such deaths. More than `max_restarts`
+        crashes within `window_s` mark the group crash-looping, ready or not; it is then
+        retried every CRASH_LOOP_RETRY_S until a child stays up for STABLE_AFTER_S.
         """
         self.crashes.append(now)
         while self.crashes and self.crashes[0] < now - window_s:
@@ -221,7 +226,8 @@ class GroupState:
         self.last_crash_at = now
         if len(self.crashes) > max_restarts:
             self.crash_looping = True
-        delay = min(BACKOFF_BASE_S * 2 ** (self.consecutive_crashes - 1), BACKOFF_MAX_S)
+        exponent = 0 if was_ready else self.consecutive_crashes - 1
+        delay = min(BACKOFF_BASE_S * 2**exponent, BACKOFF_MAX_S)
         if self.crash_looping:
             delay = max(delay, CRASH_LOOP_RETRY_S)
         delay *= random.uniform(0.75, 1.25)

@@ -61,6 +61,7 @@ class Maintenance:
         self._pending = 0  # reclaims queued or awaiting retry
         self._idle = threading.Condition()
         self._last_ok: float | None = None  # monotonic time of the last successful ping
+        self._last_ping_ok = False  # the latest ping's answer: a failed one counts at once
         self._last_cleanup = 0.0
         self._thread = threading.Thread(target=self._run, name="ff-maintenance", daemon=True)
 
@@ -83,9 +84,11 @@ class Maintenance:
         self._types = tuple(sorted(set(types)))
 
     def store_ok(self, within_s: float) -> bool:
-        """Did a ping succeed in the last `within_s` seconds?"""
+        """Did the latest ping succeed, and within the last `within_s` seconds? (A store
+        that refuses connections is unready at the first failed ping; one that hangs, when
+        no ping has answered for `within_s`.)"""
         last = self._last_ok
-        return last is not None and time.monotonic() - last < within_s
+        return self._last_ping_ok and last is not None and time.monotonic() - last < within_s
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every queued reclaim is done; False if some are still pending."""
@@ -147,6 +150,7 @@ class Maintenance:
     def _sweep(self, client: Any) -> None:
         """The periodic part; each step is independent, so one failing does not stop others."""
         ok = _call(client.ping) is True
+        self._last_ping_ok = ok
         if ok:
             self._last_ok = time.monotonic()
         if self._metrics is not None:

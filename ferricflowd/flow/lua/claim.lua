@@ -7,7 +7,8 @@ ARGV     now_ms override ('' = TIME), type, worker id, lease_ms, limit, payload_
 Reply    {now_ms, next_due_ms (-1: nothing scheduled), more (1: due work was left behind),
           item...} where item = {id, state, payload, attempt, fencing, lease_token,
           deadline_ms, priority, parent_id, attempts_total, big (names of the payload/values
-          left out for exceeding a cap), values (flat name, bytes list)}
+          left out for exceeding a cap), values (flat name, bytes list), crash_count,
+          suspect (1: one more crash fails it under its policy's max_crashes)}
 Order    expired leases of the type are released first (up to a quarter of the batch), then
          priority 2 before 1 before 0, earliest due first across the states.
 Events   lease_released (cause expired), claimed
@@ -79,8 +80,14 @@ for _, c in ipairs(picked) do
         end
       end
     end
+    local crashes, suspect = tonumber(r.crashes or '0'), 0
+    if crashes > 0 then
+      local max = tonumber(policy(ftype, st).max_crashes or 3)
+      if max > 1 and crashes >= math.max(1, max - 1) then suspect = 1 end
+    end
     out[#out + 1] = {id, st, payload, tonumber(r.attempt), fence, token, deadline,
-                     tonumber(r.prio or '0'), r.parent or '', tonumber(r.attempts or '0'), big, vals}
+                     tonumber(r.prio or '0'), r.parent or '', tonumber(r.attempts or '0'), big, vals,
+                     crashes, suspect}
   end
 end
 

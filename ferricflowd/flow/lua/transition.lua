@@ -2,7 +2,7 @@
 
 KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
 ARGV     now_ms override ('' = TIME), n, then n items of 8: id, lease_token, fencing,
-         to_state, payload ('\0' = keep), values (msgpack map or ''), run_at_ms ('' = now),
+         to_state, payload ('' = keep, '=' .. bytes = set), values (msgpack map or ''), run_at_ms ('' = now),
          priority ('' = keep)
 Reply    array of n: 'ok', 'replay' (same transition again), 'ERR flow not found',
          'ERR stale flow lease', 'ERR flow wrong state' (to a terminal state or 'running'),
@@ -30,7 +30,7 @@ for i = 0, n - 1 do
     unrest(r)
     local fields = {'lo', 'transition:' .. to}
     if to ~= from then fields[#fields + 1] = 'attempt'; fields[#fields + 1] = 1 end
-    if ARGV[a + 4] ~= '\0' then fields[#fields + 1] = 'payload'; fields[#fields + 1] = ARGV[a + 4] end
+    if ARGV[a + 4] ~= '' then fields[#fields + 1] = 'payload'; fields[#fields + 1] = string.sub(ARGV[a + 4], 2) end
     if ARGV[a + 7] ~= '' then r.prio = ARGV[a + 7]; fields[#fields + 1] = 'prio'; fields[#fields + 1] = r.prio end
     local pending = r.grp_open and (r.grp_res or '') == ''
     redis.call('HSET', kf(id), unpack(fields))
