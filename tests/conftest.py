@@ -98,3 +98,17 @@ def make_redis_server(
 
     yield make
     terminate_all(started)
+
+
+@pytest.fixture
+def closing() -> Iterator[Callable[[Any], Any]]:
+    """closing(client) registers a client to close after the test."""
+    clients: list[Any] = []
+
+    def register(client: Any) -> Any:
+        clients.append(client)
+        return client
+
+    yield register
+    for client in clients:
+        client.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,32 +19,18 @@ def url_and_opts(request: pytest.FixtureRequest, namespace: str) -> tuple[str, d
 
 
 @pytest.fixture
-def opened() -> Iterator[Callable[[Any], Any]]:
-    """Register clients to close after the test: `client = opened(QueueClient.from_url(...))`."""
-    clients: list[Any] = []
-
-    def register(client: Any) -> Any:
-        clients.append(client)
-        return client
-
-    yield register
-    for client in clients:
-        client.close()
-
-
-@pytest.fixture
 def flow_client(redis_server: Any, namespace: str,
-                opened: Callable[[Any], Any]) -> FlowClient:
+                closing: Callable[[Any], Any]) -> FlowClient:
     """A FlowClient on the single node, 4 partitions (so multi-partition paths run)."""
-    return opened(FlowClient.from_url(redis_server.url, namespace=namespace, partitions=4))
+    return closing(FlowClient.from_url(redis_server.url, namespace=namespace, partitions=4))
 
 
 @pytest.fixture
-def queues(redis_server: Any, namespace: str, opened: Callable[[Any], Any]) -> QueueClient:
-    return opened(QueueClient.from_url(redis_server.url, namespace=namespace, partitions=4))
+def queues(redis_server: Any, namespace: str, closing: Callable[[Any], Any]) -> QueueClient:
+    return closing(QueueClient.from_url(redis_server.url, namespace=namespace, partitions=4))
 
 
 @pytest.fixture
 def workflows(redis_server: Any, namespace: str,
-              opened: Callable[[Any], Any]) -> WorkflowClient:
-    return opened(WorkflowClient.from_url(redis_server.url, namespace=namespace, partitions=4))
+              closing: Callable[[Any], Any]) -> WorkflowClient:
+    return closing(WorkflowClient.from_url(redis_server.url, namespace=namespace, partitions=4))

@@ -152,7 +152,7 @@ def _retry_delays(fc: FlowClient, type: str, flow_id: str, n: int) -> list[int]:
     ("none", [0, 0, 0, 0]),
 ])
 def test_retry_backoff_with_jitter_bounds(flow_client: FlowClient, redis_server: Any,
-                                          namespace: str, opened: Callable[[Any], Any],
+                                          namespace: str, closing: Callable[[Any], Any],
                                           backoff: str, expected: list[int]) -> None:
     pct = 25
     policy = RetryPolicy(max_retries=10, backoff=backoff, base_ms=40, max_ms=150,
@@ -162,7 +162,7 @@ def test_retry_backoff_with_jitter_bounds(flow_client: FlowClient, redis_server:
     for got, want in zip(delays, expected, strict=True):
         assert want * (1 - pct / 100) - 1 <= got <= want * (1 + pct / 100), (delays, expected)
     # Jitter is deterministic: the same id and retry number give the same delay anywhere.
-    other_ns: FlowClient = opened(FlowClient.from_url(redis_server.url, namespace=namespace + "b",
+    other_ns: FlowClient = closing(FlowClient.from_url(redis_server.url, namespace=namespace + "b",
                                                       partitions=2))
     other_ns.register_policy(T, policy)
     assert _retry_delays(other_ns, T, "r1", 4) == delays
@@ -468,8 +468,8 @@ def _nothing_written(fc: FlowClient, flow_id: str) -> None:
 
 
 def test_payload_cap_and_oversize_payload(redis_server: Any, namespace: str,
-                                          opened: Callable[[Any], Any]) -> None:
-    fc: FlowClient = opened(FlowClient.from_url(redis_server.url, namespace=namespace,
+                                          closing: Callable[[Any], Any]) -> None:
+    fc: FlowClient = closing(FlowClient.from_url(redis_server.url, namespace=namespace,
                                                 partitions=2, max_payload_bytes=200_000,
                                                 max_value_bytes=1000))
     with pytest.raises(InvalidArgument, match="payload"):
@@ -706,8 +706,8 @@ def test_values_are_write_once(flow_client: FlowClient) -> None:
 
 
 def test_history_is_capped_and_versions_go_on(redis_server: Any, namespace: str,
-                                               opened: Callable[[Any], Any]) -> None:
-    fc: FlowClient = opened(FlowClient.from_url(redis_server.url, namespace=namespace,
+                                               closing: Callable[[Any], Any]) -> None:
+    fc: FlowClient = closing(FlowClient.from_url(redis_server.url, namespace=namespace,
                                                 history_cap=5))
     fc.create("h", T, "queued")
     for _ in range(10):
@@ -749,10 +749,10 @@ def test_strict_durability_checks_every_cluster_node(redis_cluster: Any,
 
 
 def test_scripts_are_reloaded_after_a_flush(url_and_opts: tuple[str, dict[str, Any]],
-                                            opened: Callable[[Any], Any]) -> None:
+                                            closing: Callable[[Any], Any]) -> None:
     """A restarted (or new) store answers NOSCRIPT; the client loads the scripts again."""
     url, opts = url_and_opts
-    fc: FlowClient = opened(FlowClient.from_url(url, **opts))
+    fc: FlowClient = closing(FlowClient.from_url(url, **opts))
     fc.create("before", T, "queued")
     fc.store.client.script_flush()  # on a cluster: every primary
     assert not any(fc.store.client.script_exists(store_module._SHAS["create"]))

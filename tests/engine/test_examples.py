@@ -24,9 +24,9 @@ def _main(name: str) -> Any:
 
 
 @pytest.fixture
-def fc(redis_server: Any, namespace: str, opened: Callable[[Any], Any]) -> FlowClient:
+def fc(redis_server: Any, namespace: str, closing: Callable[[Any], Any]) -> FlowClient:
     """A client on the namespace the example ran in, to inspect what it left behind."""
-    return opened(FlowClient.from_url(redis_server.url, namespace=namespace))
+    return closing(FlowClient.from_url(redis_server.url, namespace=namespace))
 
 
 def test_emails(redis_server: Any, namespace: str) -> None:

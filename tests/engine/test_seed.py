@@ -35,9 +35,9 @@ Opened = Callable[[Any], Any]
 FAST = RetryPolicy(max_retries=5, backoff="exponential", base_ms=20, max_ms=200)
 
 
-def test_queue(url_and_opts: Opts, opened: Opened) -> None:
+def test_queue(url_and_opts: Opts, closing: Opened) -> None:
     url, opts = url_and_opts
-    client = opened(QueueClient.from_url(url, **opts))
+    client = closing(QueueClient.from_url(url, **opts))
     emails = client.queue(type="email")
     ids = [f"email-{i}" for i in range(40)]
     for i, flow_id in enumerate(ids):
@@ -100,9 +100,9 @@ def _order_workflow(client: WorkflowClient, log: list[tuple[str, int]]) -> Any:
     return order
 
 
-def test_state_machine(url_and_opts: Opts, opened: Opened) -> None:
+def test_state_machine(url_and_opts: Opts, closing: Opened) -> None:
     url, opts = url_and_opts
-    client = opened(WorkflowClient.from_url(url, **opts))
+    client = closing(WorkflowClient.from_url(url, **opts))
     log: list[tuple[str, int]] = []
     order = _order_workflow(client, log)
     assert order.start("order-1", payload=b"order payload", idempotent=True) is True
@@ -127,9 +127,9 @@ def test_state_machine(url_and_opts: Opts, opened: Opened) -> None:
     assert_versions(client.flow_client, "order-1")
 
 
-def test_signal(url_and_opts: Opts, opened: Opened) -> None:
+def test_signal(url_and_opts: Opts, closing: Opened) -> None:
     url, opts = url_and_opts
-    client = opened(WorkflowClient.from_url(url, **opts))
+    client = closing(WorkflowClient.from_url(url, **opts))
     approval = client.workflow(type="approval", initial_state="requested")
 
     @approval.state("requested")
@@ -178,9 +178,9 @@ def test_signal(url_and_opts: Opts, opened: Opened) -> None:
     assert_versions(client.flow_client, "approval-1")
 
 
-def test_retry_after_failure_with_exhaustion(url_and_opts: Opts, opened: Opened) -> None:
+def test_retry_after_failure_with_exhaustion(url_and_opts: Opts, closing: Opened) -> None:
     url, opts = url_and_opts
-    client = opened(WorkflowClient.from_url(url, **opts))
+    client = closing(WorkflowClient.from_url(url, **opts))
     policy = RetryPolicy(max_retries=2, backoff="fixed", base_ms=10, jitter_pct=0)
     job_wf = client.workflow(type="flaky", initial_state="work", retry_policy=policy)
     calls: dict[str, int] = {}
@@ -216,9 +216,9 @@ def test_retry_after_failure_with_exhaustion(url_and_opts: Opts, opened: Opened)
     assert_versions(client.flow_client, "exhausts")
 
 
-def test_fanout_with_50_children(url_and_opts: Opts, opened: Opened) -> None:
+def test_fanout_with_50_children(url_and_opts: Opts, closing: Opened) -> None:
     url, opts = url_and_opts
-    flows = opened(WorkflowClient.from_url(url, **opts))
+    flows = closing(WorkflowClient.from_url(url, **opts))
     commands = QueueClient(flows.flow_client).queue(type="device-command")
     fanout = flows.workflow(type="device-fanout", initial_state="created")
     device_ids = [f"dev{i:02d}" for i in range(50)]
@@ -267,9 +267,9 @@ def test_fanout_with_50_children(url_and_opts: Opts, opened: Opened) -> None:
     assert_versions(flows.flow_client, "rollout-1")
 
 
-def test_value_refs(url_and_opts: Opts, opened: Opened) -> None:
+def test_value_refs(url_and_opts: Opts, closing: Opened) -> None:
     url, opts = url_and_opts
-    client = opened(QueueClient.from_url(url, **opts))
+    client = closing(QueueClient.from_url(url, **opts))
     orders = client.queue(type="order-doc")
     invoice_pdf_bytes = b"%PDF-1.7 " + bytes(range(256)) * 1024  # ~256 KiB
     customer_bytes = b'{"name": "Ada"}'
@@ -301,9 +301,9 @@ def test_value_refs(url_and_opts: Opts, opened: Opened) -> None:
     assert got == {"invoice": invoice_pdf_bytes, "customer": customer_bytes}
 
 
-def test_failure_model(url_and_opts: Opts, opened: Opened) -> None:
+def test_failure_model(url_and_opts: Opts, closing: Opened) -> None:
     url, opts = url_and_opts
-    client = opened(WorkflowClient.from_url(url, **opts))
+    client = closing(WorkflowClient.from_url(url, **opts))
     fc: FlowClient = client.flow_client
     payments = client.workflow(type="payment", initial_state="charge",
                                retry_policy=RetryPolicy(max_retries=3, base_ms=10))
@@ -368,9 +368,9 @@ def test_failure_model(url_and_opts: Opts, opened: Opened) -> None:
             if e.event == "lease_released"] == ["expired"]
 
 
-def test_inspection(url_and_opts: Opts, opened: Opened) -> None:
+def test_inspection(url_and_opts: Opts, closing: Opened) -> None:
     url, opts = url_and_opts
-    client = opened(WorkflowClient.from_url(url, **opts))
+    client = closing(WorkflowClient.from_url(url, **opts))
     order = client.workflow(type="order", initial_state="created",
                             retry_policy=RetryPolicy(max_retries=0))
     assert order.get("order-404") is None

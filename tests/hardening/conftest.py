@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,20 +77,6 @@ def proc_cmdline(pid: int) -> str:
 @pytest.fixture
 def env_without_ferricflowd() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("FERRICFLOWD_")}
-
-
-@pytest.fixture
-def closing() -> Iterator[Callable[[Any], Any]]:
-    """closing(client) registers a client to close after the test."""
-    clients: list[Any] = []
-
-    def register(client: Any) -> Any:
-        clients.append(client)
-        return client
-
-    yield register
-    for client in clients:
-        client.close()
 
 
 __all__ = ["HARDEN", "REPO_ROOT", "assert_versions", "daemon_env", "flow_keys", "proc_cmdline",

@@ -136,6 +136,25 @@ local function check_lease(r, token, fence, replay)
   return 'ERR stale flow lease'
 end
 
+-- The loop of every lease-checked batch command: ARGV[first - 1] is the item count, each
+-- item has `width` fields starting with id, lease_token, fencing. `replay` names the outcome
+-- for replay detection (a function of the item's first ARGV index, or a string). `fn(r, a)`
+-- runs for a live lease and returns the item's reply; the others reply with check_lease's.
+local function each_leased(first, width, replay, fn)
+  local out = {}
+  for i = 0, tonumber(ARGV[first - 1]) - 1 do
+    local a = first + i * width
+    local r = load(ARGV[a])
+    local tag = replay
+    if type(replay) == 'function' then tag = replay(a) end
+    local st = check_lease(r, ARGV[a + 1], ARGV[a + 2], tag)
+    if st == 'live' then st = fn(r, a) end
+    out[#out + 1] = st
+  end
+  flush_wakes()
+  return out
+end
+
 local function put_values(id, packed, override)
   if not packed or packed == '' then return nil end
   local vals = cmsgpack.unpack(packed)

@@ -9,24 +9,10 @@ Events   completed; the parent's group is settled in the same call when it share
          partition, otherwise through the outbox.
 ]]
 
-local now = now_ms(ARGV[1])
-local n = tonumber(ARGV[2])
-local out = {}
-for i = 0, n - 1 do
-  local a = 3 + i * 5
-  local id = ARGV[a]
-  local r = load(id)
-  local st = check_lease(r, ARGV[a + 1], ARGV[a + 2], 'complete')
-  if st == 'live' then
-    local err = put_values(id, ARGV[a + 4], false)
-    if err then
-      st = err
-    else
-      finish(r, 'completed', 'complete', {fencing = tonumber(r.fence)}, {'result', ARGV[a + 3]})
-      st = 'ok'
-    end
-  end
-  out[#out + 1] = st
-end
-flush_wakes()
-return out
+now_ms(ARGV[1])
+return each_leased(3, 5, 'complete', function(r, a)
+  local err = put_values(r.id, ARGV[a + 4], false)
+  if err then return err end
+  finish(r, 'completed', 'complete', {fencing = tonumber(r.fence)}, {'result', ARGV[a + 3]})
+  return 'ok'
+end)

@@ -8,20 +8,11 @@ Events   lease_extended
 ]]
 
 local now = now_ms(ARGV[1])
-local lease_ms, n = tonumber(ARGV[2]), tonumber(ARGV[3])
-local out = {}
-for i = 0, n - 1 do
-  local id, token, fence = ARGV[4 + i * 3], ARGV[5 + i * 3], ARGV[6 + i * 3]
-  local r = load(id)
-  local st = check_lease(r, token, fence, '\0')
-  if st == 'live' then
-    local deadline = now + lease_ms
-    redis.call('HSET', kf(id), 'deadline', deadline)
-    redis.call('ZADD', T .. 'l:' .. r.type, deadline, id)
-    event(r, 'lease_extended', {deadline = deadline})
-    out[#out + 1] = deadline
-  else
-    out[#out + 1] = st
-  end
-end
-return out
+local lease_ms = tonumber(ARGV[2])
+return each_leased(4, 3, '\0', function(r)
+  local deadline = now + lease_ms
+  redis.call('HSET', kf(r.id), 'deadline', deadline)
+  redis.call('ZADD', T .. 'l:' .. r.type, deadline, r.id)
+  event(r, 'lease_extended', {deadline = deadline})
+  return deadline
+end)

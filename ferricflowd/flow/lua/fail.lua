@@ -7,19 +7,9 @@ Events   failed; unfinished children are cancelled (other partitions via the out
          parent's group is settled.
 ]]
 
-local now = now_ms(ARGV[1])
-local n = tonumber(ARGV[2])
-local out = {}
-for i = 0, n - 1 do
-  local a = 3 + i * 4
-  local r = load(ARGV[a])
-  local st = check_lease(r, ARGV[a + 1], ARGV[a + 2], 'fail')
-  if st == 'live' then
-    finish(r, 'failed', 'fail', {error = ARGV[a + 3], fencing = tonumber(r.fence)}, {'error', ARGV[a + 3]})
-    cascade_cancel(r, 'parent failed')
-    st = 'ok'
-  end
-  out[#out + 1] = st
-end
-flush_wakes()
-return out
+now_ms(ARGV[1])
+return each_leased(3, 4, 'fail', function(r, a)
+  finish(r, 'failed', 'fail', {error = ARGV[a + 3], fencing = tonumber(r.fence)}, {'error', ARGV[a + 3]})
+  cascade_cancel(r, 'parent failed')
+  return 'ok'
+end)

@@ -29,42 +29,31 @@ local function backoff_ms(pol, id, n)
 end
 
 local now = now_ms(ARGV[1])
-local n = tonumber(ARGV[2])
-local out = {}
-for i = 0, n - 1 do
-  local a = 3 + i * 5
-  local id, err = ARGV[a], ARGV[a + 3]
-  local r = load(id)
-  local st = check_lease(r, ARGV[a + 1], ARGV[a + 2], 'retry')
-  if st == 'live' then
-    local state = r.run_state
-    local pol = policy(r.type, state)
-    local attempt = tonumber(r.attempt) + 1
-    local total = tonumber(r.attempts or '0') + 1
-    if attempt - 1 <= tonumber(pol.max_retries or 3) then
-      unrest(r)
-      local due = now + backoff_ms(pol, id, attempt - 1)
-      if ARGV[a + 4] ~= '' then due = tonumber(ARGV[a + 4]) end
-      redis.call('HSET', kf(id), 'attempt', attempt, 'attempts', total, 'error', err, 'lo', 'retry')
-      rest(r, state, due)
-      event(r, 'retry', {decision = 'scheduled', error = err, attempt = attempt, due = due})
-      st = 'scheduled'
-    else
-      local to = pol.exhausted_to or 'failed'
-      local details = {decision = 'exhausted', error = err, attempt = attempt, to = to}
-      if TERMINAL[to] then
-        finish(r, to, 'retry', details, {'attempts', total, 'error', err}, 'retry')
-        cascade_cancel(r, 'parent ' .. to)
-      else
-        unrest(r)
-        redis.call('HSET', kf(id), 'attempt', 1, 'attempts', total, 'error', err, 'lo', 'retry')
-        rest(r, to, now)
-        event(r, 'retry', details)
-      end
-      st = 'exhausted'
-    end
+return each_leased(3, 5, 'retry', function(r, a)
+  local id, err = r.id, ARGV[a + 3]
+  local state = r.run_state
+  local pol = policy(r.type, state)
+  local attempt = tonumber(r.attempt) + 1
+  local total = tonumber(r.attempts or '0') + 1
+  if attempt - 1 <= tonumber(pol.max_retries or 3) then
+    unrest(r)
+    local due = now + backoff_ms(pol, id, attempt - 1)
+    if ARGV[a + 4] ~= '' then due = tonumber(ARGV[a + 4]) end
+    redis.call('HSET', kf(id), 'attempt', attempt, 'attempts', total, 'error', err, 'lo', 'retry')
+    rest(r, state, due)
+    event(r, 'retry', {decision = 'scheduled', error = err, attempt = attempt, due = due})
+    return 'scheduled'
   end
-  out[#out + 1] = st
-end
-flush_wakes()
-return out
+  local to = pol.exhausted_to or 'failed'
+  local details = {decision = 'exhausted', error = err, attempt = attempt, to = to}
+  if TERMINAL[to] then
+    finish(r, to, 'retry', details, {'attempts', total, 'error', err}, 'retry')
+    cascade_cancel(r, 'parent ' .. to)
+  else
+    unrest(r)
+    redis.call('HSET', kf(id), 'attempt', 1, 'attempts', total, 'error', err, 'lo', 'retry')
+    rest(r, to, now)
+    event(r, 'retry', details)
+  end
+  return 'exhausted'
+end)

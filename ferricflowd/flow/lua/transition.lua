@@ -13,43 +13,31 @@ Events   transitioned. A parent with a pending children group rests parked in to
 ]]
 
 local now = now_ms(ARGV[1])
-local n = tonumber(ARGV[2])
-local out = {}
-for i = 0, n - 1 do
-  local a = 3 + i * 8
-  local id, to = ARGV[a], ARGV[a + 3]
-  local r = load(id)
-  local st = check_lease(r, ARGV[a + 1], ARGV[a + 2], 'transition:' .. to)
-  if st == 'live' and (to == 'running' or TERMINAL[to]) then st = 'ERR flow wrong state' end
-  if st == 'live' then
-    local err = put_values(id, ARGV[a + 5], false)
-    if err then st = err end
+return each_leased(3, 8, function(a) return 'transition:' .. ARGV[a + 3] end, function(r, a)
+  local id, to = r.id, ARGV[a + 3]
+  if to == 'running' or TERMINAL[to] then return 'ERR flow wrong state' end
+  local err = put_values(id, ARGV[a + 5], false)
+  if err then return err end
+  local from = r.run_state
+  unrest(r)
+  local fields = {'lo', 'transition:' .. to}
+  if to ~= from then fields[#fields + 1] = 'attempt'; fields[#fields + 1] = 1 end
+  if ARGV[a + 4] ~= '' then fields[#fields + 1] = 'payload'; fields[#fields + 1] = string.sub(ARGV[a + 4], 2) end
+  if ARGV[a + 7] ~= '' then r.prio = ARGV[a + 7]; fields[#fields + 1] = 'prio'; fields[#fields + 1] = r.prio end
+  local pending = r.grp_open and (r.grp_res or '') == ''
+  redis.call('HSET', kf(id), unpack(fields))
+  if pending then
+    -- Park: the last child to finish wakes the parent into the group's wait_state.
+    redis.call('HSET', kf(id), 'grp_parked', 1)
+    rest(r, to, nil)
+    event(r, 'transitioned', {from = from, to = to, parked = 1})
+  else
+    local due = now
+    if ARGV[a + 6] ~= '' then due = tonumber(ARGV[a + 6]) end
+    rest(r, to, due)
+    event(r, 'transitioned', {from = from, to = to, due = due})
+    -- The children finished while the handler was still running: settle now.
+    if r.grp_open then settle_group(r) end
   end
-  if st == 'live' then
-    local from = r.run_state
-    unrest(r)
-    local fields = {'lo', 'transition:' .. to}
-    if to ~= from then fields[#fields + 1] = 'attempt'; fields[#fields + 1] = 1 end
-    if ARGV[a + 4] ~= '' then fields[#fields + 1] = 'payload'; fields[#fields + 1] = string.sub(ARGV[a + 4], 2) end
-    if ARGV[a + 7] ~= '' then r.prio = ARGV[a + 7]; fields[#fields + 1] = 'prio'; fields[#fields + 1] = r.prio end
-    local pending = r.grp_open and (r.grp_res or '') == ''
-    redis.call('HSET', kf(id), unpack(fields))
-    if pending then
-      -- Park: the last child to finish wakes the parent into the group's wait_state.
-      redis.call('HSET', kf(id), 'grp_parked', 1)
-      rest(r, to, nil)
-      event(r, 'transitioned', {from = from, to = to, parked = 1})
-    else
-      local due = now
-      if ARGV[a + 6] ~= '' then due = tonumber(ARGV[a + 6]) end
-      rest(r, to, due)
-      event(r, 'transitioned', {from = from, to = to, due = due})
-      -- The children finished while the handler was still running: settle now.
-      if r.grp_open then settle_group(r) end
-    end
-    st = 'ok'
-  end
-  out[#out + 1] = st
-end
-flush_wakes()
-return out
+  return 'ok'
+end)
