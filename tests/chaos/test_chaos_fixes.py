@@ -30,6 +30,7 @@ from ferricflowd.flow.worker import FlowWorker
 from ferricflowd.supervisor.children import BACKOFF_BASE_S, CRASH_LOOP_RETRY_S, GroupState
 from ferricflowd.supervisor.maintenance import Maintenance
 from tests.daemon.conftest import wait_for
+from tests.daemon.test_supervisor_units import FakeClient
 
 
 @pytest.fixture
@@ -73,27 +74,20 @@ def test_a_restarted_store_is_used_again_without_an_error(redis_server: Any,
         client.close()
 
 
-class _Pings:
+class _Pings(FakeClient):
+    """A maintenance client whose pings follow `up` (the store itself is not under test)."""
+
     def __init__(self) -> None:
-        self.up = True
+        super().__init__()
+        self.down = False
 
-    def ping(self) -> bool:
-        return self.up
+    @property
+    def up(self) -> bool:
+        return not self.down
 
-    def reclaim_expired(self, flow_type: str) -> int:
-        return 0
-
-    def stats(self, flow_type: str) -> None:
-        return None
-
-    def deliver_outbox(self) -> int:
-        return 0
-
-    def cleanup(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
+    @up.setter
+    def up(self, value: bool) -> None:
+        self.down = not value
 
 
 def test_readiness_follows_the_first_failed_ping() -> None:
