@@ -45,7 +45,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def table(paths: list[str]) -> int:
     """`python -m bench table a.json b.json`: one table from the JSON of several runs."""
     results = [json.loads(Path(p).read_text()) for p in paths]
-    print(format_table(merge(results)))
+    merged = merge(results)
+    for profile in PROFILES:
+        if any(c["profile"] == profile for c in merged["cells"]):
+            print(f"\n{profile} profile\n")
+            print(format_table(merged, profile))
     return 0
 
 

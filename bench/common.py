@@ -12,6 +12,7 @@ so the bench measures every system the same way: it polls ``bench:done``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import platform
 import statistics
@@ -256,6 +257,24 @@ def bin_path(name: str) -> str | None:
     return str(path) if path.exists() else None
 
 
+def fsync_probe(directory: Path, n: int = 200) -> dict[str, float]:
+    """Latency of write+fsync of 100 bytes in `directory` (what `appendfsync always` pays
+    per event-loop turn): median and p99 ms. Durable results move with it."""
+    path = Path(directory) / "fsync-probe"
+    times = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            os.write(fd, b"x" * 100)
+            os.fsync(fd)
+            times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return {"fsync_p50_ms": percentile(times, 50), "fsync_p99_ms": percentile(times, 99)}
+
+
 def machine_info() -> dict[str, Any]:
     cpu = ""
     with contextlib.suppress(OSError):
@@ -271,8 +290,13 @@ def machine_info() -> dict[str, Any]:
                           capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "ferricflowd"],
                            capture_output=True, text=True).stdout.splitlines()
+    engine = hashlib.sha1()
+    for path in sorted((REPO / "ferricflowd" / "flow").rglob("*")):
+        if path.suffix in (".py", ".lua"):
+            engine.update(path.read_bytes())
     return {
         "git_head": head,
+        "engine_digest": engine.hexdigest()[:12],
         "engine_files_modified": len(dirty),
         "date": date,
         "cores": os.cpu_count(),

@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 
 from bench.common import BenchStore, bin_path, log, wait_counter
-from bench.systems.ferricflowd_adapter import Adapter
+from bench.systems.ferricflowd_adapter import SETTINGS, Adapter
 from bench.workloads import BATCH, _items, chunks
 
 
@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-py-spy", action="store_true")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--concurrency", type=int, default=None, help="handler threads/process")
+    ap.add_argument("--batch-size", type=int, default=None, help="claim batch size")
     args = ap.parse_args(argv)
     n = args.n or (20_000 if args.workload == "W1" else 5_000)
     work = Path(tempfile.mkdtemp(prefix="ffprof-"))
@@ -91,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         sysa = Adapter(runner="fallback")
         sysa.setup(store, work / "logs")
         kind = "noop" if args.workload == "W1" else "chain"
+        conc, batch = SETTINGS[kind]
+        SETTINGS[kind] = (args.concurrency or conc, args.batch_size or batch)
         if kind == "noop":
             for part in chunks(_items(n), BATCH):
                 sysa.enqueue_many("noop", part)
@@ -136,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     units = n if kind == "noop" else n * 3
     report: dict[str, Any] = {
         "workload": args.workload, "n": n, "profile": args.profile, "wall_s": wall,
+        "concurrency_batch": SETTINGS[kind],
         "rate_per_s": n / wall, "steady_per_s": prog.steady_rate(n),
         "redis_cpu_s": redis_cpu, "redis_cpu_share_of_wall": redis_cpu / wall,
         "worker_cpu_s": cpu_last, "cores": os.cpu_count(),

@@ -15,6 +15,7 @@ from bench.common import (
     PROFILES,
     BenchStore,
     Unavailable,
+    fsync_probe,
     log,
     machine_info,
     summarize,
@@ -31,8 +32,8 @@ TABLE_METRICS: dict[str, list[tuple[str, str]]] = {
     "W2": [("single_jobs_per_s", "single jobs/s"), ("batched_jobs_per_s", "batched jobs/s")],
     "W3": [("p50_ms", "p50 ms"), ("p99_ms", "p99 ms")],
     "W4": [("flows_per_s", "flows/s"), ("first_done_s", "first done s")],
-    "R1": [("recovery_s", "recovery s")],
-    "D1": [("exit_s", "exit s"), ("lost", "lost")],
+    "R1": [("recovery_s", "recovery s"), ("killed_flows", "flows on the killed process")],
+    "D1": [("exit_s", "exit s"), ("lost", "lost"), ("in_flight_at_term", "in flight at TERM")],
     "M1": [("queued_bytes_per_flow", "queued B/flow"),
            ("completed_bytes_per_flow", "completed B/flow")],
     "S1": [("small_claim_ms", "claim ms (small)"), ("big_claim_ms", "claim ms (big)"),
@@ -137,6 +138,8 @@ def run(workloads: Sequence[str] = ALL_WORKLOADS, *, systems: Sequence[str] = ("
     for profile in profiles:
         with BenchStore(profile, work / "redis") as store:
             result["meta"][f"redis_{profile}"] = store.version()
+            if store.durable:
+                result["meta"]["fsync_before_durable"] = fsync_probe(store.server.dir)
             log(f"profile {profile}: redis-server {store.version()} at {store.url}")
             for name, system in loaded.items():
                 for workload in workloads:
@@ -196,9 +199,10 @@ def merge(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def format_table(result: dict[str, Any]) -> str:
-    """A Markdown table: a row per (workload, metric), a column per system x profile."""
-    cells = result["cells"]
+def format_table(result: dict[str, Any], profile: str | None = None) -> str:
+    """A Markdown table: a row per (workload, metric), a column per system x profile
+    (only `profile`'s columns when given)."""
+    cells = [c for c in result["cells"] if profile is None or c["profile"] == profile]
     columns: list[tuple[str, str]] = []
     for c in cells:
         key = (c["system"], c["profile"])
