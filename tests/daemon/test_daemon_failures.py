@@ -149,9 +149,14 @@ def test_as_pid_1_it_reaps_orphans_and_drains_on_sigterm(start_daemon):
     Queue(daemon.client, "q").enqueue_many([f"o{i}" for i in range(5)])
     wait_for(lambda: daemon.client.stats("q").counts.get("completed") == 5, timeout=10)
 
+    def alive_orphan(child: psutil.Process) -> bool:
+        try:
+            return child.name() == "sleep" or child.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:  # reaped between children() and this read
+            return False
+
     def orphans_reaped() -> bool:  # the sleeps were re-parented to us: no zombie, no sleep
-        return all(c.name() != "sleep" and c.status() != psutil.STATUS_ZOMBIE
-                   for c in supervisor.children())
+        return not any(alive_orphan(c) for c in supervisor.children())
 
     wait_for(orphans_reaped, timeout=5, what="orphans reaped by PID 1")
     assert "reaped unknown" not in daemon.log()  # debug only: not a worker error
