@@ -291,23 +291,31 @@ class FlowClient:
 
     def create_many(self, specs: Sequence[CreateSpec]) -> list[bool | FlowError]:
         """Create Flows, one script call per partition in one pipeline; a result per item."""
-        by_part: dict[int, list[int]] = defaultdict(list)
-        for i, spec in enumerate(specs):
+        for spec in specs:  # before anything is sent: a bad item writes nothing
             self._validate_create(spec)
-            by_part[self.partition_for(spec.id, spec.partition_key)].append(i)
-        calls, order = [], []
-        for p, idx in by_part.items():
-            args: list[Any] = ["", len(idx)]
+        replies = self._batched([(self.partition_for(s.id, s.partition_key), "create",
+                                  self._create_args(s), s.id) for s in specs])
+        return [r if isinstance(r, FlowError) else r == b"ok" for r in replies]
+
+    def _batched(self, items: Sequence[tuple[int, str, list[Any], str]],
+                 head: Sequence[Any] = ()) -> list[Any]:
+        """Send per-item commands grouped by (partition, script): one script call per group,
+        all in one pipeline. An item is (partition, script, its ARGV fields, flow id); a call's
+        ARGV is now_ms override, *head, n, then its items' fields. Returns each item's reply,
+        or its typed FlowError as a value (one bad item never sinks the batch)."""
+        groups: dict[tuple[int, str], list[int]] = defaultdict(list)
+        for i, (partition, script, _, _) in enumerate(items):
+            groups[(partition, script)].append(i)
+        calls = []
+        for (partition, script), idx in groups.items():
+            args: list[Any] = ["", *head, len(idx)]
             for i in idx:
-                args.extend(self._create_args(specs[i]))
-            calls.append(Call("create", self.keys.prefix(p), args))
-            order.append(idx)
-        results: list[bool | FlowError] = [False] * len(specs)
-        for idx, reply in zip(order, self.store.call_many(calls), strict=True):
-            items = _raise_item(reply, None)
-            for i, item in zip(idx, items, strict=True):
-                got = _item_result(item, specs[i].id)
-                results[i] = got if isinstance(got, FlowError) else got == b"ok"
+                args.extend(items[i][2])
+            calls.append(Call(script, self.keys.prefix(partition), args))
+        results: list[Any] = [None] * len(items)
+        for idx, reply in zip(groups.values(), self.store.call_many(calls), strict=True):
+            for i, item in zip(idx, _raise_item(reply, None), strict=True):
+                results[i] = _item_result(item, items[i][3])
         return results
 
     def _validate_create(self, spec: CreateSpec) -> None:
@@ -454,22 +462,8 @@ class FlowClient:
         typed FlowError (e.g. StaleLease) as a value."""
         for _, outcome in items:  # before anything is sent: nothing of the batch is written
             self.check_outcome(outcome)
-        groups: dict[tuple[int, str], list[int]] = defaultdict(list)
-        for i, (job, outcome) in enumerate(items):
-            groups[(job.partition, _kind(outcome))].append(i)
-        calls, order = [], []
-        for (p, kind), idx in groups.items():
-            args: list[Any] = ["", len(idx)]
-            for i in idx:
-                args.extend(_outcome_args(*items[i]))
-            calls.append(Call(kind, self.keys.prefix(p), args))
-            order.append(idx)
-        results: list[Any] = [None] * len(items)
-        for idx, reply in zip(order, self.store.call_many(calls), strict=True):
-            replies = _raise_item(reply, None)
-            for i, item in zip(idx, replies, strict=True):
-                results[i] = _item_result(item, items[i][0].id)
-        return results
+        return self._batched([(job.partition, _kind(outcome), _outcome_args(job, outcome), job.id)
+                              for job, outcome in items])
 
     def check_outcome(self, outcome: Outcome) -> None:
         """InvalidArgument when an outcome is over the payload/value limits (or no outcome)."""
@@ -505,21 +499,8 @@ class FlowClient:
         return self._per_job("release", jobs, cause)
 
     def _per_job(self, script: str, jobs: Sequence[Job], arg: Any) -> list[Any]:
-        by_part: dict[int, list[int]] = defaultdict(list)
-        for i, job in enumerate(jobs):
-            by_part[job.partition].append(i)
-        calls, order = [], []
-        for p, idx in by_part.items():
-            args: list[Any] = ["", arg, len(idx)]
-            for i in idx:
-                args.extend([jobs[i].id, jobs[i].lease_token, jobs[i].fencing_token])
-            calls.append(Call(script, self.keys.prefix(p), args))
-            order.append(idx)
-        results: list[Any] = [None] * len(jobs)
-        for idx, reply in zip(order, self.store.call_many(calls), strict=True):
-            for i, item in zip(idx, _raise_item(reply, None), strict=True):
-                results[i] = _item_result(item, jobs[i].id)
-        return results
+        return self._batched([(j.partition, script, [j.id, j.lease_token, j.fencing_token], j.id)
+                              for j in jobs], head=[arg])
 
     # -- other commands -----------------------------------------------------------------------
 
