@@ -254,7 +254,10 @@ class FlowWorker:
         try:
             self.client.wait_for_work(self._blocking, self.type, self.states, timeout_ms,
                                       self._rotate)
-        except StoreError:
+        except Exception:
+            # drain() disconnects this connection from another thread to end the BLPOP; the
+            # interrupted read then fails with whatever the socket layer raises (a RedisError,
+            # or a TypeError once the socket is gone), which is expected while stopping.
             if not self._stopping.is_set():
                 raise
 
