@@ -63,13 +63,14 @@ class FlowRecord:
         return self.state in TERMINAL_STATES
 
     @classmethod
-    def from_hash(cls, raw: Mapping[bytes, bytes], values: Mapping[str, bytes]) -> FlowRecord:
+    def from_hash(cls, flow_id: str, raw: Mapping[bytes, bytes],
+                  values: Mapping[str, bytes]) -> FlowRecord:
         group = {k: _s(raw, f"grp_{k}") or "" for k in ("name", "state", "wait", "res", "err")
                  if raw.get(f"grp_{k}".encode())}
         return cls(
-            id=_s(raw, "id") or "", type=_s(raw, "type") or "", state=_s(raw, "state") or "",
+            id=flow_id, type=_s(raw, "type") or "", state=_s(raw, "state") or "",
             run_state=_s(raw, "run_state"), payload=raw.get(b"payload", b""),
-            result=raw.get(b"result"), error=raw.get(b"error"),
+            result=raw.get(b"result", b"" if raw.get(b"state") == b"completed" else None), error=raw.get(b"error"),
             attempt=_i(raw, "attempt", 1) or 1, attempts_total=_i(raw, "attempts") or 0,
             fencing_token=_i(raw, "fence") or 0, version=_i(raw, "ver") or 0,
             priority=_i(raw, "prio") or 0, next_run_at_ms=_i(raw, "due", None),

@@ -305,7 +305,7 @@ class FlowMachine(RuleBasedStateMachine):
         assert int(raw["ver"]) == len(history), where
         assert [h[0] for h in history] == list(range(1, len(history) + 1)), where
 
-        fence = int(raw["fence"])
+        fence = int(raw.get("fence", 0))  # a Flow never claimed keeps no fence field
         assert fence >= self.fences.get(fid, 0), where
         self.fences[fid] = fence
 

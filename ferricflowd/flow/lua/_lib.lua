@@ -5,6 +5,7 @@ touches is that prefix plus a suffix, so all of them share one hash tag and one 
 ferricflowd/flow/keys.py builds the same names on the Python side):
 
   f:<id>                    hash    the Flow record
+  b:<id>                    string  the payload, when longer than INLINE_MAX bytes
   h:<id>                    list    history, one msgpack [version, at_ms, event, details] each
   v:<id>                    hash    named values
   k:<id>                    hash    children of a parent: child id -> "<status>|<partition>|<group>"
@@ -19,11 +20,21 @@ ferricflowd/flow/keys.py builds the same names on the Python side):
   o                         list    outbox: child -> parent notices for other partitions
   types                     set     types seen in this partition
   cfg                       hash    partition settings: history_cap, retention_ms, part
+
+Writes go through a per-call unit of work: a script loads each record once (load), changes
+it in memory (set, event, zset, sset, count), and flush() writes every changed record with
+one HSET (plus one HDEL), each Flow's new history with one RPUSH, and each set, sorted set
+and counter hash with one command. Reads of sorted sets must come after a flush().
 ]]
 
 local T = KEYS[1]
 local TERMINAL = {completed = true, failed = true, cancelled = true}
 local WAKE_CAP = 8
+-- Redis keeps a hash compact (listpack) while every value is <= 64 bytes
+-- (hash-max-listpack-value); a longer payload goes to its own key so the record stays small.
+local INLINE_MAX = 64
+-- unpack() has a C-stack limit; multi-member commands are sent in chunks of this many args.
+local CHUNK = 4000
 
 local _now = nil
 local function now_ms(override)
@@ -52,14 +63,140 @@ end
 local function kf(id) return T .. 'f:' .. id end
 local function kdue(ftype, state, prio) return T .. 'd:' .. ftype .. ':' .. state .. ':' .. prio end
 
--- Read a record into a table of its non-empty fields; nil when absent.
+-- The unit of work (see the header).
+local _recs = {}     -- id -> record table, false when absent
+local _dirty = {}    -- id -> {field -> value, or false to delete}
+local _order = {}    -- dirty ids, first change first
+local _hist = {}     -- id -> packed history entries to append
+local _z = {}        -- sorted-set key -> {member -> score, or false to remove}
+local _s = {}        -- set key -> {member -> true to add, false to remove}
+local _counts = {}   -- counter hash key -> {field -> delta}
+local _woken = {}    -- wake-list keys
+
+-- A record as a table of its fields (plus `id`), read once per call; nil when absent.
 local function load(id)
+  local r = _recs[id]
+  if r ~= nil then return r or nil end
   local flat = redis.call('HGETALL', kf(id))
-  if #flat == 0 then return nil end
-  local r = {}
+  if #flat == 0 then
+    _recs[id] = false
+    return nil
+  end
+  r = {}
   for i = 1, #flat, 2 do r[flat[i]] = flat[i + 1] end
   r.id = id
+  _recs[id] = r
   return r
+end
+
+-- A record that does not exist yet; flush() writes it.
+local function new_record(id)
+  local r = {id = id}
+  _recs[id] = r
+  return r
+end
+
+-- Set record fields: set(r, name, value, ...); a false value deletes the field.
+local function set(r, ...)
+  local d = _dirty[r.id]
+  if not d then
+    d = {}
+    _dirty[r.id] = d
+    _order[#_order + 1] = r.id
+  end
+  local args = {...}
+  for i = 1, #args, 2 do
+    local k, v = args[i], args[i + 1]
+    if v == false then
+      if r[k] ~= nil then d[k] = false end
+      r[k] = nil
+    else
+      v = tostring(v)
+      d[k] = v
+      r[k] = v
+    end
+  end
+end
+
+local function zset(key, member, score)
+  local m = _z[key]
+  if not m then m = {}; _z[key] = m end
+  m[member] = score
+end
+
+local function sset(key, member, present)
+  local m = _s[key]
+  if not m then m = {}; _s[key] = m end
+  m[member] = present
+end
+
+local function count(ftype, state, delta)
+  local key = T .. 'c:' .. ftype
+  local m = _counts[key]
+  if not m then m = {}; _counts[key] = m end
+  m[state] = (m[state] or 0) + delta
+end
+
+local function wake(ftype, state)
+  _woken[T .. 'x:' .. ftype .. ':' .. state] = true
+end
+
+local function send(cmd, key, args)
+  for i = 1, #args, CHUNK do
+    redis.call(cmd, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
+  end
+end
+
+local function flush_records()
+  local cap = cfg('history_cap', 10000)
+  for _, id in ipairs(_order) do
+    local put, del = {}, {}
+    for k, v in pairs(_dirty[id]) do
+      if v == false then del[#del + 1] = k else put[#put + 1] = k; put[#put + 1] = v end
+    end
+    if #put > 0 then send('HSET', kf(id), put) end
+    if #del > 0 then send('HDEL', kf(id), del) end
+    local h = _hist[id]
+    if h then
+      local hk = T .. 'h:' .. id
+      local len = redis.call('RPUSH', hk, unpack(h))
+      if len > cap then redis.call('LTRIM', hk, -cap, -1) end
+    end
+  end
+  _dirty, _order, _hist = {}, {}, {}
+end
+
+-- Write everything buffered. A wake token per (type, state) made due during the call; LTRIM
+-- keeps the lists short because a token only means "look again", and a claim that leaves
+-- work behind re-wakes.
+local function flush()
+  flush_records()
+  for key, m in pairs(_z) do
+    local add, rem = {}, {}
+    for member, score in pairs(m) do
+      if score then add[#add + 1] = score; add[#add + 1] = member else rem[#rem + 1] = member end
+    end
+    if #rem > 0 then send('ZREM', key, rem) end
+    if #add > 0 then send('ZADD', key, add) end
+  end
+  for key, m in pairs(_s) do
+    local add, rem = {}, {}
+    for member, present in pairs(m) do
+      if present then add[#add + 1] = member else rem[#rem + 1] = member end
+    end
+    if #rem > 0 then send('SREM', key, rem) end
+    if #add > 0 then send('SADD', key, add) end
+  end
+  for key, m in pairs(_counts) do
+    for field, delta in pairs(m) do
+      if delta ~= 0 then redis.call('HINCRBY', key, field, delta) end
+    end
+  end
+  for key, _ in pairs(_woken) do
+    redis.call('LPUSH', key, '1')
+    redis.call('LTRIM', key, 0, WAKE_CAP - 1)
+  end
+  _z, _s, _counts, _woken = {}, {}, {}, {}
 end
 
 local function logical_state(r)
@@ -70,59 +207,55 @@ end
 -- Append one history event; every accepted mutation bumps the version by one.
 local function event(r, name, details)
   local ver = tonumber(r.ver or '0') + 1
-  r.ver = tostring(ver)
-  redis.call('HSET', kf(r.id), 'ver', ver, 'updated', now_ms())
-  local hk = T .. 'h:' .. r.id
-  local len = redis.call('RPUSH', hk, cmsgpack.pack({ver, now_ms(), name, details or {}}))
-  local cap = cfg('history_cap', 10000)
-  if len > cap then redis.call('LTRIM', hk, -cap, -1) end
+  set(r, 'ver', ver, 'updated', now_ms())
+  local h = _hist[r.id]
+  if not h then h = {}; _hist[r.id] = h end
+  h[#h + 1] = cmsgpack.pack({ver, now_ms(), name, details or {}})
   return ver
 end
 
-local function count(ftype, state, delta)
-  redis.call('HINCRBY', T .. 'c:' .. ftype, state, delta)
+local function get_payload(r)
+  if r.pb then return redis.call('GET', T .. 'b:' .. r.id) or '' end
+  return r.payload or ''
 end
 
-local _woken = {}
-local function wake(ftype, state)
-  _woken[T .. 'x:' .. ftype .. ':' .. state] = true
+local function payload_len(r)
+  if r.pb then return redis.call('STRLEN', T .. 'b:' .. r.id) end
+  return #(r.payload or '')
 end
 
--- Push one wake token per (type, state) made due during this call; LTRIM keeps lists short
--- because a token only means "look again", and a claim that leaves work behind re-wakes.
-local function flush_wakes()
-  for key, _ in pairs(_woken) do
-    redis.call('LPUSH', key, '1')
-    redis.call('LTRIM', key, 0, WAKE_CAP - 1)
+local function set_payload(r, data)
+  if #data > INLINE_MAX then
+    redis.call('SET', T .. 'b:' .. r.id, data)
+    set(r, 'pb', 1, 'payload', false)
+  else
+    if r.pb then redis.call('DEL', T .. 'b:' .. r.id) end
+    set(r, 'pb', false, 'payload', data ~= '' and data)
   end
-  _woken = {}
 end
 
 -- Put a Flow at rest in `state`: due at `due` (ms) or parked when due is nil.
 local function rest(r, state, due)
-  local prio = r.prio or '0'
-  r.state = state
   if due then
-    redis.call('HSET', kf(r.id), 'state', state, 'due', due)
-    redis.call('ZADD', kdue(r.type, state, prio), due, r.id)
+    set(r, 'state', state, 'due', due)
+    zset(kdue(r.type, state, r.prio or '0'), r.id, due)
     -- Future due times wake idle workers too: they re-claim and shorten their block to it.
     wake(r.type, state)
   else
-    redis.call('HSET', kf(r.id), 'state', state)
-    redis.call('HDEL', kf(r.id), 'due')
+    set(r, 'state', state, 'due', false)
   end
-  redis.call('SADD', T .. 's:' .. r.type, state)
+  sset(T .. 's:' .. r.type, state, true)
   count(r.type, state, 1)
 end
 
 -- Take a Flow out of wherever it is now (due set, lease, parked) and out of its count.
 local function unrest(r)
   if r.state == 'running' then
-    redis.call('ZREM', T .. 'l:' .. r.type, r.id)
-    if r.owner then redis.call('SREM', T .. 'w:' .. r.owner, r.id) end
-    redis.call('HDEL', kf(r.id), 'owner', 'token', 'deadline', 'run_state')
+    zset(T .. 'l:' .. r.type, r.id, false)
+    if r.owner then sset(T .. 'w:' .. r.owner, r.id, false) end
+    set(r, 'owner', false, 'token', false, 'deadline', false, 'run_state', false)
   elseif not TERMINAL[r.state] then
-    redis.call('ZREM', kdue(r.type, r.state, r.prio or '0'), r.id)
+    zset(kdue(r.type, r.state, r.prio or '0'), r.id, false)
   end
   count(r.type, r.state, -1)
 end
@@ -151,7 +284,7 @@ local function each_leased(first, width, replay, fn)
     if st == 'live' then st = fn(r, a) end
     out[#out + 1] = st
   end
-  flush_wakes()
+  flush()
   return out
 end
 
@@ -180,10 +313,10 @@ end
 
 -- Apply a resolved children group to its parked parent: wake it into wait_state, or fail it.
 local function settle_group(p)
-  redis.call('HDEL', kf(p.id), 'grp_open', 'grp_parked')
+  set(p, 'grp_open', false, 'grp_parked', false)
   if p.grp_res == 'ok' then
     unrest(p)
-    redis.call('HSET', kf(p.id), 'attempt', 1)
+    set(p, 'attempt', 1)
     rest(p, p.grp_state, now_ms())
     event(p, 'children_resolved', {result = 'ok', to = p.grp_state})
   else
@@ -204,9 +337,10 @@ local function child_done(parent_id, child_id, status)
   local p = load(parent_id)
   if not p or TERMINAL[p.state] or not p.grp_open or (p.grp_res or '') ~= '' then return end
   if p.grp_name ~= kgroup then return end
-  local done = redis.call('HINCRBY', kf(parent_id), 'grp_done', 1)
+  local done = tonumber(p.grp_done or '0') + 1
   local ok = tonumber(p.grp_ok or '0')
-  if status == 'completed' then ok = redis.call('HINCRBY', kf(parent_id), 'grp_ok', 1) end
+  if status == 'completed' then ok = ok + 1 end
+  set(p, 'grp_done', done, 'grp_ok', ok)
   local n = tonumber(p.grp_n)
   local res = ''
   if p.grp_wait == 'any' then
@@ -217,12 +351,8 @@ local function child_done(parent_id, child_id, status)
     elseif done >= n then res = 'ok' end
   end
   if res == '' then return end
-  p.grp_res = res
-  redis.call('HSET', kf(parent_id), 'grp_res', res)
-  if res == 'failed' then
-    p.grp_err = 'child ' .. child_id .. ' ' .. status
-    redis.call('HSET', kf(parent_id), 'grp_err', p.grp_err)
-  end
+  set(p, 'grp_res', res)
+  if res == 'failed' then set(p, 'grp_err', 'child ' .. child_id .. ' ' .. status) end
   -- A parent still running its handler learns the result when its outcome arrives.
   if p.grp_parked then settle_group(p) end
 end
@@ -243,12 +373,11 @@ end
 finish = function(r, status, kind, details, extra, ev)
   unrest(r)
   local now = now_ms()
-  local fields = {'lo', kind, 'until', now + cfg('retention_ms', 604800000)}
-  for _, v in ipairs(extra or {}) do fields[#fields + 1] = v end
-  redis.call('HSET', kf(r.id), unpack(fields))
+  set(r, 'lo', kind, 'until', now + cfg('retention_ms', 604800000))
+  if extra then set(r, unpack(extra)) end
   rest(r, status, nil)
-  redis.call('ZADD', T .. 't:' .. r.type .. ':' .. status, now, r.id)
-  redis.call('SADD', T .. 'types', r.type)
+  zset(T .. 't:' .. r.type .. ':' .. status, r.id, now)
+  sset(T .. 'types', r.type, true)
   local ver = event(r, ev or status, details)
   parent_hook(r, status)
   return ver
@@ -279,7 +408,7 @@ end
 local function release(r, cause)
   local state = r.run_state
   unrest(r)
-  redis.call('HSET', kf(r.id), 'lo', 'released')
+  set(r, 'lo', 'released')
   rest(r, state, now_ms())
   return event(r, 'lease_released', {cause = cause})
 end
@@ -287,9 +416,14 @@ end
 local DEFAULT_POLICY = {max_retries = 3, backoff = 'exponential', base_ms = 1000,
                         max_ms = 30000, jitter_pct = 20, exhausted_to = 'failed', max_crashes = 3}
 
+local _policies = {}
 local function policy(ftype, state)
+  local cache_key = ftype .. '\0' .. state
+  local pol = _policies[cache_key]
+  if pol then return pol end
   local pk = T .. 'p:' .. ftype
   local raw = redis.call('HGET', pk, state) or redis.call('HGET', pk, '*')
-  if not raw then return DEFAULT_POLICY end
-  return cjson.decode(raw)
+  pol = raw and cjson.decode(raw) or DEFAULT_POLICY
+  _policies[cache_key] = pol
+  return pol
 end

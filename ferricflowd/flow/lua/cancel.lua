@@ -28,5 +28,5 @@ for i = 0, n - 1 do
   end
   out[#out + 1] = st
 end
-flush_wakes()
+flush()
 return out

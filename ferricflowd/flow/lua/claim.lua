@@ -26,6 +26,7 @@ local nv = tonumber(ARGV[9 + ns])
 for i = 1, nv do names[i] = ARGV[9 + ns + i] end
 local min_prio = tonumber(ARGV[10 + ns + nv] or '0') or 0
 local lk = T .. 'l:' .. ftype
+local wk = T .. 'w:' .. worker
 
 -- Expired leases first: a crashed holder's work should not wait behind fresh work.
 local expired = redis.call('ZRANGEBYSCORE', lk, '-inf', now, 'LIMIT', 0, math.max(1, math.floor(limit / 4)))
@@ -33,6 +34,7 @@ for _, id in ipairs(expired) do
   local r = load(id)
   if r and r.state == 'running' then release(r, 'expired') end
 end
+if #expired > 0 then flush() end  -- the released Flows are due now: pick them below
 
 local picked = {}
 for prio = 2, min_prio, -1 do
@@ -48,26 +50,26 @@ for prio = 2, min_prio, -1 do
 end
 
 local out = {now, -1, 0}
+local deadline = now + lease_ms
 for _, c in ipairs(picked) do
   local id, st = c[1], c[3]
-  redis.call('ZREM', kdue(ftype, st, c[4]), id)
+  zset(kdue(ftype, st, c[4]), id, false)
   local r = load(id)
   if r and r.state == st then
     count(ftype, st, -1)
     count(ftype, 'running', 1)
-    local fence = tonumber(r.fence) + 1
+    local fence = tonumber(r.fence or '0') + 1
     local token = worker .. ':' .. now .. ':' .. fence
-    local deadline = now + lease_ms
-    redis.call('HSET', kf(id), 'state', 'running', 'run_state', st, 'fence', fence,
-               'owner', worker, 'token', token, 'deadline', deadline, 'lo', '')
-    redis.call('HDEL', kf(id), 'due')
-    redis.call('ZADD', lk, deadline, id)
-    redis.call('SADD', T .. 'w:' .. worker, id)
+    set(r, 'state', 'running', 'run_state', st, 'fence', fence, 'owner', worker,
+        'token', token, 'deadline', deadline, 'lo', false, 'due', false)
+    zset(lk, id, deadline)
+    sset(wk, id, true)
     event(r, 'claimed', {worker = worker, fencing = fence, attempt = tonumber(r.attempt)})
-    local big, payload = {}, r.payload or ''
-    if payload_cap > 0 and #payload > payload_cap then
+    local big, payload = {}, ''
+    if payload_cap > 0 and payload_len(r) > payload_cap then
       big[#big + 1] = ''
-      payload = ''
+    else
+      payload = get_payload(r)
     end
     local vals = {}
     if #names > 0 then
@@ -90,6 +92,7 @@ for _, c in ipairs(picked) do
                      crashes, suspect}
   end
 end
+flush()  -- the picked Flows leave their due sets before the look below
 
 -- Look for due work left behind (wake another worker) or the next due time (block until it).
 local next_due = nil
@@ -113,5 +116,5 @@ if #lease_first > 0 then
   if not next_due or score < next_due then next_due = score end
 end
 if next_due then out[2] = next_due end
-flush_wakes()
+flush()
 return out

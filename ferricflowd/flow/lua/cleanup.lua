@@ -14,11 +14,12 @@ for _, ftype in ipairs(redis.call('SMEMBERS', T .. 'types')) do
     local tk = T .. 't:' .. ftype .. ':' .. status
     local ids = redis.call('ZRANGEBYSCORE', tk, '-inf', cutoff, 'LIMIT', 0, limit)
     for _, id in ipairs(ids) do
-      redis.call('DEL', kf(id), T .. 'h:' .. id, T .. 'v:' .. id, T .. 'k:' .. id)
-      redis.call('ZREM', tk, id)
+      redis.call('DEL', kf(id), T .. 'b:' .. id, T .. 'h:' .. id, T .. 'v:' .. id, T .. 'k:' .. id)
       count(ftype, status, -1)
       deleted = deleted + 1
     end
+    if #ids > 0 then send('ZREM', tk, ids) end
   end
 end
+flush()
 return deleted

@@ -18,32 +18,29 @@ local out = {}
 for i = 0, n - 1 do
   local a = 3 + i * 14
   local id, ftype, state, digest = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 10]
-  local existing = redis.call('HGET', kf(id), 'digest')
+  local existing = load(id)
   if existing then
     if ARGV[a + 9] ~= '1' then out[#out + 1] = 'ERR flow already exists'
-    elseif existing == digest then out[#out + 1] = 'dup'
+    elseif existing.digest == digest then out[#out + 1] = 'dup'
     else out[#out + 1] = 'ERR flow idempotency conflict' end
   elseif state == 'running' or TERMINAL[state] then
     out[#out + 1] = 'ERR flow wrong state'
   else
-    local fields = {'id', id, 'type', ftype, 'payload', ARGV[a + 3], 'prio', ARGV[a + 4],
-                    'attempt', 1, 'attempts', 0, 'fence', 0, 'ver', 0, 'digest', digest,
-                    'created', now, 'crashes', 0}
-    local optional = {parent = ARGV[a + 6], pp = ARGV[a + 7], pkey = ARGV[a + 8],
-                      root = ARGV[a + 11], corr = ARGV[a + 12]}
-    for name, v in pairs(optional) do
-      if v ~= '' then fields[#fields + 1] = name; fields[#fields + 1] = v end
-    end
-    redis.call('HSET', kf(id), unpack(fields))
+    local r = new_record(id)
+    -- Zero counters and empty options are left out: readers default them.
+    set(r, 'type', ftype, 'prio', ARGV[a + 4], 'attempt', 1, 'created', now,
+        'parent', ARGV[a + 6] ~= '' and ARGV[a + 6], 'pp', ARGV[a + 7] ~= '' and ARGV[a + 7],
+        'pkey', ARGV[a + 8] ~= '' and ARGV[a + 8], 'root', ARGV[a + 11] ~= '' and ARGV[a + 11],
+        'corr', ARGV[a + 12] ~= '' and ARGV[a + 12], 'digest', digest)
+    set_payload(r, ARGV[a + 3])
     put_values(id, ARGV[a + 13], true)
-    local r = {id = id, type = ftype, prio = ARGV[a + 4], ver = '0'}
     local due = now
     if ARGV[a + 5] ~= '' then due = tonumber(ARGV[a + 5]) end
     rest(r, state, due)
-    redis.call('SADD', T .. 'types', ftype)
+    sset(T .. 'types', ftype, true)
     event(r, 'created', {state = state, due = due})
     out[#out + 1] = 'ok'
   end
 end
-flush_wakes()
+flush()
 return out

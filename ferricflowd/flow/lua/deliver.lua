@@ -26,5 +26,5 @@ for i = 0, n - 1 do
     applied = applied + 1
   end
 end
-flush_wakes()
+flush()
 return applied

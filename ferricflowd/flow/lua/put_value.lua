@@ -21,4 +21,5 @@ local names = {}
 for name, _ in pairs(cmsgpack.unpack(ARGV[3])) do names[#names + 1] = name end
 table.sort(names)
 event(r, 'values_put', {names = table.concat(names, ',')})
+flush()
 return 'ok'

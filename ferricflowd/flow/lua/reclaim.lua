@@ -25,7 +25,8 @@ else
   for _, id in ipairs(redis.call('SMEMBERS', wk)) do
     local r = load(id)
     if r and r.state == 'running' and r.owner == subject then
-      local crashes = redis.call('HINCRBY', kf(id), 'crashes', 1)
+      local crashes = tonumber(r.crashes or '0') + 1
+      set(r, 'crashes', crashes)
       local max = tonumber(policy(r.type, r.run_state).max_crashes or 3)
       if max > 0 and crashes >= max then
         local err = 'crashed worker ' .. crashes .. ' times (' .. cause .. ')'
@@ -40,5 +41,5 @@ else
   end
   redis.call('DEL', wk)
 end
-flush_wakes()
+flush()
 return {released, failed}

@@ -39,7 +39,7 @@ return each_leased(3, 5, 'retry', function(r, a)
     unrest(r)
     local due = now + backoff_ms(pol, id, attempt - 1)
     if ARGV[a + 4] ~= '' then due = tonumber(ARGV[a + 4]) end
-    redis.call('HSET', kf(id), 'attempt', attempt, 'attempts', total, 'error', err, 'lo', 'retry')
+    set(r, 'attempt', attempt, 'attempts', total, 'error', err, 'lo', 'retry')
     rest(r, state, due)
     event(r, 'retry', {decision = 'scheduled', error = err, attempt = attempt, due = due})
     return 'scheduled'
@@ -51,7 +51,7 @@ return each_leased(3, 5, 'retry', function(r, a)
     cascade_cancel(r, 'parent ' .. to)
   else
     unrest(r)
-    redis.call('HSET', kf(id), 'attempt', 1, 'attempts', total, 'error', err, 'lo', 'retry')
+    set(r, 'attempt', 1, 'attempts', total, 'error', err, 'lo', 'retry')
     rest(r, to, now)
     event(r, 'retry', details)
   end

@@ -30,7 +30,7 @@ if nstates > 0 then
 end
 local err = put_values(id, ARGV[4], true)
 if err then return redis.error_reply(err) end
-if key ~= '' then redis.call('HSET', kf(id), 'si:' .. key, digest) end
+if key ~= '' then set(r, 'si:' .. key, digest) end
 if to == '' then
   event(r, 'signaled', {name = name})
 else
@@ -38,12 +38,10 @@ else
   unrest(r)
   local due = now
   if ARGV[6] ~= '' then due = tonumber(ARGV[6]) end
-  local fields = {'lo', 'signal'}
-  if to ~= from then fields = {'lo', 'signal', 'attempt', 1} end
-  redis.call('HSET', kf(id), unpack(fields))
-  redis.call('HDEL', kf(id), 'grp_parked')
+  set(r, 'lo', 'signal', 'grp_parked', false)
+  if to ~= from then set(r, 'attempt', 1) end
   rest(r, to, due)
   event(r, 'signaled', {name = name, from = from, to = to})
 end
-flush_wakes()
+flush()
 return 'ok'

@@ -29,13 +29,10 @@ if p.grp_open and (p.grp_res or '') == '' then return redis.error_reply('ERR flo
 for i = 0, n - 1 do
   local a = 12 + i * 9
   if ARGV[a + 5] == part then
-    local owner = redis.call('HGET', kf(ARGV[a]), 'parent')
-    if redis.call('EXISTS', kf(ARGV[a])) == 1 and owner ~= pid then
-      return redis.error_reply('ERR flow already exists')
-    end
+    local c = load(ARGV[a])
+    if c and c.parent ~= pid then return redis.error_reply('ERR flow already exists') end
   end
 end
-
 local out = {'ok'}
 local kk = T .. 'k:' .. pid
 local root = p.root or pid
@@ -45,33 +42,27 @@ for i = 0, n - 1 do
   redis.call('HSET', kk, cid, 'pending|' .. cpart .. '|' .. group)
   if cpart ~= part then
     out[#out + 1] = 'remote'
-  elseif redis.call('EXISTS', kf(cid)) == 1 then
+  elseif load(cid) then
     out[#out + 1] = 'exists'
   else
-    local fields = {'id', cid, 'type', ARGV[a + 1], 'payload', ARGV[a + 3], 'prio', ARGV[a + 4],
-                    'attempt', 1, 'attempts', 0, 'fence', 0, 'ver', 0, 'digest', ARGV[a + 8],
-                    'created', now, 'crashes', 0, 'parent', pid, 'pp', part, 'root', root}
+    local c = new_record(cid)
     -- A child without its own key is addressed with its parent's routing key.
     local ckey = ARGV[a + 6]
     if ckey == '' then ckey = p.pkey or pid end
-    fields[#fields + 1] = 'pkey'; fields[#fields + 1] = ckey
-    if p.corr then fields[#fields + 1] = 'corr'; fields[#fields + 1] = p.corr end
-    redis.call('HSET', kf(cid), unpack(fields))
+    set(c, 'type', ARGV[a + 1], 'prio', ARGV[a + 4], 'attempt', 1, 'created', now,
+        'digest', ARGV[a + 8], 'parent', pid, 'pp', part, 'root', root, 'pkey', ckey,
+        'corr', p.corr or false)
+    set_payload(c, ARGV[a + 3])
     put_values(cid, ARGV[a + 7], true)
-    local c = {id = cid, type = ARGV[a + 1], prio = ARGV[a + 4], ver = '0'}
     rest(c, ARGV[a + 2], now)
-    redis.call('SADD', T .. 'types', ARGV[a + 1])
+    sset(T .. 'types', ARGV[a + 1], true)
     event(c, 'created', {state = ARGV[a + 2], parent = pid})
     out[#out + 1] = 'ok'
   end
 end
-redis.call('HSET', kf(pid), 'grp_open', 1, 'grp_name', group, 'grp_state', ARGV[6],
-           'grp_wait', ARGV[7], 'grp_fail', ARGV[8], 'grp_n', n, 'grp_done', 0, 'grp_ok', 0,
-           'grp_res', '', 'grp_digest', digest)
-redis.call('HDEL', kf(pid), 'grp_err', 'grp_parked')
+set(p, 'grp_open', 1, 'grp_name', group, 'grp_state', ARGV[6], 'grp_wait', ARGV[7],
+    'grp_fail', ARGV[8], 'grp_n', n, 'grp_done', 0, 'grp_ok', 0, 'grp_res', n == 0 and 'ok' or '',
+    'grp_digest', digest, 'grp_err', false, 'grp_parked', false)
 event(p, 'children_spawned', {group = group, n = n, wait = ARGV[7], wait_state = ARGV[6]})
-if n == 0 then
-  redis.call('HSET', kf(pid), 'grp_res', 'ok')
-end
-flush_wakes()
+flush()
 return out

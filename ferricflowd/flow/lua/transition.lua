@@ -20,15 +20,13 @@ return each_leased(3, 8, function(a) return 'transition:' .. ARGV[a + 3] end, fu
   if err then return err end
   local from = r.run_state
   unrest(r)
-  local fields = {'lo', 'transition:' .. to}
-  if to ~= from then fields[#fields + 1] = 'attempt'; fields[#fields + 1] = 1 end
-  if ARGV[a + 4] ~= '' then fields[#fields + 1] = 'payload'; fields[#fields + 1] = string.sub(ARGV[a + 4], 2) end
-  if ARGV[a + 7] ~= '' then r.prio = ARGV[a + 7]; fields[#fields + 1] = 'prio'; fields[#fields + 1] = r.prio end
-  local pending = r.grp_open and (r.grp_res or '') == ''
-  redis.call('HSET', kf(id), unpack(fields))
-  if pending then
+  set(r, 'lo', 'transition:' .. to)
+  if to ~= from then set(r, 'attempt', 1) end
+  if ARGV[a + 4] ~= '' then set_payload(r, string.sub(ARGV[a + 4], 2)) end
+  if ARGV[a + 7] ~= '' then set(r, 'prio', ARGV[a + 7]) end
+  if r.grp_open and (r.grp_res or '') == '' then
     -- Park: the last child to finish wakes the parent into the group's wait_state.
-    redis.call('HSET', kf(id), 'grp_parked', 1)
+    set(r, 'grp_parked', 1)
     rest(r, to, nil)
     event(r, 'transitioned', {from = from, to = to, parked = 1})
   else
