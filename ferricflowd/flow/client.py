@@ -300,17 +300,19 @@ class FlowClient:
         return [r if isinstance(r, FlowError) else r == b"ok" for r in replies]
 
     def _batched(self, items: Sequence[tuple[int, str, list[Any], str]],
-                 head: Sequence[Any] = ()) -> list[Any]:
+                 head: Sequence[Any] | Mapping[str, Sequence[Any]] = ()) -> list[Any]:
         """Send per-item commands grouped by (partition, script): one script call per group,
         all in one pipeline. An item is (partition, script, its ARGV fields, flow id); a call's
-        ARGV is now_ms override, *head, n, then its items' fields. Returns each item's reply,
-        or its typed FlowError as a value (one bad item never sinks the batch)."""
+        ARGV is now_ms override, *head (or head[script] for a mapping), n, then its items'
+        fields. Returns each item's reply, or its typed FlowError as a value (one bad item
+        never sinks the batch)."""
         groups: dict[tuple[int, str], list[int]] = defaultdict(list)
         for i, (partition, script, _, _) in enumerate(items):
             groups[(partition, script)].append(i)
         calls = []
         for (partition, script), idx in groups.items():
-            args: list[Any] = ["", *head, len(idx)]
+            fixed = head.get(script, ()) if isinstance(head, Mapping) else head
+            args: list[Any] = ["", *fixed, len(idx)]
             for i in idx:
                 args.extend(items[i][2])
             calls.append(Call(script, self.keys.prefix(partition), args))
@@ -385,9 +387,9 @@ class FlowClient:
             for p in parts:
                 if len(jobs) >= limit:
                     return ClaimResult(jobs, next_due, True, now)
-                args = ["", type, worker, lease_ms, limit - len(jobs), payload_cap,
-                        value_max_bytes or 0, len(states), *states, len(claim_values),
-                        *claim_values, min_prio]
+                args = ["", type, limit - len(jobs), min_prio,
+                        *_lease_args(worker, lease_ms, states, claim_values, payload_cap,
+                                     value_max_bytes)]
                 reply = _raise_item(self._call("claim", p, args), None)
                 now = int(reply[0])
                 if int(reply[1]) >= 0:
@@ -456,15 +458,27 @@ class FlowClient:
 
     # -- outcomes -----------------------------------------------------------------------------
 
-    def apply_outcomes(self, items: Sequence[tuple[Job, Outcome]]) -> list[Any]:
+    def apply_outcomes(self, items: Sequence[tuple[Job, Outcome]],
+                       keep: KeepLease | None = None) -> list[Any]:
         """Send outcomes as one pipeline: one script call per (partition, kind).
 
         Returns per item the reply (b'ok', b'replay', b'scheduled', b'exhausted') or the
-        typed FlowError (e.g. StaleLease) as a value."""
+        typed FlowError (e.g. StaleLease) as a value. With `keep`, a transition to one of
+        its states that is due at once stays with keep.worker: its reply is then the Job
+        of the next state, already leased (one store call instead of a transition and a
+        claim; the worker runs it next, as a sticky queue does)."""
         for _, outcome in items:  # before anything is sent: nothing of the batch is written
             self.check_outcome(outcome)
-        return self._batched([(job.partition, _kind(outcome), _outcome_args(job, outcome), job.id)
-                              for job, outcome in items])
+        head = _NO_KEEP if keep is None else _lease_args(
+            keep.worker, keep.lease_ms, keep.states, keep.claim_values, keep.payload_cap,
+            keep.value_max_bytes)
+        replies = self._batched([(job.partition, _kind(outcome), _outcome_args(job, outcome),
+                                  job.id) for job, outcome in items], {"transition": head})
+        for i, reply in enumerate(replies):
+            if isinstance(reply, list):
+                job = items[i][0]
+                replies[i] = self._job(job.type, job.partition, reply)
+        return replies
 
     def check_outcome(self, outcome: Outcome) -> None:
         """InvalidArgument when an outcome is over the payload/value limits (or no outcome)."""
@@ -818,6 +832,29 @@ def _kind(outcome: Outcome) -> str:
     if isinstance(outcome, Fail):
         return "fail"
     raise TypeError(f"not an outcome: {outcome!r}")
+
+
+@dataclass(frozen=True)
+class KeepLease:
+    """For apply_outcomes: the worker that keeps Flows moving into `states`, and its lease
+    terms (those of FlowClient.claim)."""
+
+    worker: str
+    states: Sequence[str]
+    lease_ms: int
+    claim_values: Sequence[str] = ()
+    payload_cap: int = 64 << 10
+    value_max_bytes: int | None = None
+
+
+def _lease_args(worker: str, lease_ms: int, states: Sequence[str], claim_values: Sequence[str],
+                payload_cap: int, value_max_bytes: int | None) -> list[Any]:
+    """A lease request as claim.lua and transition.lua read it (lease_spec in _lib.lua)."""
+    return [worker, lease_ms, payload_cap, value_max_bytes or 0, len(states), *states,
+            len(claim_values), *claim_values]
+
+
+_NO_KEEP = _lease_args("", 0, (), (), 0, None)
 
 
 def _outcome_args(job: Job, o: Outcome) -> list[Any]:

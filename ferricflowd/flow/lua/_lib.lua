@@ -266,6 +266,10 @@ local function check_lease(r, token, fence, replay)
   if not r then return 'ERR flow not found' end
   if r.state == 'running' and r.token == token and r.fence == fence then return 'live' end
   if r.state ~= 'running' and r.fence == fence and r.lo == replay then return 'replay' end
+  -- The reply to a transition was lost after the same call leased the next state on.
+  if r.state == 'running' and r.lo == replay and r.fence == tostring((tonumber(fence) or -2) + 1) then
+    return 'replay'
+  end
   return 'ERR stale flow lease'
 end
 
@@ -427,3 +431,60 @@ local function policy(ftype, state)
   _policies[cache_key] = pol
   return pol
 end
+
+-- A lease request, read from ARGV at index i: worker id ('' = none), lease_ms, payload_cap
+-- (bytes, 0 = no cap), value_max_bytes (0 = no cap), n_states, states..., n_values, names....
+-- Returns the spec and the index after it.
+local function lease_spec(i)
+  local spec = {worker = ARGV[i], ms = tonumber(ARGV[i + 1]), payload_cap = tonumber(ARGV[i + 2]),
+                value_cap = tonumber(ARGV[i + 3]), states = {}, handles = {}, names = {}}
+  local ns = tonumber(ARGV[i + 4])
+  for j = 1, ns do
+    spec.states[j] = ARGV[i + 4 + j]
+    spec.handles[ARGV[i + 4 + j]] = true
+  end
+  local nv = tonumber(ARGV[i + 5 + ns])
+  for j = 1, nv do spec.names[j] = ARGV[i + 5 + ns + j] end
+  return spec, i + 6 + ns + nv
+end
+
+-- Lease a Flow that is out of every set (its count already moved) to spec.worker in `st`.
+-- Returns the claim reply item: {id, state, payload, attempt, fencing, lease_token,
+-- deadline_ms, priority, parent_id, attempts_total, big, values, crash_count, suspect}.
+local function grant(r, st, spec)
+  local now = now_ms()
+  local id, worker = r.id, spec.worker
+  count(r.type, 'running', 1)
+  local fence = tonumber(r.fence or '0') + 1
+  local token = worker .. ':' .. now .. ':' .. fence
+  local deadline = now + spec.ms
+  set(r, 'state', 'running', 'run_state', st, 'fence', fence, 'owner', worker,
+      'token', token, 'deadline', deadline, 'lo', false, 'due', false)
+  zset(T .. 'l:' .. r.type, id, deadline)
+  sset(T .. 'w:' .. worker, id, true)
+  event(r, 'claimed', {worker = worker, fencing = fence, attempt = tonumber(r.attempt)})
+  local big, payload = {}, get_payload(r)
+  if spec.payload_cap > 0 and #payload > spec.payload_cap then
+    big[#big + 1] = ''
+    payload = ''
+  end
+  local vals = {}
+  if #spec.names > 0 then
+    local got = redis.call('HMGET', T .. 'v:' .. id, unpack(spec.names))
+    for j, name in ipairs(spec.names) do
+      local data = got[j]
+      if data then
+        if spec.value_cap > 0 and #data > spec.value_cap then big[#big + 1] = name
+        else vals[#vals + 1] = name; vals[#vals + 1] = data end
+      end
+    end
+  end
+  local crashes, suspect = tonumber(r.crashes or '0'), 0
+  if crashes > 0 then
+    local max = tonumber(policy(r.type, st).max_crashes or 3)
+    if max > 1 and crashes >= math.max(1, max - 1) then suspect = 1 end
+  end
+  return {id, st, payload, tonumber(r.attempt), fence, token, deadline, tonumber(r.prio or '0'),
+          r.parent or '', tonumber(r.attempts or '0'), big, vals, crashes, suspect}
+end
+

@@ -1,9 +1,9 @@
 --[[ claim: lease up to `limit` due Flows of one type in any of the given states.
 
 KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
-ARGV     now_ms override ('' = TIME), type, worker id, lease_ms, limit, payload_cap (bytes,
-         0 = no cap), value_max_bytes (0 = no cap), n_states, states..., n_values, names...,
-         min_priority (optional, default 0: only claim priorities >= it)
+ARGV     now_ms override ('' = TIME), type, limit, min_priority (only claim priorities >= it),
+         then the lease request: worker id, lease_ms, payload_cap (bytes, 0 = no cap),
+         value_max_bytes (0 = no cap), n_states, states..., n_values, names...
 Reply    {now_ms, next_due_ms (-1: nothing scheduled), more (1: due work was left behind),
           item...} where item = {id, state, payload, attempt, fencing, lease_token,
           deadline_ms, priority, parent_id, attempts_total, big (names of the payload/values
@@ -15,18 +15,10 @@ Events   lease_released (cause expired), claimed
 ]]
 
 local now = now_ms(ARGV[1])
-local ftype, worker = ARGV[2], ARGV[3]
-local lease_ms, limit = tonumber(ARGV[4]), tonumber(ARGV[5])
-local payload_cap, value_cap = tonumber(ARGV[6]), tonumber(ARGV[7])
-local ns = tonumber(ARGV[8])
-local states = {}
-for i = 1, ns do states[i] = ARGV[8 + i] end
-local names = {}
-local nv = tonumber(ARGV[9 + ns])
-for i = 1, nv do names[i] = ARGV[9 + ns + i] end
-local min_prio = tonumber(ARGV[10 + ns + nv] or '0') or 0
+local ftype, limit, min_prio = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local spec = lease_spec(5)
+local states = spec.states
 local lk = T .. 'l:' .. ftype
-local wk = T .. 'w:' .. worker
 
 -- Expired leases first: a crashed holder's work should not wait behind fresh work.
 local expired = redis.call('ZRANGEBYSCORE', lk, '-inf', now, 'LIMIT', 0, math.max(1, math.floor(limit / 4)))
@@ -50,46 +42,13 @@ for prio = 2, min_prio, -1 do
 end
 
 local out = {now, -1, 0}
-local deadline = now + lease_ms
 for _, c in ipairs(picked) do
   local id, st = c[1], c[3]
   zset(kdue(ftype, st, c[4]), id, false)
   local r = load(id)
   if r and r.state == st then
     count(ftype, st, -1)
-    count(ftype, 'running', 1)
-    local fence = tonumber(r.fence or '0') + 1
-    local token = worker .. ':' .. now .. ':' .. fence
-    set(r, 'state', 'running', 'run_state', st, 'fence', fence, 'owner', worker,
-        'token', token, 'deadline', deadline, 'lo', false, 'due', false)
-    zset(lk, id, deadline)
-    sset(wk, id, true)
-    event(r, 'claimed', {worker = worker, fencing = fence, attempt = tonumber(r.attempt)})
-    local big, payload = {}, ''
-    if payload_cap > 0 and payload_len(r) > payload_cap then
-      big[#big + 1] = ''
-    else
-      payload = get_payload(r)
-    end
-    local vals = {}
-    if #names > 0 then
-      local got = redis.call('HMGET', T .. 'v:' .. id, unpack(names))
-      for j, name in ipairs(names) do
-        local data = got[j]
-        if data then
-          if value_cap > 0 and #data > value_cap then big[#big + 1] = name
-          else vals[#vals + 1] = name; vals[#vals + 1] = data end
-        end
-      end
-    end
-    local crashes, suspect = tonumber(r.crashes or '0'), 0
-    if crashes > 0 then
-      local max = tonumber(policy(ftype, st).max_crashes or 3)
-      if max > 1 and crashes >= math.max(1, max - 1) then suspect = 1 end
-    end
-    out[#out + 1] = {id, st, payload, tonumber(r.attempt), fence, token, deadline,
-                     tonumber(r.prio or '0'), r.parent or '', tonumber(r.attempts or '0'), big, vals,
-                     crashes, suspect}
+    out[#out + 1] = grant(r, st, spec)
   end
 end
 flush()  -- the picked Flows leave their due sets before the look below

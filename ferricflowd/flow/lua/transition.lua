@@ -1,19 +1,25 @@
 --[[ transition: move running Flows to their next state (the batch form).
 
 KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
-ARGV     now_ms override ('' = TIME), n, then n items of 8: id, lease_token, fencing,
+ARGV     now_ms override ('' = TIME), a lease request as in claim.lua (worker '' = none),
+         n, then n items of 8: id, lease_token, fencing,
          to_state, payload ('' = keep, '=' .. bytes = set), values (msgpack map or ''), run_at_ms ('' = now),
          priority ('' = keep)
-Reply    array of n: 'ok', 'replay' (same transition again), 'ERR flow not found',
+Reply    array of n: 'ok', a claim item (claim.lua) when the Flow went on to a state the
+         lease request handles, 'replay' (same transition again), 'ERR flow not found',
          'ERR stale flow lease', 'ERR flow wrong state' (to a terminal state or 'running'),
          'ERR flow value ...'
-Events   transitioned. A parent with a pending children group rests parked in to_state; if
+Keep     A Flow that is due at once in a state of the lease request, with no children group
+         and no crash on record, is leased straight on to the requesting worker (as a sticky
+         queue does) instead of resting in its due set: one call, not a transition and a claim.
+Events   transitioned (then claimed when kept). A parent with a pending children group rests parked in to_state; if
          the group already resolved it wakes at once into the group's wait_state
          (children_resolved) or fails.
 ]]
 
 local now = now_ms(ARGV[1])
-return each_leased(3, 8, function(a) return 'transition:' .. ARGV[a + 3] end, function(r, a)
+local spec, first = lease_spec(2)
+return each_leased(first + 1, 8, function(a) return 'transition:' .. ARGV[a + 3] end, function(r, a)
   local id, to = r.id, ARGV[a + 3]
   if to == 'running' or TERMINAL[to] then return 'ERR flow wrong state' end
   local err = put_values(id, ARGV[a + 5], false)
@@ -32,6 +38,12 @@ return each_leased(3, 8, function(a) return 'transition:' .. ARGV[a + 3] end, fu
   else
     local due = now
     if ARGV[a + 6] ~= '' then due = tonumber(ARGV[a + 6]) end
+    if spec.handles[to] and due <= now and not r.grp_open and tonumber(r.crashes or '0') == 0 then
+      event(r, 'transitioned', {from = from, to = to, due = due})
+      local item = grant(r, to, spec)
+      set(r, 'lo', 'transition:' .. to)  -- a lost reply resent is still a replay
+      return item
+    end
     rest(r, to, due)
     event(r, 'transitioned', {from = from, to = to, due = due})
     -- The children finished while the handler was still running: settle now.
