@@ -1,14 +1,21 @@
 """Where ferricflowd's time goes in W1 (queue drain) or W4 (3-state workflow):
 
     python -m bench.profile_ff W1 [--n 20000] [--profile fast|durable] [--no-py-spy]
+                                  [--runner fallback|daemon] [--reps 3]
 
-Runs the workload once with the fallback runner (2 worker processes whose pids we know),
-samples both workers with py-spy (if installed), and reports:
+Runs the workload with 2 worker processes (the fallback runner's bench/ff_worker.py, or
+the daemon's worker processes with their metrics hooks), samples both workers with py-spy
+(if installed), and reports:
 
 - wall time and CPU seconds of redis-server and of each worker (who is the bottleneck);
+- worker CPU microseconds per job (or state step) in the steady part of the run (from 5 %
+  to the end of the work, start-up imports excluded): less noisy than the rate;
 - INFO commandstats: calls and server microseconds per command, per job;
 - py-spy: the hottest functions by self time and by inclusive time, and the split of
   samples between the claim loop, the handler threads and the outcome flusher.
+
+With --reps N the workload runs N times (fresh store each time) and the summary lines give
+the median of each number.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,97 +83,184 @@ def collapse(path: Path) -> tuple[Counter[str], Counter[str], Counter[str], int]
     return own, incl, roles, total
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.profile_ff")
-    ap.add_argument("workload", choices=["W1", "W4"])
-    ap.add_argument("--n", type=int, default=None)
-    ap.add_argument("--profile", default="fast", choices=["fast", "durable"])
-    ap.add_argument("--no-py-spy", action="store_true")
-    ap.add_argument("--out", type=Path, default=None, help="write the JSON report here")
-    ap.add_argument("--top", type=int, default=25)
-    ap.add_argument("--concurrency", type=int, default=None, help="handler threads/process")
-    ap.add_argument("--batch-size", type=int, default=None, help="claim batch size")
-    args = ap.parse_args(argv)
-    n = args.n or (20_000 if args.workload == "W1" else 5_000)
-    work = Path(tempfile.mkdtemp(prefix="ffprof-"))
-    spy = None if args.no_py_spy else (bin_path("py-spy") or shutil.which("py-spy"))
-    with BenchStore(args.profile, work / "redis") as store:
-        sysa = Adapter(runner="fallback")
-        sysa.setup(store, work / "logs")
-        kind = "noop" if args.workload == "W1" else "chain"
-        conc, batch = SETTINGS[kind]
-        SETTINGS[kind] = (args.concurrency or conc, args.batch_size or batch)
-        if kind == "noop":
-            for part in chunks(_items(n), BATCH):
-                sysa.enqueue_many("noop", part)
-        else:
-            for part in chunks([f"c{i}" for i in range(n)], BATCH):
-                sysa.enqueue_chains(part)
+def worker_pids(sysa: Adapter, workers: Any, runner: str) -> list[int]:
+    """The 2 processes that run handlers: the fallback's own, or the daemon's children."""
+    if runner == "fallback":
+        return list(workers.pids)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        kids = [p for p in sysa.handler_pids(workers) if p not in workers.pids]
+        if len(kids) >= 2:
+            return kids
+        time.sleep(0.01)
+    raise RuntimeError("the daemon did not start 2 worker processes")
+
+
+def start_spies(spy: str | None, pids: list[int], work: Path, rep: int) -> list[Any]:
+    spies = []
+    for pid in pids if spy else ():
+        out = work / f"pyspy-{rep}-{pid}.txt"
+        spies.append((out, subprocess.Popen(
+            [spy, "record", "-p", str(pid), "-f", "raw", "-o", str(out), "--nolineno",
+             "-r", "250", "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+    return spies
+
+
+def stop_spies(spies: list[Any]) -> None:
+    for _, proc in spies:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=10)
+
+
+def enqueue(sysa: Adapter, kind: str, n: int) -> None:
+    if kind == "noop":
+        for part in chunks(_items(n), BATCH):
+            sysa.enqueue_many("noop", part)
+    else:
+        for part in chunks([f"c{i}" for i in range(n)], BATCH):
+            sysa.enqueue_chains(part)
+
+
+class CpuWatch:
+    """Polls the done counter and the workers' CPU; keeps the CPU at 5 % of the work so
+    the steady CPU per job leaves out start-up (imports, connections, first claims)."""
+
+    def __init__(self, store: Any, pids: list[int], n: int) -> None:
+        self.store, self.pids, self.n = store, pids, n
+        self.last = {pid: 0.0 for pid in pids}
+        self.system = {pid: 0.0 for pid in pids}  # kernel share: syscalls, thread wake-ups
+        self.mark: tuple[int, float] | None = None
+
+    def read(self) -> int:
+        for pid in self.pids:  # remember CPU while the workers still live
+            try:
+                t = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            self.last[pid] = max(self.last[pid], t.user + t.system)
+            self.system[pid] = max(self.system[pid], t.system)
+        done = int(self.store.done())
+        if self.mark is None and done >= self.n // 20:
+            self.mark = (done, sum(self.last.values()))
+        return done
+
+    def steady_us_per_unit(self, units_per_job: int) -> float:
+        if self.mark is None or self.n <= self.mark[0]:
+            return float("nan")
+        cpu = sum(self.last.values()) - self.mark[1]
+        return 1e6 * cpu / ((self.n - self.mark[0]) * units_per_job)
+
+
+def run_once(args: argparse.Namespace, work: Path, rep: int, spy: str | None) -> dict[str, Any]:
+    n = args.n
+    kind = "noop" if args.workload == "W1" else "chain"
+    units = 1 if kind == "noop" else 3
+    with BenchStore(args.profile, work / f"redis-{rep}") as store:
+        sysa = Adapter(runner=args.runner)
+        sysa.setup(store, work / f"logs-{rep}")
+        enqueue(sysa, kind, n)
         r = store.r
         r.config_resetstat()
         redis_pid = int(r.info("server")["process_id"])
         redis_cpu0 = cpu_seconds(redis_pid)
         t0 = time.perf_counter()
         workers = sysa.start_workers(kind)
-        spies = []
-        if spy:
-            for pid in workers.pids:
-                out = work / f"pyspy-{pid}.txt"
-                spies.append((out, subprocess.Popen(
-                    [spy, "record", "-p", str(pid), "-f", "raw", "-o", str(out), "--nolineno",
-                     "-r", "250", "--nonblocking"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
-        cpu_last = {pid: 0.0 for pid in workers.pids}
-
-        def read_done() -> int:
-            for pid in workers.pids:  # remember CPU while the workers still live
-                cpu_last[pid] = max(cpu_last[pid], cpu_seconds(pid))
-            return store.done()
-
-        prog = wait_counter(read_done, n, timeout_s=600, t0=t0, interval_s=0.02,
+        pids = worker_pids(sysa, workers, args.runner)
+        spies = start_spies(spy, pids, work, rep)
+        watch = CpuWatch(store, pids, n)
+        prog = wait_counter(watch.read, n, timeout_s=600, t0=t0, interval_s=0.02,
                             what=f"{args.workload} done", alive=workers.alive)
         wall = prog.samples[-1][0]
         redis_cpu = cpu_seconds(redis_pid) - redis_cpu0
         stats = commandstats(r)
         workers.signal(signal.SIGTERM)
         workers.wait(15)
-        for _, proc in spies:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGINT)
-                proc.wait(timeout=10)
+        stop_spies(spies)
         workers.stop()
         sysa.teardown()
-    units = n if kind == "noop" else n * 3
-    report: dict[str, Any] = {
-        "workload": args.workload, "n": n, "profile": args.profile, "wall_s": wall,
-        "concurrency_batch": SETTINGS[kind],
-        "rate_per_s": n / wall, "steady_per_s": prog.steady_rate(n),
+    log(f"rep {rep + 1}: {n / wall:,.0f}/s, worker CPU {sum(watch.last.values()):.2f}s, "
+        f"steady {watch.steady_us_per_unit(units):.1f} us/unit")
+    return {
+        "wall_s": wall, "rate_per_s": n / wall, "steady_per_s": prog.steady_rate(n),
         "redis_cpu_s": redis_cpu, "redis_cpu_share_of_wall": redis_cpu / wall,
-        "worker_cpu_s": cpu_last, "cores": os.cpu_count(),
+        "worker_cpu_s": watch.last, "worker_cpu_total_s": sum(watch.last.values()),
+        "worker_system_cpu_s": sum(watch.system.values()),
+        "worker_steady_cpu_us_per_unit": watch.steady_us_per_unit(units),
+        "redis_cpu_us_per_unit": 1e6 * redis_cpu / (n * units),
         "commandstats_top": {
             k: {"calls": v["calls"], "usec": v["usec"], "usec_per_call": v["usec_per_call"],
-                "calls_per_job_step": v["calls"] / units, "usec_per_job_step": v["usec"] / units}
+                "calls_per_job_step": v["calls"] / (n * units),
+                "usec_per_job_step": v["usec"] / (n * units)}
             for k, v in sorted(stats.items(), key=lambda kv: -kv[1]["usec"])[:15]},
+        "spy_files": [str(out) for out, _ in spies],
     }
+
+
+def spy_report(files: list[str], top: int) -> dict[str, Any]:
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
     roles: Counter[str] = Counter()
     total = 0
-    for out, _ in spies:
-        o, i, ro, t = collapse(out)
+    for out in files:
+        o, i, ro, t = collapse(Path(out))
         own.update(o)
         incl.update(i)
         roles.update(ro)
         total += t
-    if total:
-        report["py_spy_samples"] = total
-        report["py_spy_roles_pct"] = {k: round(100 * v / total, 1) for k, v in roles.items()}
-        report["py_spy_self_pct"] = [(f, round(100 * c / total, 1))
-                                     for f, c in own.most_common(args.top)]
-        report["py_spy_inclusive_pct"] = [(f, round(100 * c / total, 1))
-                                          for f, c in incl.most_common(args.top * 2)]
+    if not total:
+        return {}
+    return {
+        "py_spy_samples": total,
+        "py_spy_roles_pct": {k: round(100 * v / total, 1) for k, v in roles.items()},
+        "py_spy_self_pct": [(f, round(100 * c / total, 1)) for f, c in own.most_common(top)],
+        "py_spy_inclusive_pct": [(f, round(100 * c / total, 1))
+                                 for f, c in incl.most_common(top * 2)],
+    }
+
+
+MEDIAN_KEYS = ("rate_per_s", "steady_per_s", "wall_s", "redis_cpu_s", "worker_cpu_total_s",
+               "worker_system_cpu_s", "worker_steady_cpu_us_per_unit", "redis_cpu_us_per_unit")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.profile_ff")
+    ap.add_argument("workload", choices=["W1", "W4"])
+    ap.add_argument("--n", type=int, default=None)
+    ap.add_argument("--profile", default="fast", choices=["fast", "durable"])
+    ap.add_argument("--runner", default="fallback", choices=["fallback", "daemon"],
+                    help="fallback: 2 x bench.ff_worker; daemon: one daemon, processes = 2")
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--no-py-spy", action="store_true")
+    ap.add_argument("--out", type=Path, default=None, help="write the JSON report here")
+    ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--concurrency", type=int, default=None, help="handler threads/process")
+    ap.add_argument("--batch-size", type=int, default=None, help="claim batch size")
+    args = ap.parse_args(argv)
+    args.n = args.n or (20_000 if args.workload == "W1" else 5_000)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="ffprof-"))
+    spy = None if args.no_py_spy else (bin_path("py-spy") or shutil.which("py-spy"))
+    kind = "noop" if args.workload == "W1" else "chain"
+    conc, batch = SETTINGS[kind]
+    SETTINGS[kind] = (args.concurrency or conc, args.batch_size or batch)
+    runs = [run_once(args, work, rep, spy) for rep in range(args.reps)]
+    report: dict[str, Any] = {
+        "workload": args.workload, "n": args.n, "profile": args.profile,
+        "runner": args.runner, "reps": args.reps, "concurrency_batch": SETTINGS[kind],
+        "cores": os.cpu_count(),
+        "median": {k: statistics.median(r[k] for r in runs) for k in MEDIAN_KEYS},
+        "each": {k: [round(r[k], 2) for r in runs] for k in MEDIAN_KEYS},
+        "last_run": runs[-1],
+    }
+    report.update(spy_report([f for r in runs for f in r["spy_files"]], args.top))
     text = json.dumps(report, indent=2, default=str)
     if args.out:
         args.out.write_text(text + "\n")

@@ -102,11 +102,8 @@ def _pack(values: Mapping[str, bytes]) -> bytes:
 def _digest(*parts: object) -> str:
     """What an idempotent repeat is compared by. 64 bits tell two requests for one id apart
     as well as 160 would, and every record keeps one, so it is kept short."""
-    h = hashlib.sha1()
-    for part in parts:
-        h.update(part if isinstance(part, bytes) else repr(part).encode())
-        h.update(b"\x00")
-    return h.hexdigest()[:16]
+    packed = msgpack.packb(parts, use_bin_type=True, default=repr)
+    return hashlib.blake2b(packed, digest_size=8).hexdigest()
 
 
 def _raise_item(reply: Any, flow_id: str | None) -> Any:

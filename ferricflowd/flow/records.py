@@ -70,7 +70,9 @@ class FlowRecord:
         return cls(
             id=flow_id, type=_s(raw, "type") or "", state=_s(raw, "state") or "",
             run_state=_s(raw, "run_state"), payload=raw.get(b"payload", b""),
-            result=raw.get(b"result", b"" if raw.get(b"state") == b"completed" else None), error=raw.get(b"error"),
+            # A completion without a result stores none; it reads back as b"".
+            result=raw.get(b"result", b"" if raw.get(b"state") == b"completed" else None),
+            error=raw.get(b"error"),
             attempt=_i(raw, "attempt", 1) or 1, attempts_total=_i(raw, "attempts") or 0,
             fencing_token=_i(raw, "fence") or 0, version=_i(raw, "ver") or 0,
             priority=_i(raw, "prio") or 0, next_run_at_ms=_i(raw, "due", None),

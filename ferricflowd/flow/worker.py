@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .client import FlowClient, check_state
+from .client import FlowClient, KeepLease, check_state
 from .errors import FerricflowdError, FlowError, StaleLease, StoreError
 from .outcomes import Complete, Fail, Outcome, Retry, Transition
 from .policy import ExceptionPolicy
@@ -37,6 +37,11 @@ log = logging.getLogger("ferricflowd.worker")
 
 Handler = Callable[[Job], Any]
 _STOP = object()
+_RELEASE = object()  # in place of an outcome: hand the job back unstarted
+_STATS_ATTR = {"complete": "completed", "transition": "transitioned", "retry": "retried",
+               "fail": "failed", "exhausted": "failed"}
+# What a handler did, for hooks and statistics: (job, kind, duration_s, error text or None).
+OutcomeEvent = tuple[Job, str, float, "str | None"]
 
 
 @dataclass
@@ -48,6 +53,9 @@ class WorkerHooks:
     on_released: Callable[[str, str, int], None] | None = None
     on_tick: Callable[[], None] | None = None
     on_handler_error: Callable[[Job, BaseException], None] | None = None
+    # Called instead of on_outcome, once per flushed batch: per-batch metric updates are
+    # much cheaper than per-job ones when the handlers are short.
+    on_outcomes: Callable[[list[OutcomeEvent]], None] | None = None
 
 
 @dataclass
@@ -137,6 +145,8 @@ class FlowWorker:
         self.worker_id = worker_id or default_worker_id(type)
         self.hooks = hooks or WorkerHooks()
         self._policy = exception_policy
+        self._keep = KeepLease(self.worker_id, tuple(self.states), lease_ms,
+                               tuple(self.claim_values), payload_cap, value_max_bytes)
         self.stats = WorkerStatistics(concurrency=concurrency)
         self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._outcomes: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -271,26 +281,30 @@ class FlowWorker:
                                    lease_ms=self.lease_ms, limit=limit,
                                    claim_values=self.claim_values, payload_cap=self.payload_cap,
                                    value_max_bytes=self.value_max_bytes, start=self._rotate)
+        self._take(*self._split_suspects(result.jobs))
+        return result if detail else len(result.jobs)
+
+    def _take(self, jobs: list[Job], suspect: Job | None = None) -> None:
+        """Hold newly leased jobs (claimed, or kept by a transition) and queue them for the
+        handler threads; a crash suspect is held and started alone by _start_isolated."""
         now = time.monotonic()
-        per_state: dict[str, int] = {}
-        jobs, suspect = self._split_suspects(result.jobs)
+        held = jobs if suspect is None else [*jobs, suspect]
         with self._cond:
-            self._outstanding += len(jobs) + (suspect is not None)
+            self._outstanding += len(held)
             if suspect is not None:
                 self._isolated, self._isolated_started = suspect, False
-                self._held[suspect.id] = (suspect, now)
-        for job in jobs:
+        per_state: dict[str, int] = {}
+        for job in held:
             self._held[job.id] = (job, now)
             per_state[job.state] = per_state.get(job.state, 0) + 1
+        for job in jobs:
             self._jobs.put(job)
         if suspect is not None:
-            per_state[suspect.state] = per_state.get(suspect.state, 0) + 1
             self._start_isolated()
-        self.stats.claimed += len(jobs) + (suspect is not None)
+        self.stats.claimed += len(held)
         if self.hooks.on_claimed:
             for state, n in per_state.items():
                 self.hooks.on_claimed(self.type, state, n)
-        return result if detail else len(result.jobs)
 
     def _split_suspects(self, jobs: list[Job]) -> tuple[list[Job], Job | None]:
         """Set aside one Flow that one more crash would fail, to run it alone.
@@ -352,20 +366,22 @@ class FlowWorker:
         self._threads.append(t)
 
     def _handler_loop(self) -> None:
+        get, put, stopping = self._jobs.get, self._outcomes.put, self._stopping
         while True:
-            job = self._jobs.get()
+            job = get()
             if job is _STOP:
                 return
-            if self._stopping.is_set():
-                self._outcomes.put((job, "release"))
+            if stopping.is_set():
+                put((job, _RELEASE, 0.0))
                 continue
-            self._outcomes.put((job, self._handle(job)))
+            put(self._handle(job))
 
-    def _handle(self, job: Job) -> tuple[Outcome | None, float]:
+    def _handle(self, job: Job) -> tuple[Job, Outcome | None, float]:
+        """Run the job's handler: (job, the outcome to store or None, duration in s)."""
         started = time.perf_counter()
         try:
             value = self.handlers[job.state](job)
-            if inspect.isawaitable(value):
+            if value is not None and inspect.isawaitable(value):
                 value = asyncio.run(_await(value))
             outcome: Outcome | None = self.client.storable(to_outcome(value, self.declared))
             if isinstance(outcome, Fail) and not isinstance(value, Fail):
@@ -377,7 +393,7 @@ class FlowWorker:
             if self.hooks.on_handler_error:
                 self.hooks.on_handler_error(job, exc)
             outcome = exception_outcome(exc, self._exception_policy(job.state))
-        return outcome, time.perf_counter() - started
+        return job, outcome, time.perf_counter() - started
 
     def _exception_policy(self, state: str) -> ExceptionPolicy:
         policy = self._policy
@@ -402,43 +418,61 @@ class FlowWorker:
                 return
 
     def _collect(self, until: float) -> list[Any]:
+        """The next batch of outcomes: the first one, and what else arrives within
+        flush_interval, unless every held job's outcome is already queued (then at once: an
+        idle worker's lone job costs no extra latency)."""
+        outcomes = self._outcomes
         try:
-            first = self._outcomes.get(timeout=max(0.001, until - time.monotonic()))
+            batch = [outcomes.get(timeout=max(0.001, until - time.monotonic()))]
         except queue.Empty:
             return []
-        batch = [first]
-        end = time.monotonic() + self.flush_interval_s
-        while len(batch) < 1000:
-            try:
-                batch.append(self._outcomes.get(timeout=max(0.0, end - time.monotonic())))
-            except queue.Empty:
-                break
+        if self._outstanding > 1 + outcomes.qsize():
+            # Sleep through the window rather than waiting on the queue per item: the
+            # handler threads' puts then wake nobody (one thread switch per batch, not per job).
+            time.sleep(self.flush_interval_s)
+        get = outcomes.get_nowait
+        try:
+            while len(batch) < 1000:
+                batch.append(get())
+        except queue.Empty:
+            pass
         return batch
 
     def _flush(self, batch: list[Any]) -> None:
-        releases = [job for job, what in batch if what == "release"]
-        sends = [(job, what[0], what[1]) for job, what in batch
-                 if what != "release" and what[0] is not None]
-        dropped = [job for job, what in batch if what != "release" and what[0] is None]
-        results = self._send(lambda: self.client.apply_outcomes([(j, o) for j, o, _ in sends]),
-                             bool(sends))
-        for (job, outcome, duration), result in zip(sends, results, strict=True):
-            self._account(job, outcome, duration, result)
-        if releases and self._send(lambda: self.client.release(releases, "drain"), True):
+        releases: list[Job] = []
+        sends: list[tuple[Job, Outcome]] = []
+        durations: list[float] = []
+        dropped: list[Job] = []
+        for job, outcome, duration in batch:
+            if outcome is _RELEASE:
+                releases.append(job)
+            elif outcome is None:
+                dropped.append(job)
+            else:
+                sends.append((job, outcome))
+                durations.append(duration)
+        if sends:
+            # A transition to a state this worker handles comes back as the next Job, leased
+            # on in the same call; not while stopping, nor beside a crash suspect running alone.
+            keep = None if self._stopping.is_set() or self._isolated is not None else self._keep
+            results = self._send(self.client.apply_outcomes, sends, keep)
+            self._account(sends, durations, results)
+            kept = [r for r in results if isinstance(r, Job)]
+            if kept:
+                self._take(kept)  # before _done below, so the held count never dips to 0
+        if releases and self._send(self.client.release, releases, "drain"):
             self.stats.released += len(releases)
             if self.hooks.on_released:
                 self.hooks.on_released(self.type, "*", len(releases))
-        self._done(releases + dropped + [job for job, _, _ in sends])
+        self._done(releases + dropped + [job for job, _ in sends])
 
-    def _send(self, fn: Callable[[], list[Any]], needed: bool) -> list[Any]:
+    def _send(self, fn: Callable[..., list[Any]], *args: Any) -> list[Any]:
         """Run a store call, retrying store failures with backoff until it goes through
         (outcomes are replay-safe) or the process is past its drain deadline."""
-        if not needed:
-            return []
         backoff = 0.05
         while True:
             try:
-                return fn()
+                return fn(*args)
             except StoreError as exc:
                 if self._deadline is not None and time.monotonic() > self._deadline:
                     log.error("dropping outcomes after drain deadline: %s", exc)
@@ -447,31 +481,50 @@ class FlowWorker:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
-    def _account(self, job: Job, outcome: Outcome, duration: float, result: Any) -> None:
-        kind = type(outcome).__name__.lower()
-        error = None
+    def _account(self, sends: list[tuple[Job, Outcome]], durations: list[float],
+                 results: list[Any]) -> None:
+        """Count a flushed batch in the statistics and report it to the hooks."""
+        events: list[OutcomeEvent] = []
+        counts: dict[str, int] = {}
+        # `results` is empty when the outcomes were dropped after the drain deadline.
+        for (job, outcome), duration, result in zip(sends, durations, results, strict=False):
+            kind, error = self._kind(job, outcome, result)
+            counts[kind] = counts.get(kind, 0) + 1
+            events.append((job, kind, duration, error))
+        stats = self.stats
+        for kind, n in counts.items():
+            stats.by_kind[kind] = stats.by_kind.get(kind, 0) + n
+            attr = _STATS_ATTR.get(kind)
+            if attr is not None:
+                setattr(stats, attr, getattr(stats, attr) + n)
+        stats.stale += counts.get("stale", 0)
+        stats.handled += len(events)
+        hooks = self.hooks
+        if hooks.on_outcomes:
+            hooks.on_outcomes(events)
+        elif hooks.on_outcome:
+            for event in events:
+                hooks.on_outcome(*event)
+
+    @staticmethod
+    def _kind(job: Job, outcome: Outcome, result: Any) -> tuple[str, str | None]:
+        """The outcome kind as stored (complete, transition, retry, fail, exhausted, stale,
+        error) and its error text; rejected outcomes are logged here."""
         if isinstance(result, StaleLease):
-            self.stats.stale += 1
-            kind, error = "stale", str(result)
             log.warning("flow %s %s state=%s attempt=%d: outcome rejected, lease lost "
                         "(reclaimed while the handler ran)", job.type, job.id, job.state,
                         job.attempt)
-        elif isinstance(result, FlowError):
-            kind, error = "error", str(result)
+            return "stale", str(result)
+        if isinstance(result, FlowError):
             log.error("flow %s %s state=%s attempt=%d: outcome rejected: %s", job.type, job.id,
                       job.state, job.attempt, result)
-        else:
-            attr = {"complete": "completed", "transition": "transitioned", "retry": "retried",
-                    "fail": "failed"}[kind]
-            if isinstance(outcome, Retry) and result == b"exhausted":
-                attr, kind = "failed", "exhausted"
-            setattr(self.stats, attr, getattr(self.stats, attr) + 1)
-            if isinstance(outcome, (Fail, Retry)):
-                error = outcome.error.decode("utf-8", "replace")
-        self.stats.handled += 1
-        self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
-        if self.hooks.on_outcome:
-            self.hooks.on_outcome(job, kind, duration, error)
+            return "error", str(result)
+        kind = _KINDS.get(type(outcome)) or _kind_of(outcome)
+        if not isinstance(outcome, (Fail, Retry)):
+            return kind, None
+        if kind == "retry" and result == b"exhausted":
+            kind = "exhausted"
+        return kind, outcome.error.decode("utf-8", "replace")
 
     def _done(self, jobs: list[Job]) -> None:
         for job in jobs:
@@ -539,9 +592,8 @@ class FlowWorker:
             if self._isolated is not None and not self._isolated_started:
                 self._isolated_started = True  # never started: hand it back with the rest
                 unstarted.append(self._isolated)
-        if unstarted:
-            for job in unstarted:
-                self._outcomes.put((job, "release"))
+        for job in unstarted:
+            self._outcomes.put((job, _RELEASE, 0.0))
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         finished = self._wait_outstanding(remaining)
         for _ in range(self.concurrency):
@@ -561,6 +613,18 @@ class FlowWorker:
             except Exception:  # noqa: BLE001
                 pass
             self._blocking = None
+
+
+_KINDS: dict[type, str] = {Complete: "complete", Transition: "transition", Retry: "retry",
+                           Fail: "fail"}
+
+
+def _kind_of(outcome: Outcome) -> str:
+    """The kind of an instance of a subclass of an outcome class (rare: not in _KINDS)."""
+    for cls, kind in _KINDS.items():
+        if isinstance(outcome, cls):
+            return kind
+    return type(outcome).__name__.lower()
 
 
 async def _await(value: Any) -> Any:
