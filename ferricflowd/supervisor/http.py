@@ -9,6 +9,7 @@ by the maintenance thread, group strength, draining and crash loops.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -118,10 +119,21 @@ class HealthServer:
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        server, self._server = self._server, None
+        if server is None:
+            return
+        stopper = threading.Thread(target=server.shutdown, name="ff-http-stop", daemon=True)
+        stopper.start()
+        # serve_forever sees the stop request only when its select() returns; a connection
+        # wakes it at once, where waiting would add up to poll_interval to every drain.
+        host, port = server.server_address[:2]
+        for _ in range(20):
+            with contextlib.suppress(OSError):
+                socket.create_connection((host, port), timeout=0.1).close()
+            stopper.join(0.05)
+            if not stopper.is_alive():
+                break
+        server.server_close()
 
     def healthz(self) -> tuple[int, dict[str, Any]]:
         age = time.monotonic() - self.health().loop_tick
