@@ -46,6 +46,7 @@ from ferricflowd import (
     retry,
     transition,
 )
+from ferricflowd.flow.client import KeepLease
 from ferricflowd.flow.records import Job
 
 TYPE = "prop"
@@ -138,20 +139,27 @@ class FlowMachine(RuleBasedStateMachine):
             self.held.append(job)
 
     @precondition(lambda self: self.held)
-    @rule(i=index, kind=outcomes, to=states)
-    def outcome(self, i: int, kind: str, to: str) -> None:
+    @rule(i=index, kind=outcomes, to=states, keep=st.booleans())
+    def outcome(self, i: int, kind: str, to: str, keep: bool) -> None:
         job = self.held.pop(i % len(self.held))
         self.spent.append(job)
         self.sent[id(job)] = (kind, to)
-        try:
-            reply = self.fc.apply_outcome(job, _outcome(kind, to))
-        except StaleLease:  # taken away by a cascade (parent failed or cancelled)
+        # With keep, a transition may come back as the next Job, leased on to WORKERS[0].
+        lease = KeepLease(WORKERS[0], STATES, 600_000) if keep else None
+        reply = self.fc.apply_outcomes([(job, _outcome(kind, to))], keep=lease)[0]
+        if isinstance(reply, StaleLease):  # taken away by a cascade (parent failed/cancelled)
             record = self.fc.get(job.id, partition_key=self.flows[job.id])
             assert record is not None
             assert record.state != "running" or record.lease_token != job.lease_token
             self.exercised["lease lost to a cascade"] += 1
             return
-        assert reply in (b"ok", b"scheduled", b"exhausted")
+        if isinstance(reply, Job):
+            assert keep and kind == "transition" and reply.state == to, reply
+            assert reply.fencing_token == job.fencing_token + 1, reply
+            self.held.append(reply)
+            self.exercised["transition kept"] += 1
+            return
+        assert reply in (b"ok", b"scheduled", b"exhausted"), reply
         self.exercised[f"{kind} {reply.decode()}"] += 1
 
     @precondition(lambda self: self.spent)
@@ -328,7 +336,7 @@ def test_engine_invariants_hold_under_random_commands(redis_server: Any) -> None
     outcomes_sent = sum(n for what, n in reached.items()
                         if what.split()[0] in ("complete", "transition", "retry", "fail"))
     assert outcomes_sent > 0 and reached["stale"] + reached["replay"] > 0, reached
-    for what in ("claimed", "spawned", "cancelled", "reclaimed"):
+    for what in ("claimed", "spawned", "cancelled", "reclaimed", "transition kept"):
         assert reached[what] > 0, f"the random runs never reached {what!r}: {reached}"
 
 
