@@ -5,30 +5,65 @@ Public API (re-exports only; see ferricflowd/flow/ for the implementation).
 
 from __future__ import annotations
 
-from .flow.client import ChildSpec, CreateSpec, FlowClient
-from .flow.errors import (
-    ConfigError,
-    DurabilityError,
-    FerricflowdError,
-    FlowAlreadyExists,
-    FlowError,
-    FlowNotFound,
-    HandlerError,
-    IdempotencyConflict,
-    InvalidArgument,
-    StaleLease,
-    StateMismatch,
-    StoreError,
-    TerminalFlow,
-    ValueConflict,
-    WrongState,
-)
-from .flow.outcomes import complete, fail, retry, transition
-from .flow.policy import ExceptionPolicy, RetryPolicy
-from .flow.queue import Queue, QueueClient
-from .flow.records import FlowRecord, FlowStats, HistoryEvent, Job
-from .flow.worker import FlowWorker, WorkerHooks
-from .flow.workflow import Workflow, WorkflowClient
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .flow.client import ChildSpec, CreateSpec, FlowClient
+    from .flow.errors import (
+        ConfigError,
+        DurabilityError,
+        FerricflowdError,
+        FlowAlreadyExists,
+        FlowError,
+        FlowNotFound,
+        HandlerError,
+        IdempotencyConflict,
+        InvalidArgument,
+        StaleLease,
+        StateMismatch,
+        StoreError,
+        TerminalFlow,
+        ValueConflict,
+        WrongState,
+    )
+    from .flow.outcomes import complete, fail, retry, transition
+    from .flow.policy import ExceptionPolicy, RetryPolicy
+    from .flow.queue import Queue, QueueClient
+    from .flow.records import FlowRecord, FlowStats, HistoryEvent, Job
+    from .flow.worker import FlowWorker, WorkerHooks
+    from .flow.workflow import Workflow, WorkflowClient
+
+# Where each public name lives. They load on first use, so that `ferricflowd run` (the
+# supervisor, which never needs the client) starts its workers without importing redis-py.
+_EXPORTS = {
+    ".flow.client": ("ChildSpec", "CreateSpec", "FlowClient"),
+    ".flow.errors": ("ConfigError", "DurabilityError", "FerricflowdError", "FlowAlreadyExists",
+                     "FlowError", "FlowNotFound", "HandlerError", "IdempotencyConflict",
+                     "InvalidArgument", "StaleLease", "StateMismatch", "StoreError",
+                     "TerminalFlow", "ValueConflict", "WrongState"),
+    ".flow.outcomes": ("complete", "fail", "retry", "transition"),
+    ".flow.policy": ("ExceptionPolicy", "RetryPolicy"),
+    ".flow.queue": ("Queue", "QueueClient"),
+    ".flow.records": ("FlowRecord", "FlowStats", "HistoryEvent", "Job"),
+    ".flow.worker": ("FlowWorker", "WorkerHooks"),
+    ".flow.workflow": ("Workflow", "WorkflowClient"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ferricflowd' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __version__ = "0.1.0"
 

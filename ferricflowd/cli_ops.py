@@ -13,15 +13,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from . import exitcodes
 from .config import ConfigError, load_config
-from .flow.client import FlowClient
 from .flow.errors import FerricflowdError, FlowError, StoreError
 from .flow.records import FlowRecord, HistoryEvent
+
+if TYPE_CHECKING:  # the client (and redis-py) load on first use: `ferricflowd run` starts sooner
+    from .flow.client import FlowClient
 
 
 def embedded_url(data_dir: Path) -> str:
@@ -56,6 +58,8 @@ def _client(ctx: click.Context) -> FlowClient:
         url = cfg.store.url or embedded_url(cfg.daemon.data_dir)
         namespace = namespace or cfg.store.namespace
         durability = cfg.store.durability
+    from .flow.client import FlowClient
+
     return FlowClient.from_url(url, namespace=namespace or "ff", durability=durability)
 
 
