@@ -99,6 +99,17 @@ def _pack(values: Mapping[str, bytes]) -> bytes:
     return msgpack.packb(dict(values), use_bin_type=False) if values else b""
 
 
+def _check_flow_fields(flow_id: object, type: object, state: object, partition_key: object,
+                       priority: object) -> None:
+    """What every new Flow is checked for, each error naming its field."""
+    check_id("id", flow_id)
+    check_name("type", type)
+    check_state("state", state)
+    if partition_key is not None:
+        check_id("partition_key", partition_key)
+    check_priority("priority", priority)
+
+
 def _digest(*parts: object) -> str:
     """What an idempotent repeat is compared by. 64 bits tell two requests for one id apart
     as well as 160 would, and every record keeps one, so it is kept short."""
@@ -156,14 +167,9 @@ class ChildSpec:
     priority: int = 0
 
     def __post_init__(self) -> None:  # fail where the spec is written, naming the field
-        check_id("id", self.id)
-        check_name("type", self.type)
-        check_state("state", self.state)
+        _check_flow_fields(self.id, self.type, self.state, self.partition_key, self.priority)
         as_bytes("payload", self.payload, allow_none=False)
         as_values("values", self.values)
-        if self.partition_key is not None:
-            check_id("partition_key", self.partition_key)
-        check_priority("priority", self.priority)
 
 
 @dataclass(frozen=True)
@@ -320,18 +326,13 @@ class FlowClient:
         return results
 
     def _validate_create(self, spec: CreateSpec) -> None:
-        check_id("id", spec.id)
-        check_name("type", spec.type)
-        check_state("state", spec.state)
+        _check_flow_fields(spec.id, spec.type, spec.state, spec.partition_key, spec.priority)
         if not isinstance(spec.payload, bytes):
             raise TypeError(f"payload must be bytes, not {type(spec.payload).__name__}")
         if len(spec.payload) > self.max_payload_bytes:
             raise InvalidArgument("payload", f"{len(spec.payload)} bytes is over the limit of "
                                   f"{self.max_payload_bytes} (put large data in values)")
         self._check_values(spec.values)
-        if spec.partition_key is not None:
-            check_id("partition_key", spec.partition_key)
-        check_priority("priority", spec.priority)
         check_int("run_at_ms", spec.run_at_ms, optional=True)
         check_bool("idempotent", spec.idempotent)
         if spec.correlation_id is not None:

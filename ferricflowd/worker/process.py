@@ -37,7 +37,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from setproctitle import setproctitle
 
@@ -45,6 +45,9 @@ from ferricflowd import exitcodes
 from ferricflowd.config import Config, ConfigError, GroupConfig, load_config
 from ferricflowd.logs import flow_event, init_sentry, setup_logging
 from ferricflowd.metrics import WorkerMetrics, worker_metrics
+
+if TYPE_CHECKING:
+    from ferricflowd.flow.worker import OutcomeEvent
 
 __all__ = ["BootError", "LoadedHandlers", "load_handlers", "main"]
 
@@ -56,7 +59,6 @@ PARENT_GONE_GRACE_S = 1.0  # the supervisor is gone and reclaims nothing: hand b
 DRAIN_MARGIN_S = 0.5  # exit this much before the supervisor's SIGKILL at drain_timeout
 EXIT_BACKSTOP_S = 2.0  # if run() has not returned this long after its deadline, _exit
 HEARTBEAT_INTERVAL_S = 0.5
-OutcomeEvent = tuple[Any, str, float, "str | None"]  # as ferricflowd.flow.worker.OutcomeEvent
 SUPERVISOR_PID_ENV = "FERRICFLOWD_SUPERVISOR_PID"  # set by the supervisor for this check
 
 

@@ -219,11 +219,6 @@ local function get_payload(r)
   return r.payload or ''
 end
 
-local function payload_len(r)
-  if r.pb then return redis.call('STRLEN', T .. 'b:' .. r.id) end
-  return #(r.payload or '')
-end
-
 local function set_payload(r, data)
   if #data > INLINE_MAX then
     redis.call('SET', T .. 'b:' .. r.id, data)
