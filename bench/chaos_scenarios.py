@@ -40,7 +40,15 @@ from bench.chaos_handlers import SEP, effects_key
 from ferricflowd.flow.client import CreateSpec, FlowClient
 from ferricflowd.flow.errors import FlowError, StoreError
 from ferricflowd.flow.policy import RetryPolicy
-from tests.daemon.conftest import TEST_DAEMON, Daemon, daemon_env, free_port, write_config
+from tests.daemon.conftest import (
+    TEST_DAEMON,
+    Daemon,
+    daemon_env,
+    free_port,
+    process_gone,
+    wait_for,
+    write_config,
+)
 from tests.servers import RedisServer
 
 QUEUE_TYPE = "chaos_q"
@@ -62,18 +70,6 @@ CHAOS_DAEMON: dict[str, Any] = {
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll `cond` until truthy; raise AssertionError naming `what` after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
 
 
 def percentile(values: Sequence[float], pct: float) -> float | None:
@@ -300,7 +296,7 @@ def wait_terminal(client: FlowClient, total: int, timeout: float, what: str = ""
         got = sum(count_state(client, s) for s in ("completed", "failed", "cancelled"))
         return got >= total
 
-    wait_until(done, timeout, what or f"{total} Flows terminal", interval=0.1)
+    wait_for(done, timeout, 0.1, what=what or f"{total} Flows terminal")
 
 
 # --------------------------------------------------------------------------- the audit
@@ -634,8 +630,9 @@ def supervisor_kill(lab: Lab, *, flows: int = 300, workflows: int = 60, slow: in
     def slow_running() -> bool:
         return all((r := client.get(i)) is not None and r.state == "running" for i in slow_ids)
 
-    wait_until(slow_running, 20, "the slow Flows running")
-    wait_until(lambda: count_state(client, "completed") >= total // 5, 30, "20% completed")
+    wait_for(slow_running, 20, 0.05, what="the slow Flows running")
+    wait_for(lambda: count_state(client, "completed") >= total // 5, 30, 0.05,
+             what="20% completed")
     workers = [psutil.Process(p) for p in worker_pids(d1)]
     # The same incident takes one worker with it (an OOM kill of the whole unit would take
     # all): the leases that worker held can only come back by expiring.
@@ -646,13 +643,8 @@ def supervisor_kill(lab: Lab, *, flows: int = 300, workflows: int = 60, slow: in
         os.kill(holder_pid, signal.SIGKILL)
     killed = time.monotonic()
 
-    def gone(p: psutil.Process) -> bool:
-        try:
-            return p.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
-    wait_until(lambda: all(gone(p) for p in workers), 10, "workers exited after the supervisor")
+    wait_for(lambda: all(process_gone(p) for p in workers), 10, 0.05,
+             what="workers exited after the supervisor")
     workers_exit_s = time.monotonic() - killed
     left = total - count_state(client, "completed")
     still_running = sum(1 for i in slow_ids if (r := client.get(i)) and r.state == "running")
@@ -688,13 +680,13 @@ def store_crash(lab: Lab, *, flows: int = 600, workflows: int = 100, down_s: flo
     d = lab.start_daemon(ns, groups_config(), store={"socket_timeout": "1s"})
     producer = Producer(client, flows, workflows, spread_s=spread_s, batch=10)
     producer.start()
-    wait_until(lambda: producer.total_acked() >= (flows + workflows) // 3, 30,
-               "a third of the Flows created")
+    wait_for(lambda: producer.total_acked() >= (flows + workflows) // 3, 30, 0.05,
+             what="a third of the Flows created")
     lab.server.kill()
     killed = time.monotonic()
     try:
-        wait_until(lambda: not d.ready(), down_s, "/readyz false while the store is down",
-                   0.02)
+        wait_for(lambda: not d.ready(), down_s, 0.02,
+                 what="/readyz false while the store is down")
         unready_after: float | None = time.monotonic() - killed
     except AssertionError as exc:
         unready_after = None
@@ -737,7 +729,8 @@ def store_stall(lab: Lab, *, flows: int = 600, workflows: int = 100, stall_s: fl
                          store={"socket_timeout": f"{socket_timeout_s:g}s"})
     producer = produce_now(client, flows, workflows)
     total = producer.total_acked()
-    wait_until(lambda: count_state(client, "completed") >= total // 5, 30, "20% completed")
+    wait_for(lambda: count_state(client, "completed") >= total // 5, 30, 0.05,
+             what="20% completed")
     probe = lab.client(ns, timeout_s=socket_timeout_s).connect()  # a pooled connection,
     probe.store.execute(lambda r: r.get("chaos-probe"))  # as the workers hold theirs
     lab.server.stop_process()
@@ -757,8 +750,8 @@ def store_stall(lab: Lab, *, flows: int = 600, workflows: int = 100, stall_s: fl
     before = count_state(client, "completed")  # store stopped: -1 (tolerated below)
     lab.server.cont_process()
     resumed = time.monotonic()
-    wait_until(lambda: count_state(client, "completed") > max(before, 0), 20,
-               "processing resumed")
+    wait_for(lambda: count_state(client, "completed") > max(before, 0), 20, 0.05,
+             what="processing resumed")
     resume_s = time.monotonic() - resumed
     wait_terminal(client, total, finish_timeout, "every Flow finished after the stall")
     a = audit(client, all_ids(producer))
@@ -786,8 +779,8 @@ def drain_under_load(lab: Lab, *, flows: int = 1000, slow: int = 3, drain_timeou
     d1 = lab.start_daemon(ns, groups, env=env, daemon={"drain_timeout": f"{drain_timeout:g}s"})
     producer = produce_now(client, flows, 0, slow=slow_ids)
     total = producer.total_acked()
-    wait_until(lambda: count_state(client, "completed", [QUEUE_TYPE]) >= total // 5, 30,
-               "20% completed")
+    wait_for(lambda: count_state(client, "completed", [QUEUE_TYPE]) >= total // 5, 30, 0.05,
+             what="20% completed")
     os.kill(d1.proc.pid, signal.SIGTERM)
     termed = time.monotonic()
     try:

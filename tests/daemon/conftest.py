@@ -41,9 +41,8 @@ TEST_DAEMON: dict[str, Any] = {
 TEST_DEFAULTS: dict[str, Any] = {"block": "200ms", "lease": "30s", "concurrency": 8}
 
 
-def wait_for(
-    condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = ""
-) -> T:
+def wait_for(condition: Callable[[], T], timeout: float = 15.0, interval: float = 0.02,
+             what: str = "") -> T:
     """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -53,6 +52,14 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
+
+
+def process_gone(proc: psutil.Process) -> bool:
+    """The process exited (a zombie not yet reaped counts as exited)."""
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def free_port() -> int:

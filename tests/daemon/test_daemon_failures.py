@@ -10,7 +10,7 @@ import time
 import psutil
 
 from ferricflowd.flow.queue import Queue
-from tests.daemon.conftest import metric, run_cli, wait_for
+from tests.daemon.conftest import metric, process_gone, run_cli, wait_for
 
 H = "tests.daemon.handlers"
 
@@ -129,13 +129,7 @@ def test_workers_exit_within_2s_when_the_supervisor_is_killed(start_daemon):
     daemon.signal(signal.SIGKILL)
     killed_at = time.monotonic()
 
-    def gone(proc: psutil.Process) -> bool:
-        try:
-            return proc.status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return True
-
-    wait_for(lambda: all(gone(p) for p in workers), timeout=5, interval=0.02,
+    wait_for(lambda: all(process_gone(p) for p in workers), timeout=5, interval=0.02,
              what="workers exited")
     assert time.monotonic() - killed_at < 2.0
 

@@ -32,7 +32,7 @@ from ferricflowd import (
 )
 from ferricflowd.flow import store as store_module
 from ferricflowd.flow.records import Job
-from tests.engine.util import events, running, wait_for
+from tests.engine.util import assert_failed_after_retries, events, running, wait_for
 
 T = "misc"
 FAR = 10 ** 13  # a now_ms far in the future (year 2286)
@@ -600,12 +600,7 @@ def test_handler_misbehaviour(workflows: WorkflowClient) -> None:
              and all(fc.get(k).terminal for k in ("raise", "fine")),  # type: ignore
              timeout=10, what="all flows handled")
 
-    raised = fc.get("raise")
-    assert raised is not None and raised.state == "failed"
-    assert raised.error == b"KeyError: 'missing thing'"
-    retries = [e.details for e in fc.history("raise") if e.event == "retry"]
-    assert [d["decision"] for d in retries] == ["scheduled", "exhausted"]
-    assert all(d["error"] == "KeyError: 'missing thing'" for d in retries)
+    assert_failed_after_retries(fc, "raise", b"KeyError: 'missing thing'")
 
     for kind, name in (("object", b"dict"), ("number", b"int")):
         record = fc.get(kind)

@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 from ferricflowd import FlowClient
-
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T], timeout: float = 15.0, interval: float = 0.01,
-             what: str = "condition") -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+from tests.daemon.conftest import wait_for as wait_for  # one poller for every suite
 
 
 @contextmanager
@@ -66,7 +51,17 @@ def events(client: FlowClient, flow_id: str, **kw: Any) -> list[str]:
 
 def assert_versions(client: FlowClient, flow_id: str, **kw: Any) -> None:
     """Versions are 1..n, one history event each, and the record's version is n."""
-    history = client.history(flow_id, **kw)
-    assert [e.version for e in history] == list(range(1, len(history) + 1))
+    history = client.history(flow_id, count=100_000, **kw)
+    assert [e.version for e in history] == list(range(1, len(history) + 1)), flow_id
     record = client.get(flow_id, **kw)
-    assert record is not None and record.version == len(history)
+    assert record is not None and record.version == len(history), flow_id
+
+
+def assert_failed_after_retries(client: FlowClient, flow_id: str, error: bytes) -> None:
+    """A handler that kept raising: retried once, then failed with the exception's text."""
+    record = client.get(flow_id)
+    assert record is not None and record.state == "failed"
+    assert record.error == error
+    retries = [e.details for e in client.history(flow_id) if e.event == "retry"]
+    assert [d["decision"] for d in retries] == ["scheduled", "exhausted"]
+    assert all(d["error"] == error.decode() for d in retries)

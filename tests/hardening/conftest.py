@@ -17,18 +17,10 @@ from typing import Any
 import psutil
 import pytest
 
-from ferricflowd import FlowClient
 from tests.daemon.conftest import REPO_ROOT, daemon_env, start_daemon  # noqa: F401 - fixture
+from tests.engine.util import assert_versions as assert_versions  # shared with the engine tests
 
 HARDEN = "tests.hardening.handlers"
-
-
-def assert_versions(client: FlowClient, flow_id: str) -> None:
-    """History versions are 1..n, one event each, and the record is at version n."""
-    history = client.history(flow_id, count=100_000)
-    assert [e.version for e in history] == list(range(1, len(history) + 1)), flow_id
-    record = client.get(flow_id)
-    assert record is not None and record.version == len(history), flow_id
 
 
 def flow_keys(redis_client: Any, namespace: str, flow_id: str) -> list[bytes]:

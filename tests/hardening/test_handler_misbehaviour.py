@@ -31,6 +31,7 @@ from ferricflowd import (
 )
 from ferricflowd.flow.outcomes import Retry, Transition
 from tests.daemon.conftest import wait_for
+from tests.engine.util import assert_failed_after_retries
 from tests.hardening.conftest import HARDEN, assert_versions, flow_keys
 
 T = "hq"
@@ -238,12 +239,7 @@ def test_misbehaving_handlers_under_the_daemon(start_daemon: Any, redis_server: 
     wait_for(lambda: all(fc.get(i).terminal for i in everything), timeout=20,
              what=f"every flow terminal; log:\n{daemon.log_tail()}")
 
-    raised = fc.get("raise-1")
-    assert raised is not None and raised.state == "failed"
-    assert raised.error == b"ValueError: bad input in raise-1"
-    retries = [e.details for e in fc.history("raise-1") if e.event == "retry"]
-    assert [d["decision"] for d in retries] == ["scheduled", "exhausted"]
-    assert all(d["error"] == "ValueError: bad input in raise-1" for d in retries)
+    assert_failed_after_retries(fc, "raise-1", b"ValueError: bad input in raise-1")
     garbage = fc.get("object-1")
     assert garbage is not None and garbage.state == "failed"
     assert b"unsupported dict" in (garbage.error or b"")
