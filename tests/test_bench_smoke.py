@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from bench import format_table, run
+from bench import engine_ir, format_table, run
 
 TINY = {"W1": 50, "W2": 50, "W3": 20, "W4": 50, "R1": 10, "D1": 20, "M1": 200,
         "S1_small": 200, "S1_big": 2_000}
@@ -71,3 +72,16 @@ def test_peer_drain(peer: str, module: str, tmp_path: Path) -> None:
     [cell] = result["cells"]
     assert cell["status"] == "ok", cell
     assert cell["reps"][0]["jobs_per_s"] > 0
+
+
+def test_engine_instruction_counts(tmp_path: Path) -> None:
+    """bench.engine_ir: the store under callgrind, every step counted and split."""
+    tools = ("valgrind", "callgrind_control", "callgrind_annotate")
+    if any(shutil.which(t) is None for t in tools):
+        pytest.skip("valgrind is not installed")
+    report = engine_ir.measure(tmp_path, 20, 10, 5)
+    assert list(report["steps"]) == ["create", "claim", "complete", "transition_kept"]
+    for step, row in report["steps"].items():
+        # Each step runs its script calls: the split must find them, and add up.
+        assert row["ir_per_job"] > row["commands"] + row["lua_and_conversion"] > 0, (step, row)
+        assert row["propagation"] > 0, (step, row)

@@ -30,13 +30,22 @@ and counter hash with one command. Reads of sorted sets must come after a flush(
 local T = KEYS[1]
 local TERMINAL = {completed = true, failed = true, cancelled = true}
 local WAKE_CAP = 8
+local WAKE_LAST = tostring(WAKE_CAP - 1)  -- LTRIM's last index, as a string
 -- Redis keeps a hash compact (listpack) while every value is <= 64 bytes
 -- (hash-max-listpack-value); a longer payload goes to its own key so the record stays small.
 local INLINE_MAX = 64
 -- unpack() has a C-stack limit; multi-member commands are sent in chunks of this many args.
 local CHUNK = 4000
 
-local _now = nil
+-- Numbers are written as decimal strings with %d: Lua's own number-to-string ("%.14g", and
+-- "%.17g" for a number passed to redis.call) is a float conversion, the costliest step of
+-- a claim item before this. Every number the engine stores is an integer (ms, counters).
+local function str(n)
+  if type(n) == 'number' and n % 1 == 0 then return string.format('%d', n) end
+  return tostring(n)
+end
+
+local _now, _now_s = nil, nil
 local function now_ms(override)
   if _now then return _now end
   if override and override ~= '' then
@@ -45,7 +54,14 @@ local function now_ms(override)
     local t = redis.call('TIME')
     _now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
+  _now_s = str(_now)
   return _now
+end
+
+-- now_ms() as a string, for keys, tokens and command arguments.
+local function now_str()
+  now_ms()
+  return _now_s
 end
 
 local _cfg = nil
@@ -111,7 +127,7 @@ local function set(r, ...)
       if r[k] ~= nil then d[k] = false end
       r[k] = nil
     else
-      v = tostring(v)
+      v = str(v)
       d[k] = v
       r[k] = v
     end
@@ -160,7 +176,7 @@ local function flush_records()
     if h then
       local hk = T .. 'h:' .. id
       local len = redis.call('RPUSH', hk, unpack(h))
-      if len > cap then redis.call('LTRIM', hk, -cap, -1) end
+      if len > cap then redis.call('LTRIM', hk, str(-cap), '-1') end
     end
   end
   _dirty, _order, _hist = {}, {}, {}
@@ -174,7 +190,7 @@ local function flush()
   for key, m in pairs(_z) do
     local add, rem = {}, {}
     for member, score in pairs(m) do
-      if score then add[#add + 1] = score; add[#add + 1] = member else rem[#rem + 1] = member end
+      if score then add[#add + 1] = str(score); add[#add + 1] = member else rem[#rem + 1] = member end
     end
     if #rem > 0 then send('ZREM', key, rem) end
     if #add > 0 then send('ZADD', key, add) end
@@ -189,12 +205,12 @@ local function flush()
   end
   for key, m in pairs(_counts) do
     for field, delta in pairs(m) do
-      if delta ~= 0 then redis.call('HINCRBY', key, field, delta) end
+      if delta ~= 0 then redis.call('HINCRBY', key, field, str(delta)) end
     end
   end
   for key, _ in pairs(_woken) do
     redis.call('LPUSH', key, '1')
-    redis.call('LTRIM', key, 0, WAKE_CAP - 1)
+    redis.call('LTRIM', key, '0', WAKE_LAST)
   end
   _z, _s, _counts, _woken = {}, {}, {}, {}
 end
@@ -451,7 +467,7 @@ local function grant(r, st, spec)
   local id, worker = r.id, spec.worker
   count(r.type, 'running', 1)
   local fence = tonumber(r.fence or '0') + 1
-  local token = worker .. ':' .. now .. ':' .. fence
+  local token = worker .. ':' .. now_str() .. ':' .. str(fence)
   local deadline = now + spec.ms
   set(r, 'state', 'running', 'run_state', st, 'fence', fence, 'owner', worker,
       'token', token, 'deadline', deadline, 'lo', false, 'due', false)
@@ -474,12 +490,13 @@ local function grant(r, st, spec)
       end
     end
   end
-  local crashes, suspect = tonumber(r.crashes or '0'), 0
+  local crashes, suspect = tonumber(r.crashes) or 0, 0
   if crashes > 0 then
     local max = tonumber(policy(r.type, st).max_crashes or 3)
     if max > 1 and crashes >= math.max(1, max - 1) then suspect = 1 end
   end
-  return {id, st, payload, tonumber(r.attempt), fence, token, deadline, tonumber(r.prio or '0'),
-          r.parent or '', tonumber(r.attempts or '0'), big, vals, crashes, suspect}
+  -- attempt, priority and attempts_total go back as the stored strings (no conversion).
+  return {id, st, payload, r.attempt, fence, token, deadline, r.prio or '0',
+          r.parent or '', r.attempts or '0', big, vals, crashes, suspect}
 end
 

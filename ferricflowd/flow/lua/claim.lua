@@ -21,7 +21,7 @@ local states = spec.states
 local lk = T .. 'l:' .. ftype
 
 -- Expired leases first: a crashed holder's work should not wait behind fresh work.
-local expired = redis.call('ZRANGEBYSCORE', lk, '-inf', now, 'LIMIT', 0, math.max(1, math.floor(limit / 4)))
+local expired = redis.call('ZRANGEBYSCORE', lk, '-inf', now_str(), 'LIMIT', '0', str(math.max(1, math.floor(limit / 4))))
 for _, id in ipairs(expired) do
   local r = load(id)
   if r and r.state == 'running' then release(r, 'expired') end
@@ -33,11 +33,17 @@ for prio = 2, min_prio, -1 do
   local need = limit - #picked
   if need <= 0 then break end
   local cands = {}
-  for _, st in ipairs(states) do
-    local got = redis.call('ZRANGEBYSCORE', kdue(ftype, st, prio), '-inf', now, 'WITHSCORES', 'LIMIT', 0, need)
-    for j = 1, #got, 2 do cands[#cands + 1] = {got[j], tonumber(got[j + 1]), st, prio} end
+  if #states == 1 then  -- one due set is already in due order: no scores needed
+    local st = states[1]
+    local got = redis.call('ZRANGEBYSCORE', kdue(ftype, st, prio), '-inf', now_str(), 'LIMIT', '0', str(need))
+    for j = 1, #got do cands[j] = {got[j], 0, st, prio} end
+  else
+    for _, st in ipairs(states) do
+      local got = redis.call('ZRANGEBYSCORE', kdue(ftype, st, prio), '-inf', now_str(), 'WITHSCORES', 'LIMIT', '0', str(need))
+      for j = 1, #got, 2 do cands[#cands + 1] = {got[j], tonumber(got[j + 1]), st, prio} end
+    end
+    table.sort(cands, function(x, y) return x[2] < y[2] end)
   end
-  if #states > 1 then table.sort(cands, function(x, y) return x[2] < y[2] end) end
   for j = 1, math.min(need, #cands) do picked[#picked + 1] = cands[j] end
 end
 
