@@ -31,6 +31,7 @@ from ferricflowd import (
     transition,
 )
 from ferricflowd.flow import store as store_module
+from ferricflowd.flow.client import CreateSpec
 from ferricflowd.flow.records import Job
 from tests.engine.util import assert_failed_after_retries, events, running, wait_for
 
@@ -755,3 +756,22 @@ def test_scripts_are_reloaded_after_a_flush(url_and_opts: tuple[str, dict[str, A
     results = QueueClient(fc).queue(type=T).enqueue_many([f"after-{i}" for i in range(20)])
     assert results == [True] * 20
     assert fc.stats(T).counts == {"queued": 21}
+
+
+def test_cluster_pipelines_route_scripts_without_asking_the_server(
+        redis_cluster: Any, namespace: str, closing: Callable[[Any], Any]) -> None:
+    """A batch over 16 partitions is one pipeline with no COMMAND GETKEYS round trips."""
+    fc: FlowClient = closing(FlowClient.from_url(redis_cluster.url, namespace=namespace,
+                                                 partitions=16))
+    fc.create("warm", T, "queued")
+    for node in redis_cluster.nodes:
+        with node.client() as conn:
+            conn.config_resetstat()
+    assert fc.create_many([CreateSpec(f"j{i}", T, "queued") for i in range(200)]) == [True] * 200
+    calls = 0
+    for node in redis_cluster.nodes:
+        with node.client() as conn:
+            stats = conn.info("commandstats")
+        assert "cmdstat_command|getkeys" not in stats, stats
+        calls += stats.get("cmdstat_evalsha", {}).get("calls", 0)
+    assert calls == 16  # one script call per partition

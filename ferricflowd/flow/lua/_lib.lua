@@ -211,8 +211,7 @@ local function flush()
     end
   end
   for key, _ in pairs(_woken) do
-    redis.call('LPUSH', key, '1')
-    redis.call('LTRIM', key, '0', WAKE_LAST)
+    if redis.call('LPUSH', key, '1') > WAKE_CAP then redis.call('LTRIM', key, '0', WAKE_LAST) end
   end
   _z, _s, _counts, _woken = {}, {}, {}, {}
 end
