@@ -297,14 +297,14 @@ lease = "{self.lease_ms}ms"
 
     def _claim_times(self, reps: int) -> tuple[list[float], list[float]]:
         """Time `reps` claims of 100 (after two warm-ups), on the client and inside the server
-        (INFO commandstats EVALSHA microseconds around each claim); after each, 100 fresh
+        (INFO commandstats FCALL microseconds around each claim); after each, 100 fresh
         due Flows replace the claimed ones so the backlog stays at its size."""
         from bench.common import PAYLOAD
 
         r = self.s.r
 
         def server_usec() -> int:
-            return int(r.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
+            return int(r.info("commandstats").get("cmdstat_fcall", {}).get("usec", 0))
 
         client, server = [], []
         for i in range(reps + 2):

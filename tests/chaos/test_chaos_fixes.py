@@ -68,7 +68,7 @@ def test_a_restarted_store_is_used_again_without_an_error(redis_server: Any,
     try:
         client.create("before", "q", "queued")
         redis_server.restart()  # the pooled connection is now dead; scripts are gone
-        client.create("after", "q", "queued")  # one reconnect, NOSCRIPT -> reload
+        client.create("after", "q", "queued")  # one reconnect (the library reloaded if lost)
         assert client.get("after") is not None and client.get("before") is not None
     finally:
         client.close()

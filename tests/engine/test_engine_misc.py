@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 
 from ferricflowd import (
     ChildSpec,
@@ -746,12 +747,15 @@ def test_strict_durability_checks_every_cluster_node(redis_cluster: Any,
 
 def test_scripts_are_reloaded_after_a_flush(url_and_opts: tuple[str, dict[str, Any]],
                                             closing: Callable[[Any], Any]) -> None:
-    """A restarted (or new) store answers NOSCRIPT; the client loads the scripts again."""
+    """A store without the library (new, restarted without AOF, FUNCTION FLUSHed) answers
+    "Function not found"; the client loads the library again and runs the calls."""
     url, opts = url_and_opts
     fc: FlowClient = closing(FlowClient.from_url(url, **opts))
     fc.create("before", T, "queued")
-    fc.store.client.script_flush()  # on a cluster: every primary
-    assert not any(fc.store.client.script_exists(store_module._SHAS["create"]))
+    fc.store.client.function_flush()  # on a cluster: every primary
+    with pytest.raises(redis.ResponseError, match="Function not found"):
+        fc.store.client.execute_command("FCALL", store_module.FUNCTIONS["stats"], 1,
+                                        fc.keys.prefix(0), "", T)
     assert fc.create_many([]) == []
     results = QueueClient(fc).queue(type=T).enqueue_many([f"after-{i}" for i in range(20)])
     assert results == [True] * 20
@@ -773,5 +777,5 @@ def test_cluster_pipelines_route_scripts_without_asking_the_server(
         with node.client() as conn:
             stats = conn.info("commandstats")
         assert "cmdstat_command|getkeys" not in stats, stats
-        calls += stats.get("cmdstat_evalsha", {}).get("calls", 0)
+        calls += stats.get("cmdstat_fcall", {}).get("calls", 0)
     assert calls == 16  # one script call per partition

@@ -1,4 +1,10 @@
---[[ _lib.lua: helpers prepended to every command script (not a command itself).
+--[[ _lib.lua: the head of the ferricflow function library (not a command itself).
+
+ferricflowd/flow/store.py builds one Redis Functions library from this file and every
+command script: `#!lua name=ferricflow_<digest>`, this file, then each `<name>.lua` as the
+body of a function `ff_<digest>_<name>` that first calls begin(keys, args). The library is
+loaded once (FUNCTION LOAD), so these helpers are defined once, not on every call as with
+EVALSHA; a command script reads KEYS and ARGV as an EVAL script would.
 
 Key families (KEYS[1] is the partition prefix "{<ns>:<p>}:"; every other key a script
 touches is that prefix plus a suffix, so all of them share one hash tag and one cluster slot;
@@ -27,10 +33,31 @@ one HSET (plus one HDEL), each Flow's new history with one RPUSH, and each set, 
 and counter hash with one command. Reads of sorted sets must come after a flush().
 ]]
 
-local T = KEYS[1]
+-- Per-call state: the library is loaded once, and begin() starts every function call.
+local KEYS, ARGV, T   -- the call's keys and arguments; T = KEYS[1], the partition prefix
+local _now, _now_s    -- the call's clock (ms), and as a string
+local _cfg            -- the partition's settings, read at first use
+local _policies       -- retry policies read in this call
+-- The unit of work (see the header).
+local _recs          -- id -> record table, false when absent
+local _dirty         -- id -> {field -> value, or false to delete}
+local _order         -- dirty ids, first change first
+local _hist          -- id -> packed history entries to append
+local _z             -- sorted-set key -> {member -> score, or false to remove}
+local _s             -- set key -> {member -> true to add, false to remove}
+local _counts        -- counter hash key -> {field -> delta}
+local _woken         -- wake-list keys
+
+local function begin(keys, args)
+  KEYS, ARGV, T = keys, args, keys[1]
+  _now, _now_s, _cfg, _policies = nil, nil, nil, {}
+  _recs, _dirty, _order, _hist = {}, {}, {}, {}
+  _z, _s, _counts, _woken = {}, {}, {}, {}
+end
+
 local TERMINAL = {completed = true, failed = true, cancelled = true}
 local WAKE_CAP = 8
-local WAKE_LAST = tostring(WAKE_CAP - 1)  -- LTRIM's last index, as a string
+local WAKE_LAST = '7'  -- LTRIM's last index (WAKE_CAP - 1), as a string
 -- Redis keeps a hash compact (listpack) while every value is <= 64 bytes
 -- (hash-max-listpack-value); a longer payload goes to its own key so the record stays small.
 local INLINE_MAX = 64
@@ -45,7 +72,6 @@ local function str(n)
   return tostring(n)
 end
 
-local _now, _now_s = nil, nil
 local function now_ms(override)
   if _now then return _now end
   if override and override ~= '' then
@@ -64,7 +90,6 @@ local function now_str()
   return _now_s
 end
 
-local _cfg = nil
 local function cfg(name, default)
   if not _cfg then
     _cfg = {}
@@ -78,16 +103,6 @@ end
 
 local function kf(id) return T .. 'f:' .. id end
 local function kdue(ftype, state, prio) return T .. 'd:' .. ftype .. ':' .. state .. ':' .. prio end
-
--- The unit of work (see the header).
-local _recs = {}     -- id -> record table, false when absent
-local _dirty = {}    -- id -> {field -> value, or false to delete}
-local _order = {}    -- dirty ids, first change first
-local _hist = {}     -- id -> packed history entries to append
-local _z = {}        -- sorted-set key -> {member -> score, or false to remove}
-local _s = {}        -- set key -> {member -> true to add, false to remove}
-local _counts = {}   -- counter hash key -> {field -> delta}
-local _woken = {}    -- wake-list keys
 
 -- A record as a table of its fields (plus `id`), read once per call; nil when absent.
 local function load(id)
@@ -432,7 +447,6 @@ end
 local DEFAULT_POLICY = {max_retries = 3, backoff = 'exponential', base_ms = 1000,
                         max_ms = 30000, jitter_pct = 20, exhausted_to = 'failed', max_crashes = 3}
 
-local _policies = {}
 local function policy(ftype, state)
   local cache_key = ftype .. '\0' .. state
   local pol = _policies[cache_key]
