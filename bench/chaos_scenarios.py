@@ -40,6 +40,7 @@ from bench.chaos_handlers import SEP, effects_key
 from ferricflowd.flow.client import CreateSpec, FlowClient
 from ferricflowd.flow.errors import FlowError, StoreError
 from ferricflowd.flow.policy import RetryPolicy
+from ferricflowd.flow.records import record_fields
 from tests.daemon.conftest import (
     TEST_DAEMON,
     Daemon,
@@ -346,13 +347,13 @@ def read_flows(client: FlowClient, ids: Sequence[str], chunk: int = 500) -> dict
             pipe = r.pipeline(transaction=False)
             for fid in part:
                 p = client.partition_for(fid)
-                pipe.hgetall(keys.flow(p, fid))
+                pipe.get(keys.flow(p, fid))
                 pipe.lrange(keys.history(p, fid), 0, -1)
             return pipe.execute()
 
         got = client.store.execute(read)
         for j, fid in enumerate(part):
-            raw, hist = got[2 * j], got[2 * j + 1]
+            raw, hist = record_fields(got[2 * j]), got[2 * j + 1]
             events = []
             for entry in hist:
                 ver, at, name, details = msgpack.unpackb(entry, raw=False,

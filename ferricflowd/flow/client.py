@@ -34,7 +34,7 @@ from .outcomes import (
     check_priority,
 )
 from .policy import RetryPolicy
-from .records import FlowRecord, FlowStats, HistoryEvent, Job, StateStats
+from .records import FlowRecord, FlowStats, HistoryEvent, Job, StateStats, record_fields
 from .store import Call, Store
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
@@ -705,7 +705,7 @@ class FlowClient:
         def read(r: Any) -> list[Any]:
             pipe = r.pipeline(transaction=False)
             for p, fid in refs:
-                pipe.hgetall(keys.flow(p, fid))
+                pipe.get(keys.flow(p, fid))
                 if payload:
                     pipe.get(keys.payload(p, fid))
                 if values:
@@ -715,14 +715,14 @@ class FlowClient:
         got = iter(self.store.execute(read))
         out: list[FlowRecord | None] = []
         for _, fid in refs:
-            raw = next(got)
+            raw = record_fields(next(got))
             blob = next(got) if payload else None
             vals = ({n: v for n, v in zip(values, next(got), strict=True) if v is not None}
                     if values else {})
             if not raw:
                 out.append(None)
                 continue
-            # A long payload lives in its own key (the record stays a compact hash).
+            # A long payload lives in its own key (the record stays small).
             if raw.pop(b"pb", None) or not payload:
                 raw[b"payload"] = blob or b""
             out.append(FlowRecord.from_hash(fid, raw, vals))

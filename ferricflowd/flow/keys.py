@@ -39,7 +39,7 @@ class KeySpace:
         return f"{self.prefix(p)}f:{flow_id}"
 
     def payload(self, p: int, flow_id: str) -> str:
-        """A payload too long to keep the record compact (see INLINE_MAX in _lib.lua)."""
+        """A payload too long to keep in the record (see INLINE_MAX in _lib.lua)."""
         return f"{self.prefix(p)}b:{flow_id}"
 
     def history(self, p: int, flow_id: str) -> str:

@@ -6,10 +6,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 if TYPE_CHECKING:
     from .client import FlowHandle
 
 TERMINAL_STATES = ("completed", "failed", "cancelled")
+
+
+def record_fields(blob: bytes | None) -> dict[bytes, bytes]:
+    """A stored record's fields: the engine keeps each record as one msgpack map of strings
+    (one GET and one SET per script call instead of a hash's HGETALL, HSET and HDEL); {}
+    when the record does not exist."""
+    return msgpack.unpackb(blob, raw=True) if blob else {}
 
 
 def _s(raw: Mapping[bytes, bytes], name: str) -> str | None:

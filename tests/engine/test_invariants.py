@@ -47,7 +47,7 @@ from ferricflowd import (
     transition,
 )
 from ferricflowd.flow.client import KeepLease
-from ferricflowd.flow.records import Job
+from ferricflowd.flow.records import Job, record_fields
 
 TYPE = "prop"
 STATES = ["a", "b", "c"]
@@ -248,7 +248,7 @@ class FlowMachine(RuleBasedStateMachine):
             for fid in known:
                 p = fc.partition_for(fid, self.flows[fid])
                 pre = keys.prefix(p)
-                pipe.hgetall(keys.flow(p, fid))
+                pipe.get(keys.flow(p, fid))
                 pipe.lrange(keys.history(p, fid), 0, -1)
                 for s in live_states:
                     for prio in (0, 1, 2):
@@ -265,7 +265,8 @@ class FlowMachine(RuleBasedStateMachine):
         got = iter(fc.store.execute(read))
         actual: Counter[str] = Counter()
         for fid in known:
-            raw = {k.decode(): v.decode("utf-8", "replace") for k, v in next(got).items()}
+            raw = {k.decode(): v.decode("utf-8", "replace")
+                   for k, v in record_fields(next(got)).items()}
             history = [msgpack.unpackb(e, raw=False) for e in next(got)]
             due = {(s, prio): next(got) for s in live_states for prio in (0, 1, 2)}
             lease = next(got)

@@ -10,7 +10,7 @@ Key families (KEYS[1] is the partition prefix "{<ns>:<p>}:"; every other key a s
 touches is that prefix plus a suffix, so all of them share one hash tag and one cluster slot;
 ferricflowd/flow/keys.py builds the same names on the Python side):
 
-  f:<id>                    hash    the Flow record
+  f:<id>                    string  the Flow record: one msgpack map of field -> string
   b:<id>                    string  the payload, when longer than INLINE_MAX bytes
   h:<id>                    list    history, one msgpack [version, at_ms, event, details] each
   v:<id>                    hash    named values
@@ -27,10 +27,13 @@ ferricflowd/flow/keys.py builds the same names on the Python side):
   types                     set     types seen in this partition
   cfg                       hash    partition settings: history_cap, retention_ms, part
 
-Writes go through a per-call unit of work: a script loads each record once (load), changes
-it in memory (set, event, zset, sset, count), and flush() writes every changed record with
-one HSET (plus one HDEL), each Flow's new history with one RPUSH, and each set, sorted set
-and counter hash with one command. Reads of sorted sets must come after a flush().
+Writes go through a per-call unit of work: a script loads each record once (load: one GET
+and a cmsgpack.unpack in C), changes it in memory (set, event, zset, sset, count), and
+flush() writes every changed record with one SET, each Flow's new history with one RPUSH,
+and each set, sorted set and counter hash with one command. Reads of sorted sets must come
+after a flush(). A record is one string rather than a hash because a hash costs a command
+argument per field on every write (HSET, HDEL) and a Lua string per field on every read:
+a claim or complete cost 27 % more store instructions that way (bench.engine_ir).
 ]]
 
 -- Per-call state: the library is loaded once, and begin() starts every function call.
@@ -58,9 +61,9 @@ end
 local TERMINAL = {completed = true, failed = true, cancelled = true}
 local WAKE_CAP = 8
 local WAKE_LAST = '7'  -- LTRIM's last index (WAKE_CAP - 1), as a string
--- Redis keeps a hash compact (listpack) while every value is <= 64 bytes
--- (hash-max-listpack-value); a longer payload goes to its own key so the record stays small.
-local INLINE_MAX = 64
+-- The record is rewritten whole on every change (and so is its AOF entry): a payload
+-- longer than this goes to its own key, written once, so the record stays small.
+local INLINE_MAX = 256
 -- unpack() has a C-stack limit; multi-member commands are sent in chunks of this many args.
 local CHUNK = 4000
 
@@ -108,15 +111,12 @@ local function kdue(ftype, state, prio) return T .. 'd:' .. ftype .. ':' .. stat
 local function load(id)
   local r = _recs[id]
   if r ~= nil then return r or nil end
-  -- RESP3 for this one call: HGETALL's reply then arrives as a map, built into a Lua table
-  -- in C (a field-by-field copy in Lua was a tenth of a claim's cost).
-  redis.setresp(3)
-  r = redis.call('HGETALL', kf(id)).map
-  redis.setresp(2)
-  if next(r) == nil then
+  local raw = redis.call('GET', kf(id))
+  if not raw then
     _recs[id] = false
     return nil
   end
+  r = cmsgpack.unpack(raw)
   r.id = id
   _recs[id] = r
   return r
@@ -131,23 +131,15 @@ end
 
 -- Set record fields: set(r, name, value, ...); a false value deletes the field.
 local function set(r, ...)
-  local d = _dirty[r.id]
-  if not d then
-    d = {}
-    _dirty[r.id] = d
-    _order[#_order + 1] = r.id
+  local id = r.id
+  if not _dirty[id] then
+    _dirty[id] = true
+    _order[#_order + 1] = id
   end
   local args = {...}
   for i = 1, #args, 2 do
-    local k, v = args[i], args[i + 1]
-    if v == false then
-      if r[k] ~= nil then d[k] = false end
-      r[k] = nil
-    else
-      v = str(v)
-      d[k] = v
-      r[k] = v
-    end
+    local v = args[i + 1]
+    if v == false then r[args[i]] = nil else r[args[i]] = str(v) end
   end
 end
 
@@ -183,12 +175,10 @@ end
 local function flush_records()
   local cap = cfg('history_cap', 10000)
   for _, id in ipairs(_order) do
-    local put, del = {}, {}
-    for k, v in pairs(_dirty[id]) do
-      if v == false then del[#del + 1] = k else put[#put + 1] = k; put[#put + 1] = v end
-    end
-    if #put > 0 then send('HSET', kf(id), put) end
-    if #del > 0 then send('HDEL', kf(id), del) end
+    local r = _recs[id]
+    r.id = nil
+    redis.call('SET', kf(id), cmsgpack.pack(r))
+    r.id = id
     local h = _hist[id]
     if h then
       local hk = T .. 'h:' .. id
