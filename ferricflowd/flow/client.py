@@ -418,10 +418,10 @@ class FlowClient:
         return dict(sorted(found.items(), reverse=True))
 
     def _job(self, type: str, partition: int, item: list[Any]) -> Job:
-        (fid, state, payload, attempt, fence, token, deadline, prio, parent, total, big,
-         flat, crashes, suspect) = item
+        fid, state, payload, attempt, fence, token, deadline, extra = item
+        prio, parent, total, big, flat, crashes, suspect = extra or _NO_EXTRA
         flow_id = fid.decode("utf-8")
-        values = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+        values = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)} if flat else {}
         if big:  # over a cap: fetched here, outside the claim, so the claim stays small
             names = [b.decode() for b in big if b]
             if b"" in big:
@@ -853,6 +853,8 @@ def _lease_args(worker: str, lease_ms: int, states: Sequence[str], claim_values:
 
 
 _NO_KEEP = _lease_args("", 0, (), (), 0, None)
+# A claim item's rarely set fields when the store leaves them out (grant in _lib.lua).
+_NO_EXTRA = (0, b"", 0, (), (), 0, 0)
 
 
 def _outcome_args(job: Job, o: Outcome) -> list[Any]:

@@ -71,7 +71,8 @@ local CHUNK = 4000
 -- "%.17g" for a number passed to redis.call) is a float conversion, the costliest step of
 -- a claim item before this. Every number the engine stores is an integer (ms, counters).
 local function str(n)
-  if type(n) == 'number' and n % 1 == 0 then return string.format('%d', n) end
+  if type(n) ~= 'number' then return n end
+  if n % 1 == 0 then return string.format('%d', n) end
   return tostring(n)
 end
 
@@ -129,18 +130,22 @@ local function new_record(id)
   return r
 end
 
--- Set record fields: set(r, name, value, ...); a false value deletes the field.
-local function set(r, ...)
+-- Set record fields: set(r, name, value, ...); a false value deletes the field. Up to four
+-- pairs go without a Lua table for the arguments (most calls).
+local function set(r, k1, v1, k2, v2, k3, v3, k4, v4, ...)
   local id = r.id
   if not _dirty[id] then
     _dirty[id] = true
     _order[#_order + 1] = id
   end
-  local args = {...}
-  for i = 1, #args, 2 do
-    local v = args[i + 1]
-    if v == false then r[args[i]] = nil else r[args[i]] = str(v) end
-  end
+  if v1 == false then r[k1] = nil else r[k1] = str(v1) end
+  if not k2 then return end
+  if v2 == false then r[k2] = nil else r[k2] = str(v2) end
+  if not k3 then return end
+  if v3 == false then r[k3] = nil else r[k3] = str(v3) end
+  if not k4 then return end
+  if v4 == false then r[k4] = nil else r[k4] = str(v4) end
+  if select('#', ...) > 0 then set(r, ...) end
 end
 
 local function zset(key, member, score)
@@ -226,13 +231,27 @@ local function logical_state(r)
   return r.state
 end
 
--- Append one history event; every accepted mutation bumps the version by one.
+-- Mark a record changed without set(): hot paths assign its fields directly (strings only).
+local function touch(r)
+  local id = r.id
+  if not _dirty[id] then
+    _dirty[id] = true
+    _order[#_order + 1] = id
+  end
+end
+
+local EMPTY = {}
+-- Append one history event; every accepted mutation bumps the version by one. An entry is
+-- the msgpack array [version, at_ms, event, details]: its fixarray header, then the four
+-- values packed by one call (no Lua table for the array).
 local function event(r, name, details)
-  local ver = tonumber(r.ver or '0') + 1
-  set(r, 'ver', ver, 'updated', now_ms())
+  local ver = (tonumber(r.ver) or 0) + 1
+  touch(r)
+  r.ver = str(ver)
+  r.updated = now_str()
   local h = _hist[r.id]
   if not h then h = {}; _hist[r.id] = h end
-  h[#h + 1] = cmsgpack.pack({ver, now_ms(), name, details or {}})
+  h[#h + 1] = '\148' .. cmsgpack.pack(ver, _now, name, details or EMPTY)
   return ver
 end
 
@@ -461,31 +480,37 @@ local function lease_spec(i)
   end
   local nv = tonumber(ARGV[i + 5 + ns])
   for j = 1, nv do spec.names[j] = ARGV[i + 5 + ns + j] end
+  -- What every grant of this call shares (the clock is fixed for the call).
+  spec.deadline = now_ms() + spec.ms
+  spec.deadline_s = str(spec.deadline)
+  spec.token_head = spec.worker .. ':' .. now_str() .. ':'
+  spec.wkey = T .. 'w:' .. spec.worker
   return spec, i + 6 + ns + nv
 end
 
 -- Lease a Flow that is out of every set (its count already moved) to spec.worker in `st`.
 -- Returns the claim reply item: {id, state, payload, attempt, fencing, lease_token,
--- deadline_ms, priority, parent_id, attempts_total, big, values, crash_count, suspect}.
+-- deadline_ms, extra}, extra = 0 or {priority, parent_id, attempts_total, big, values,
+-- crash_count, suspect}.
 local function grant(r, st, spec)
-  local now = now_ms()
   local id, worker = r.id, spec.worker
   count(r.type, 'running', 1)
-  local fence = tonumber(r.fence or '0') + 1
-  local token = worker .. ':' .. now_str() .. ':' .. str(fence)
-  local deadline = now + spec.ms
-  set(r, 'state', 'running', 'run_state', st, 'fence', fence, 'owner', worker,
-      'token', token, 'deadline', deadline, 'lo', false, 'due', false)
-  zset(T .. 'l:' .. r.type, id, deadline)
-  sset(T .. 'w:' .. worker, id, true)
+  local fence = (tonumber(r.fence) or 0) + 1
+  local fence_s = str(fence)
+  local token = spec.token_head .. fence_s
+  touch(r)
+  r.state, r.run_state, r.fence, r.owner, r.token = 'running', st, fence_s, worker, token
+  r.deadline, r.lo, r.due = spec.deadline_s, nil, nil
+  zset(T .. 'l:' .. r.type, id, spec.deadline_s)
+  sset(spec.wkey, id, true)
   event(r, 'claimed', {worker = worker, fencing = fence, attempt = tonumber(r.attempt)})
-  local big, payload = {}, get_payload(r)
+  local big, vals, payload = EMPTY, EMPTY, get_payload(r)
   if spec.payload_cap > 0 and #payload > spec.payload_cap then
-    big[#big + 1] = ''
+    big = {''}
     payload = ''
   end
-  local vals = {}
   if #spec.names > 0 then
+    big, vals = {big[1]}, {}
     local got = redis.call('HMGET', T .. 'v:' .. id, unpack(spec.names))
     for j, name in ipairs(spec.names) do
       local data = got[j]
@@ -500,8 +525,11 @@ local function grant(r, st, spec)
     local max = tonumber(policy(r.type, st).max_crashes or 3)
     if max > 1 and crashes >= math.max(1, max - 1) then suspect = 1 end
   end
-  -- attempt, priority and attempts_total go back as the stored strings (no conversion).
-  return {id, st, payload, r.attempt, fence, token, deadline, r.prio or '0',
-          r.parent or '', r.attempts or '0', big, vals, crashes, suspect}
+  -- attempt, priority and attempts_total go back as the stored strings (no conversion); the
+  -- rarely set fields only when one of them is (a reply field costs the store ~1,000 Ir).
+  local extra = 0
+  if (r.prio and r.prio ~= '0') or r.parent or r.attempts or crashes > 0 or #big > 0 or #vals > 0 then
+    extra = {r.prio or '0', r.parent or '', r.attempts or '0', big, vals, crashes, suspect}
+  end
+  return {id, st, payload, r.attempt, fence, token, spec.deadline, extra}
 end
-

@@ -6,9 +6,10 @@ ARGV     now_ms override ('' = TIME), type, limit, min_priority (only claim prio
          value_max_bytes (0 = no cap), n_states, states..., n_values, names...
 Reply    {now_ms, next_due_ms (-1: nothing scheduled), more (1: due work was left behind),
           item...} where item = {id, state, payload, attempt, fencing, lease_token,
-          deadline_ms, priority, parent_id, attempts_total, big (names of the payload/values
-          left out for exceeding a cap), values (flat name, bytes list), crash_count,
-          suspect (1: one more crash fails it under its policy's max_crashes)}
+          deadline_ms, extra}; extra = 0 when every one of these is unset, else
+          {priority, parent_id, attempts_total, big (names of the payload/values left out
+          for exceeding a cap), values (flat name, bytes list), crash_count, suspect (1: one
+          more crash fails it under its policy's max_crashes)}
 Order    expired leases of the type are released first (up to a quarter of the batch), then
          priority 2 before 1 before 0, earliest due first across the states.
 Events   lease_released (cause expired), claimed

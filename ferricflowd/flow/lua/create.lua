@@ -28,7 +28,7 @@ for i = 0, n - 1 do
   else
     local r = new_record(id)
     -- Zero counters and empty options are left out: readers default them.
-    set(r, 'type', ftype, 'prio', ARGV[a + 4], 'attempt', 1, 'created', now,
+    set(r, 'type', ftype, 'prio', ARGV[a + 4] ~= '0' and ARGV[a + 4], 'attempt', 1, 'created', now,
         'parent', ARGV[a + 6] ~= '' and ARGV[a + 6], 'pp', ARGV[a + 7] ~= '' and ARGV[a + 7],
         'pkey', ARGV[a + 8] ~= '' and ARGV[a + 8], 'root', ARGV[a + 11] ~= '' and ARGV[a + 11],
         'corr', ARGV[a + 12] ~= '' and ARGV[a + 12], 'digest', digest)
