@@ -39,6 +39,7 @@ a claim or complete cost 27 % more store instructions that way (bench.engine_ir)
 -- Per-call state: the library is loaded once, and begin() starts every function call.
 local KEYS, ARGV, T   -- the call's keys and arguments; T = KEYS[1], the partition prefix
 local _now, _now_s    -- the call's clock (ms), and as a string
+local _until_s        -- now + the partition's retention, as a string (terminal Flows)
 local _cfg            -- the partition's settings, read at first use
 local _policies       -- retry policies read in this call
 -- The unit of work (see the header).
@@ -50,12 +51,13 @@ local _z             -- sorted-set key -> {member -> score, or false to remove}
 local _s             -- set key -> {member -> true to add, false to remove}
 local _counts        -- counter hash key -> {field -> delta}
 local _woken         -- wake-list keys
+local _memo          -- key names built in this call: kind -> type -> (sub -> name | name)
 
 local function begin(keys, args)
   KEYS, ARGV, T = keys, args, keys[1]
-  _now, _now_s, _cfg, _policies = nil, nil, nil, {}
+  _now, _now_s, _until_s, _cfg, _policies = nil, nil, nil, nil, {}
   _recs, _dirty, _order, _hist = {}, {}, {}, {}
-  _z, _s, _counts, _woken = {}, {}, {}, {}
+  _z, _s, _counts, _woken, _memo = {}, {}, {}, {}, {}
 end
 
 local TERMINAL = {completed = true, failed = true, cancelled = true}
@@ -106,7 +108,25 @@ local function cfg(name, default)
 end
 
 local function kf(id) return T .. 'f:' .. id end
-local function kdue(ftype, state, prio) return T .. 'd:' .. ftype .. ':' .. state .. ':' .. prio end
+
+-- T .. kind .. ftype, or T .. kind .. ftype .. ':' .. sub: built once per call (a batch
+-- names the same few keys for every item, and a concatenation costs more than two lookups).
+local function tkey(kind, ftype, sub)
+  local m = _memo[kind]
+  if not m then m = {}; _memo[kind] = m end
+  local k = m[ftype]
+  if sub == nil then
+    if not k then k = T .. kind .. ftype; m[ftype] = k end
+    return k
+  end
+  if not k then k = {}; m[ftype] = k end
+  local name = k[sub]
+  if not name then name = T .. kind .. ftype .. ':' .. sub; k[sub] = name end
+  return name
+end
+
+local PRIO = {['0'] = ':0', ['1'] = ':1', ['2'] = ':2', [0] = ':0', [1] = ':1', [2] = ':2'}
+local function kdue(ftype, state, prio) return tkey('d:', ftype, state .. PRIO[prio]) end
 
 -- A record as a table of its fields (plus `id`), read once per call; nil when absent.
 local function load(id)
@@ -161,14 +181,13 @@ local function sset(key, member, present)
 end
 
 local function count(ftype, state, delta)
-  local key = T .. 'c:' .. ftype
-  local m = _counts[key]
-  if not m then m = {}; _counts[key] = m end
+  local m = _counts[ftype]
+  if not m then m = {}; _counts[ftype] = m end
   m[state] = (m[state] or 0) + delta
 end
 
 local function wake(ftype, state)
-  _woken[T .. 'x:' .. ftype .. ':' .. state] = true
+  _woken[tkey('x:', ftype, state)] = true
 end
 
 local function send(cmd, key, args)
@@ -215,7 +234,8 @@ local function flush()
     if #rem > 0 then send('SREM', key, rem) end
     if #add > 0 then send('SADD', key, add) end
   end
-  for key, m in pairs(_counts) do
+  for ftype, m in pairs(_counts) do
+    local key = tkey('c:', ftype)
     for field, delta in pairs(m) do
       if delta ~= 0 then redis.call('HINCRBY', key, field, str(delta)) end
     end
@@ -223,7 +243,7 @@ local function flush()
   for key, _ in pairs(_woken) do
     if redis.call('LPUSH', key, '1') > WAKE_CAP then redis.call('LTRIM', key, '0', WAKE_LAST) end
   end
-  _z, _s, _counts, _woken = {}, {}, {}, {}
+  _z, _s, _counts, _woken, _memo = {}, {}, {}, {}, {}
 end
 
 local function logical_state(r)
@@ -278,18 +298,20 @@ local function rest(r, state, due)
     -- Future due times wake idle workers too: they re-claim and shorten their block to it.
     wake(r.type, state)
   else
-    set(r, 'state', state, 'due', false)
+    touch(r)
+    r.state, r.due = state, nil
   end
-  sset(T .. 's:' .. r.type, state, true)
+  sset(tkey('s:', r.type), state, true)
   count(r.type, state, 1)
 end
 
 -- Take a Flow out of wherever it is now (due set, lease, parked) and out of its count.
 local function unrest(r)
   if r.state == 'running' then
-    zset(T .. 'l:' .. r.type, r.id, false)
-    if r.owner then sset(T .. 'w:' .. r.owner, r.id, false) end
-    set(r, 'owner', false, 'token', false, 'deadline', false, 'run_state', false)
+    zset(tkey('l:', r.type), r.id, false)
+    if r.owner then sset(tkey('w:', r.owner), r.id, false) end
+    touch(r)
+    r.owner, r.token, r.deadline, r.run_state = nil, nil, nil, nil
   elseif not TERMINAL[r.state] then
     zset(kdue(r.type, r.state, r.prio or '0'), r.id, false)
   end
@@ -412,11 +434,11 @@ end
 -- is named after the status unless `ev` names it.
 finish = function(r, status, kind, details, extra, ev)
   unrest(r)
-  local now = now_ms()
-  set(r, 'lo', kind, 'until', now + cfg('retention_ms', 604800000))
+  if not _until_s then _until_s = str(now_ms() + cfg('retention_ms', 604800000)) end
+  r.lo, r['until'] = kind, _until_s
   if extra then set(r, unpack(extra)) end
   rest(r, status, nil)
-  zset(T .. 't:' .. r.type .. ':' .. status, r.id, now)
+  zset(tkey('t:', r.type, status), r.id, now_str())
   sset(T .. 'types', r.type, true)
   local ver = event(r, ev or status, details)
   parent_hook(r, status)
@@ -501,7 +523,7 @@ local function grant(r, st, spec)
   touch(r)
   r.state, r.run_state, r.fence, r.owner, r.token = 'running', st, fence_s, worker, token
   r.deadline, r.lo, r.due = spec.deadline_s, nil, nil
-  zset(T .. 'l:' .. r.type, id, spec.deadline_s)
+  zset(tkey('l:', r.type), id, spec.deadline_s)
   sset(spec.wkey, id, true)
   event(r, 'claimed', {worker = worker, fencing = fence, attempt = tonumber(r.attempt)})
   local big, vals, payload = EMPTY, EMPTY, get_payload(r)

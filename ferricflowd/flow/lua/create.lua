@@ -13,6 +13,7 @@ Events   created
 ]]
 
 local now = now_ms(ARGV[1])
+local now_s = now_str()
 local n = tonumber(ARGV[2])
 local out = {}
 for i = 0, n - 1 do
@@ -27,16 +28,20 @@ for i = 0, n - 1 do
     out[#out + 1] = 'ERR flow wrong state'
   else
     local r = new_record(id)
-    -- Zero counters and empty options are left out: readers default them.
-    set(r, 'type', ftype, 'prio', ARGV[a + 4] ~= '0' and ARGV[a + 4], 'attempt', 1, 'created', now,
-        'parent', ARGV[a + 6] ~= '' and ARGV[a + 6], 'pp', ARGV[a + 7] ~= '' and ARGV[a + 7],
-        'pkey', ARGV[a + 8] ~= '' and ARGV[a + 8], 'root', ARGV[a + 11] ~= '' and ARGV[a + 11],
-        'corr', ARGV[a + 12] ~= '' and ARGV[a + 12], 'digest', digest)
+    touch(r)
+    -- Fields assigned directly (all strings); zero counters and empty options are left out.
+    r.type, r.attempt, r.created, r.digest = ftype, '1', now_s, digest
+    if ARGV[a + 4] ~= '0' then r.prio = ARGV[a + 4] end
+    if ARGV[a + 6] ~= '' then r.parent = ARGV[a + 6] end
+    if ARGV[a + 7] ~= '' then r.pp = ARGV[a + 7] end
+    if ARGV[a + 8] ~= '' then r.pkey = ARGV[a + 8] end
+    if ARGV[a + 11] ~= '' then r.root = ARGV[a + 11] end
+    if ARGV[a + 12] ~= '' then r.corr = ARGV[a + 12] end
     set_payload(r, ARGV[a + 3])
     put_values(id, ARGV[a + 13], true)
-    local due = now
-    if ARGV[a + 5] ~= '' then due = tonumber(ARGV[a + 5]) end
-    rest(r, state, due)
+    local due, due_s = now, now_s
+    if ARGV[a + 5] ~= '' then due, due_s = tonumber(ARGV[a + 5]), ARGV[a + 5] end
+    rest(r, state, due_s)
     sset(T .. 'types', ftype, true)
     event(r, 'created', {state = state, due = due})
     out[#out + 1] = 'ok'
