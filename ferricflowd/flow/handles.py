@@ -110,10 +110,13 @@ class TypeHandle:
         self.register()
         specs = []
         for item in items:
+            if isinstance(item, tuple) and len(item) == 2:  # the common form, without a dict
+                specs.append(CreateSpec(item[0], self.type, self.default_state,
+                                        as_bytes("payload", item[1]) or b"", {}, None, None, 0,
+                                        idempotent))
+                continue
             if isinstance(item, str):
                 item = {"id": item}
-            elif isinstance(item, tuple) and len(item) == 2:
-                item = {"id": item[0], "payload": item[1]}
             elif not isinstance(item, Mapping):
                 raise TypeError("items must be ids, (id, payload) pairs or dicts")
             kw = dict(item)

@@ -33,10 +33,15 @@ class MultiprocessMetrics:
         self.path = Path(data_dir) / "prometheus"
 
     def prepare(self) -> None:
-        """Wipe and create the directory and switch this process to multiprocess mode."""
+        """Wipe and create the directory (workers may be spawned from here on)."""
         shutil.rmtree(self.path, ignore_errors=True)
         self.path.mkdir(parents=True, mode=0o700)
         os.environ[ENV_VAR] = str(self.path)
+
+    def activate(self) -> None:
+        """Switch this process to multiprocess mode; before it creates any metric. Apart
+        from prepare() so that workers start before this process imports prometheus_client
+        (~50 ms)."""
         # prometheus_client chooses mmap-backed values when `values` is first imported. If
         # something imported it before the directory existed, re-choose now: metric objects
         # look the class up on the module each time one is created.
