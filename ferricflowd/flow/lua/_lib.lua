@@ -40,7 +40,7 @@ a claim or complete cost 27 % more store instructions that way (bench.engine_ir)
 local KEYS, ARGV, T   -- the call's keys and arguments; T = KEYS[1], the partition prefix
 local _now, _now_s    -- the call's clock (ms), and as a string
 local _until_s        -- now + the partition's retention, as a string (terminal Flows)
-local _cfg            -- the partition's settings, read at first use
+local _cfg            -- the partition's settings read in this call
 local _policies       -- retry policies read in this call
 -- The unit of work (see the header).
 local _recs          -- id -> record table, false when absent
@@ -55,7 +55,7 @@ local _memo          -- key names built in this call: kind -> type -> (sub -> na
 
 local function begin(keys, args)
   KEYS, ARGV, T = keys, args, keys[1]
-  _now, _now_s, _until_s, _cfg, _policies = nil, nil, nil, nil, {}
+  _now, _now_s, _until_s, _cfg, _policies = nil, nil, nil, {}, {}
   _recs, _dirty, _order, _hist = {}, {}, {}, {}
   _z, _s, _counts, _woken, _memo = {}, {}, {}, {}, {}
 end
@@ -97,13 +97,14 @@ local function now_str()
 end
 
 local function cfg(name, default)
-  if not _cfg then
-    _cfg = {}
-    local flat = redis.call('HGETALL', T .. 'cfg')
-    for i = 1, #flat, 2 do _cfg[flat[i]] = flat[i + 1] end
-  end
+  -- One HGET per setting used, at most once per call: most calls need one setting, and
+  -- HGETALL plus a Lua loop over the hash cost three times as much (bench.engine_ir).
   local v = _cfg[name]
-  if v == nil or v == '' then return default end
+  if v == nil then
+    v = redis.call('HGET', T .. 'cfg', name) or ''
+    _cfg[name] = v
+  end
+  if v == '' then return default end
   return tonumber(v) or v
 end
 
@@ -218,6 +219,18 @@ end
 -- work behind re-wakes.
 local function flush()
   flush_records()
+  -- Counts first: a state whose count is new (or was 0) gets listed in s:<type> and its type
+  -- in `types` (never unlisted, so only then can they be missing), not on every call.
+  for ftype, m in pairs(_counts) do
+    local key = tkey('c:', ftype)
+    for field, delta in pairs(m) do
+      if delta ~= 0 and redis.call('HINCRBY', key, field, str(delta)) == delta and delta > 0
+          and field ~= 'running' then
+        sset(tkey('s:', ftype), field, true)
+        sset(T .. 'types', ftype, true)
+      end
+    end
+  end
   for key, m in pairs(_z) do
     local add, rem = {}, {}
     for member, score in pairs(m) do
@@ -234,16 +247,10 @@ local function flush()
     if #rem > 0 then send('SREM', key, rem) end
     if #add > 0 then send('SADD', key, add) end
   end
-  for ftype, m in pairs(_counts) do
-    local key = tkey('c:', ftype)
-    for field, delta in pairs(m) do
-      if delta ~= 0 then redis.call('HINCRBY', key, field, str(delta)) end
-    end
-  end
   for key, _ in pairs(_woken) do
     if redis.call('LPUSH', key, '1') > WAKE_CAP then redis.call('LTRIM', key, '0', WAKE_LAST) end
   end
-  _z, _s, _counts, _woken, _memo = {}, {}, {}, {}, {}
+  _z, _s, _counts, _woken = {}, {}, {}, {}
 end
 
 local function logical_state(r)
@@ -301,7 +308,6 @@ local function rest(r, state, due)
     touch(r)
     r.state, r.due = state, nil
   end
-  sset(tkey('s:', r.type), state, true)
   count(r.type, state, 1)
 end
 
@@ -439,7 +445,6 @@ finish = function(r, status, kind, details, extra, ev)
   if extra then set(r, unpack(extra)) end
   rest(r, status, nil)
   zset(tkey('t:', r.type, status), r.id, now_str())
-  sset(T .. 'types', r.type, true)
   local ver = event(r, ev or status, details)
   parent_hook(r, status)
   return ver

@@ -42,7 +42,6 @@ for i = 0, n - 1 do
     local due, due_s = now, now_s
     if ARGV[a + 5] ~= '' then due, due_s = tonumber(ARGV[a + 5]), ARGV[a + 5] end
     rest(r, state, due_s)
-    sset(T .. 'types', ftype, true)
     event(r, 'created', {state = state, due = due})
     out[#out + 1] = 'ok'
   end

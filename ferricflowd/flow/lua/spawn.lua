@@ -55,7 +55,6 @@ for i = 0, n - 1 do
     set_payload(c, ARGV[a + 3])
     put_values(cid, ARGV[a + 7], true)
     rest(c, ARGV[a + 2], now)
-    sset(T .. 'types', ARGV[a + 1], true)
     event(c, 'created', {state = ARGV[a + 2], parent = pid})
     out[#out + 1] = 'ok'
   end
