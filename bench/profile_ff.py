@@ -36,7 +36,7 @@ from typing import Any
 
 import psutil
 
-from bench.common import BenchStore, bin_path, log, wait_counter
+from bench.common import BenchStore, bin_path, log, precompile, wait_counter
 from bench.systems.ferricflowd_adapter import SETTINGS, Adapter
 from bench.workloads import BATCH, _items, chunks
 
@@ -246,6 +246,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    precompile()
     work = Path(tempfile.mkdtemp(prefix="ffprof-"))
     spy = None if args.no_py_spy else (bin_path("py-spy") or shutil.which("py-spy"))
     kind = "noop" if args.workload == "W1" else "chain"

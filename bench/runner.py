@@ -18,6 +18,7 @@ from bench.common import (
     fsync_probe,
     log,
     machine_info,
+    precompile,
     summarize,
 )
 from bench.systems.base import System
@@ -122,6 +123,7 @@ def run(workloads: Sequence[str] = ALL_WORKLOADS, *, systems: Sequence[str] = ("
         work_dir: Path | None = None) -> dict[str, Any]:
     """Run the matrix; returns the JSON-able result (meta, cells)."""
     all_sizes = {**DEFAULT_SIZES, **(sizes or {})}
+    precompile()
     work = Path(work_dir or tempfile.mkdtemp(prefix="ffbench-"))
     result: dict[str, Any] = {
         "meta": {**machine_info(), "reps": reps, "sizes": all_sizes,

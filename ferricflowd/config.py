@@ -378,7 +378,7 @@ def _check_listen(value: str) -> str | None:
 
 
 def _check_store_url(value: str) -> str | None:
-    from ferricflowd.flow.store import url_problem  # redis-py parses it; the URL is redacted
+    from ferricflowd.flow.urls import url_problem  # the URL is redacted in its message
 
     return url_problem(value)
 

@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any
 
+from ferricflowd.flow.urls import redact as redact_url  # one redaction for logs and errors
+
 __all__ = [
     "FLOW_FIELDS", "JsonFormatter", "TextFormatter", "flow_event", "init_sentry", "redact_url",
     "setup_logging",
@@ -106,13 +108,6 @@ def flow_event(
     if detail:
         text = f"{text} {detail}"
     logger.log(level, "%s", text, extra={"event": event, **ident, **fields})
-
-
-def redact_url(url: str) -> str:
-    """A store URL without its password (user part or ?password=), for log lines."""
-    from ferricflowd.flow.store import _redact  # one implementation for logs and errors
-
-    return _redact(url)
 
 
 def init_sentry(dsn: str, **options: Any) -> Any:

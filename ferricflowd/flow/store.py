@@ -11,7 +11,6 @@ connection (Store._stream), on a cluster they go through redis-py's cluster pipe
 from __future__ import annotations
 
 import hashlib
-import inspect
 import logging
 import os
 import threading
@@ -19,7 +18,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import redis
 import redis.exceptions as rexc
@@ -29,6 +27,7 @@ from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from .errors import DurabilityError, InvalidArgument, StoreError
+from .urls import check_url, redact
 
 log = logging.getLogger("ferricflowd.store")
 
@@ -65,60 +64,6 @@ def _build_library() -> tuple[str, dict[str, str]]:
 LIBRARY, FUNCTIONS = _build_library()
 
 
-_SECRET_PARAMS = frozenset({"password", "ssl_password"})  # redis-py takes these from ?query
-
-
-def _redact(url: str) -> str:
-    """The URL without its password (in the user part or the query), for logs and errors."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if parts.password is not None:
-            userinfo, _, host = netloc.rpartition("@")
-            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
-        query = "&".join(
-            f"{p.partition('=')[0]}=***" if unquote(p.partition("=")[0]).lower() in _SECRET_PARAMS
-            else p for p in parts.query.split("&")) if parts.query else ""
-        if (netloc, query) == (parts.netloc, parts.query):
-            return url  # nothing secret (and "unix:///path" stays as written)
-        return parts._replace(netloc=netloc, query=query).geturl()
-    except ValueError:  # e.g. an unbalanced "[" in the host
-        return "(unparsable URL)"
-
-
-def url_problem(url: str) -> str | None:
-    """What is wrong with a store URL (the URL shown redacted), or None. Catches what redis-py
-    would only reject at the first connection, with a TypeError from deep inside (e.g.
-    ?ssl_ca_certs= on a redis:// URL, or a misspelt option). The config loader uses it too."""
-    try:
-        _check_url_options(url)
-    except InvalidArgument as exc:
-        return str(exc).removeprefix("url: ")
-    return None
-
-
-def _check_url_options(url: str) -> None:
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise InvalidArgument("url", f"not a redis://, rediss:// or unix:// URL: "
-                              f"{_redact(url)}")
-    try:
-        options = redis.connection.parse_url(url)
-    except ValueError as exc:
-        raise InvalidArgument("url", f"{exc}: {_redact(url)}") from None
-    cls = (redis.SSLConnection if url.startswith("rediss://") else
-           redis.UnixDomainSocketConnection if url.startswith("unix://") else redis.Connection)
-    accepted = {"max_connections", "connection_class"}  # taken by the pool
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            accepted |= set(inspect.signature(klass.__init__).parameters)
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        hint = " (TLS options need a rediss:// URL)" if any(
-            k.startswith("ssl") for k in unknown) else ""
-        raise InvalidArgument("url", f"unknown option(s) {', '.join(unknown)}{hint}: "
-                              f"{_redact(url)}")
-
-
 class Store:
     """A connection to one store (single node or cluster), created lazily."""
 
@@ -126,9 +71,9 @@ class Store:
                  durability: str = "strict") -> None:
         if durability not in ("strict", "relaxed"):
             raise InvalidArgument("durability", "must be 'strict' or 'relaxed'")
-        _check_url_options(url)
+        check_url(url)
         self.url = url
-        self.safe_url = _redact(url)
+        self.safe_url = redact(url)
         self.socket_timeout_s = socket_timeout_s
         self.min_replicas = min_replicas
         self.durability = durability

@@ -49,6 +49,7 @@ log = logging.getLogger("ferricflowd.supervisor")
 
 LOOP_INTERVAL_S = 0.25  # longest sleep between turns; signals wake the loop at once
 BOOT_TIMEOUT_S = 60.0  # a worker must report ready within this (slow imports are common)
+BOOT_DEFER_S = 2.0  # finish_boot waits at most this long for the first workers to be ready
 ABORT_GRACE_S = 1.0  # SIGABRT -> SIGKILL for a hung worker
 KILL_GRACE_S = 2.0  # a retired worker's own drain deadline -> our SIGKILL
 FAST_STOP_GRACE_S = 1.0  # QUIT: workers stop claiming and exit, or are killed after this
@@ -85,6 +86,7 @@ class Supervisor:
         self.embedded: EmbeddedStore | None = None
         self.store_url = config.store.url or ""
         self.maintenance: Maintenance | None = None
+        self.boot_started = 0.0  # monotonic time of start(); finish_boot() follows
         self.http: HealthServer | None = None
         self._health = Health(loop_tick=time.monotonic())
         self._notified_ready = False
@@ -113,9 +115,10 @@ class Supervisor:
     def start(self) -> None:
         """Everything before the first turn; raises HaltServer if the daemon cannot run.
 
-        The workers are spawned as early as possible: their interpreters start and import on
-        the other core while this process imports prometheus_client, creates its metrics and
-        starts the maintenance thread (a cold start is ready ~0.1 s sooner)."""
+        The workers are spawned as early as possible, and what this process needs only for
+        itself (prometheus_client, Sentry, the maintenance thread's store client: ~0.2 s of
+        CPU) waits until they are ready (finish_boot): a cold start is CPU-bound, three
+        interpreters importing on two cores, so the workers get the cores first."""
         daemon = self.config.daemon
         setproctitle(f"ferricflowd: supervisor {self.config.path.name}")
         daemon.data_dir.mkdir(parents=True, exist_ok=True)
@@ -136,24 +139,32 @@ class Supervisor:
             self.http.start()
         except OSError as exc:
             raise HaltServer(f"cannot listen on {daemon.listen}: {exc}", exitcodes.CONFIG) from None
+        store, url = self.config.store, self.store_url
+        # Created now (a dead worker's reclaim can be queued at once), started in finish_boot.
+        self.maintenance = Maintenance(
+            lambda: make_client(store, url), self._types(), daemon.maintenance_interval_s
+        )
         for group in self.config.groups:
             self.groups[group.name] = GroupState.of(self.config, group)
-        self.manage_children(time.monotonic())
-        self.metrics_dir.activate()
-        self.metrics = supervisor_metrics()
-        # Process-level events (a worker killed by a signal) go to Sentry from here.
-        self._sentry = init_sentry(daemon.sentry_dsn)
-        store, url = self.config.store, self.store_url
-        self.maintenance = Maintenance(
-            lambda: make_client(store, url), self._types(), daemon.maintenance_interval_s,
-            self.metrics,
-        )  # fmt: skip
-        self.maintenance.start()
+        self.boot_started = time.monotonic()
+        self.manage_children(self.boot_started)
         log.info(
             "ferricflowd supervisor pid %d: config %s, store %s, groups %s",
             os.getpid(), self.config.path, redact_url(self.store_url),
             ", ".join(f"{g.name}[{','.join(g.states)}]x{g.processes}" for g in self.config.groups),
         )  # fmt: skip
+
+    def finish_boot(self) -> None:
+        """The rest of start(), once every worker is ready (or BOOT_DEFER_S passed, or a
+        worker exited: its restart is counted and its leases reclaimed by then)."""
+        if self.metrics is not None:
+            return
+        self.metrics_dir.activate()
+        self.metrics = supervisor_metrics()
+        # Process-level events (a worker killed by a signal) go to Sentry from here.
+        self._sentry = init_sentry(self.config.daemon.sentry_dsn)
+        assert self.maintenance is not None
+        self.maintenance.start(self.metrics)
 
     def turn(self) -> bool:
         """One pass of the loop; False once a stop has finished."""
@@ -166,6 +177,9 @@ class Supervisor:
                 if message.get("t") == "ready":
                     log.info("worker %s (pid %d) ready", child.worker_id, child.pid)
         self.murder_children(now)
+        if self.metrics is None and (now - self.boot_started > BOOT_DEFER_S or all(
+                c.ready for c in self.children.values())):
+            self.finish_boot()
         if self.stopping:
             if not self.children:
                 return False
@@ -180,7 +194,7 @@ class Supervisor:
         """After the loop (or a halt): no worker left behind, leases handed back, helpers off."""
         if self.children:
             self._stop_remaining()
-        if self.maintenance is not None:
+        if self.maintenance is not None and self.maintenance.is_alive():
             if not self.maintenance.flush(timeout_s=10.0):
                 log.warning("some leases of dead workers were not reclaimed; they expire instead")
             self.maintenance.stop()
@@ -373,6 +387,7 @@ class Supervisor:
             cause += f" after hanging (no heartbeat for {self._hang_limit(child):g}s)"
         elif child.retiring:
             cause += f" ({child.retire_reason})"
+        self.finish_boot()
         if self.maintenance is not None:
             self.maintenance.reclaim_worker(child.worker_id, cause, label)
         group = self.groups.get(child.group)
@@ -466,14 +481,17 @@ class Supervisor:
 
     def check_helpers(self) -> None:
         """Errors propagate: a dead helper thread stops the daemon instead of hiding."""
-        if self.maintenance is not None and not self.maintenance.is_alive():
+        helper = self.maintenance
+        if self.metrics is not None and helper is not None and not helper.is_alive():
             raise HaltServer("the maintenance thread died; see the log above")
 
     def publish_health(self, now: float) -> None:
         """Publish the snapshot /healthz and /readyz read, and tell systemd."""
         reasons: list[str] = ["draining"] if self.stopping else []
         within = max(5.0, 3 * self.config.daemon.maintenance_interval_s)
-        if self.maintenance is None or not self.maintenance.store_ok(within):
+        if self.metrics is None:
+            reasons.append("starting")
+        elif self.maintenance is None or not self.maintenance.store_ok(within):
             reasons.append("store unreachable")
         groups: dict[str, Any] = {}
         for group in self.groups.values():

@@ -67,7 +67,9 @@ class Maintenance:
 
     # ---- called from the supervisor loop
 
-    def start(self) -> None:
+    def start(self, metrics: SupervisorMetrics | None = None) -> None:
+        if metrics is not None:
+            self._metrics = metrics
         self._thread.start()
 
     def is_alive(self) -> bool:

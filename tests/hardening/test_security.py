@@ -25,7 +25,7 @@ import redis
 
 from ferricflowd import FlowClient, InvalidArgument, QueueClient, StoreError
 from ferricflowd.config import load_config
-from ferricflowd.flow.store import _redact
+from ferricflowd.flow.urls import redact as _redact
 from ferricflowd.logs import redact_url
 from ferricflowd.supervisor.http import HealthServer, parse_listen
 from ferricflowd.supervisor.metrics import MultiprocessMetrics
