@@ -480,16 +480,18 @@ class FlowClient:
     # -- outcomes -----------------------------------------------------------------------------
 
     def apply_outcomes(self, items: Sequence[tuple[Job, Outcome]],
-                       keep: KeepLease | None = None) -> list[Any]:
+                       keep: KeepLease | None = None, *, checked: bool = False) -> list[Any]:
         """Send outcomes as one pipeline: one script call per (partition, kind).
 
         Returns per item the reply (b'ok', b'replay', b'scheduled', b'exhausted') or the
         typed FlowError (e.g. StaleLease) as a value. With `keep`, a transition to one of
         its states that is due at once stays with keep.worker: its reply is then the Job
         of the next state, already leased (one store call instead of a transition and a
-        claim; the worker runs it next, as a sticky queue does)."""
-        for _, outcome in items:  # before anything is sent: nothing of the batch is written
-            self.check_outcome(outcome)
+        claim; the worker runs it next, as a sticky queue does). `checked`: every outcome
+        already passed check_outcome (storable), as FlowWorker's do."""
+        if not checked:  # before anything is sent: nothing of the batch is written
+            for _, outcome in items:
+                self.check_outcome(outcome)
         head = _NO_KEEP if keep is None else _lease_args(
             keep.worker, keep.lease_ms, keep.states, keep.claim_values, keep.payload_cap,
             keep.value_max_bytes)

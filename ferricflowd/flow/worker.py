@@ -381,7 +381,7 @@ class FlowWorker:
         started = time.perf_counter()
         try:
             value = self.handlers[job.state](job)
-            if value is not None and inspect.isawaitable(value):
+            if value is not None and type(value) not in _KINDS and inspect.isawaitable(value):
                 value = asyncio.run(_await(value))
             outcome: Outcome | None = self.client.storable(to_outcome(value, self.declared))
             if isinstance(outcome, Fail) and not isinstance(value, Fail):
@@ -455,7 +455,7 @@ class FlowWorker:
             # A transition to a state this worker handles comes back as the next Job, leased
             # on in the same call; not while stopping, nor beside a crash suspect running alone.
             keep = None if self._stopping.is_set() or self._isolated is not None else self._keep
-            results = self._send(self.client.apply_outcomes, sends, keep)
+            results = self._send(self._apply, sends, keep)
             self._account(sends, durations, results)
             kept = [r for r in results if isinstance(r, Job)]
             if kept:
@@ -465,6 +465,9 @@ class FlowWorker:
             if self.hooks.on_released:
                 self.hooks.on_released(self.type, "*", len(releases))
         self._done(releases + dropped + [job for job, _ in sends])
+
+    def _apply(self, sends: list[tuple[Job, Outcome]], keep: KeepLease | None) -> list[Any]:
+        return self.client.apply_outcomes(sends, keep, checked=True)  # _handle: storable()
 
     def _send(self, fn: Callable[..., list[Any]], *args: Any) -> list[Any]:
         """Run a store call, retrying store failures with backoff until it goes through

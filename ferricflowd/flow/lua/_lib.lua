@@ -61,6 +61,9 @@ local function begin(keys, args)
 end
 
 local TERMINAL = {completed = true, failed = true, cancelled = true}
+-- A wake list is trimmed back to WAKE_CAP tokens once it holds twice as many: one LTRIM per
+-- WAKE_CAP pushes while nobody consumes them (producers with idle-less workers), not one per
+-- push. A token only means "look again", so a few extra cost a few empty claims at most.
 local WAKE_CAP = 8
 local WAKE_LAST = '7'  -- LTRIM's last index (WAKE_CAP - 1), as a string
 -- The record is rewritten whole on every change (and so is its AOF entry): a payload
@@ -248,7 +251,7 @@ local function flush()
     if #add > 0 then send('SADD', key, add) end
   end
   for key, _ in pairs(_woken) do
-    if redis.call('LPUSH', key, '1') > WAKE_CAP then redis.call('LTRIM', key, '0', WAKE_LAST) end
+    if redis.call('LPUSH', key, '1') > 2 * WAKE_CAP then redis.call('LTRIM', key, '0', WAKE_LAST) end
   end
   _z, _s, _counts, _woken = {}, {}, {}, {}
 end
