@@ -118,3 +118,26 @@ def test_built_package_ships_every_lua_file(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     built = {p.name for p in (tmp_path / "lib" / "ferricflowd" / "flow" / "lua").glob("*.lua")}
     assert built == _lua_on_disk()
+
+
+def test_the_supervisor_spawns_without_importing_redis_py_or_prometheus(
+        tmp_path: Path) -> None:
+    """A cold start is CPU-bound: the supervisor loads its config and spawns its workers
+    before it imports redis-py or prometheus_client (Supervisor.start, flow/urls.py)."""
+    config = tmp_path / "flows.toml"
+    config.write_text('[store]\nurl = "redis://127.0.0.1:1/0"\n[daemon]\n'
+                      f'data_dir = "{tmp_path}"\n[groups.g]\ntype = "t"\n'
+                      'states = ["s"]\nhandler = "m:f"\n')
+    code = (
+        "import os, sys\n"
+        "from ferricflowd import cli\n"
+        "from ferricflowd.config import load_config\n"
+        "from ferricflowd.logs import redact_url\n"
+        "from ferricflowd.supervisor.arbiter import Supervisor\n"
+        f"c = load_config({str(config)!r}, os.environ, {{}})\n"
+        "redact_url(c.store.url)\n"
+        "print(sorted(m for m in ('redis', 'prometheus_client') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True, cwd=ROOT, timeout=60).stdout
+    assert out.strip() == "[]"

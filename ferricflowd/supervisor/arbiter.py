@@ -89,9 +89,7 @@ class Supervisor:
         self.boot_started = 0.0  # monotonic time of start(); finish_boot() follows
         self.http: HealthServer | None = None
         self._health = Health(loop_tick=time.monotonic())
-        self._notified_ready = False
-        self._status = ""
-        self._next_watchdog = 0.0
+        self._systemd = systemd.Notifier()
         self._next_rss_check = 0.0
         self._sentry: Any = None
 
@@ -115,10 +113,9 @@ class Supervisor:
     def start(self) -> None:
         """Everything before the first turn; raises HaltServer if the daemon cannot run.
 
-        The workers are spawned as early as possible, and what this process needs only for
-        itself (prometheus_client, Sentry, the maintenance thread's store client: ~0.2 s of
-        CPU) waits until they are ready (finish_boot): a cold start is CPU-bound, three
-        interpreters importing on two cores, so the workers get the cores first."""
+        Workers are spawned first; what only this process needs (prometheus_client, Sentry,
+        the maintenance thread's redis-py: ~0.2 s of CPU) waits for finish_boot(), as a cold
+        start is CPU-bound (three interpreters importing on two cores)."""
         daemon = self.config.daemon
         setproctitle(f"ferricflowd: supervisor {self.config.path.name}")
         daemon.data_dir.mkdir(parents=True, exist_ok=True)
@@ -154,10 +151,14 @@ class Supervisor:
             ", ".join(f"{g.name}[{','.join(g.states)}]x{g.processes}" for g in self.config.groups),
         )  # fmt: skip
 
+    @property
+    def booting(self) -> bool:
+        return self.metrics is None  # finish_boot() creates the metrics
+
     def finish_boot(self) -> None:
         """The rest of start(), once every worker is ready (or BOOT_DEFER_S passed, or a
         worker exited: its restart is counted and its leases reclaimed by then)."""
-        if self.metrics is not None:
+        if not self.booting:
             return
         self.metrics_dir.activate()
         self.metrics = supervisor_metrics()
@@ -177,8 +178,8 @@ class Supervisor:
                 if message.get("t") == "ready":
                     log.info("worker %s (pid %d) ready", child.worker_id, child.pid)
         self.murder_children(now)
-        if self.metrics is None and (now - self.boot_started > BOOT_DEFER_S or all(
-                c.ready for c in self.children.values())):
+        if self.booting and (now - self.boot_started > BOOT_DEFER_S
+                             or all(c.ready for c in self.children.values())):
             self.finish_boot()
         if self.stopping:
             if not self.children:
@@ -482,14 +483,14 @@ class Supervisor:
     def check_helpers(self) -> None:
         """Errors propagate: a dead helper thread stops the daemon instead of hiding."""
         helper = self.maintenance
-        if self.metrics is not None and helper is not None and not helper.is_alive():
+        if not self.booting and helper is not None and not helper.is_alive():
             raise HaltServer("the maintenance thread died; see the log above")
 
     def publish_health(self, now: float) -> None:
         """Publish the snapshot /healthz and /readyz read, and tell systemd."""
         reasons: list[str] = ["draining"] if self.stopping else []
         within = max(5.0, 3 * self.config.daemon.maintenance_interval_s)
-        if self.metrics is None:
+        if self.booting:
             reasons.append("starting")
         elif self.maintenance is None or not self.maintenance.store_ok(within):
             reasons.append("store unreachable")
@@ -499,21 +500,8 @@ class Supervisor:
             if reason:
                 reasons.append(f"group {group.name}: {reason}")
         self._health = Health(now, not reasons, tuple(reasons), groups)
-        self._tell_systemd(now, reasons)
-
-    def _tell_systemd(self, now: float, reasons: list[str]) -> None:
-        if not reasons and not self._notified_ready:
-            self._notified_ready = True
-            systemd.ready()
+        if self._systemd.update(now, reasons, len(self.children)):
             log.info("all groups at strength")
-        status = "; ".join(reasons) or f"{len(self.children)} workers, all groups ready"
-        if status != self._status:
-            self._status = status
-            systemd.status(status)
-        interval = systemd.watchdog_interval_s()
-        if interval is not None and now >= self._next_watchdog:
-            self._next_watchdog = now + interval
-            systemd.watchdog()
 
     # ------------------------------------------------------------------ helpers
 

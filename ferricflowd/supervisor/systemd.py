@@ -98,3 +98,30 @@ def watchdog_interval_s() -> float | None:
     if usec <= 0:
         return None
     return usec / 1_000_000 / 2
+
+
+class Notifier:
+    """What a supervisor tells systemd as it turns: READY=1 the first time it has no reason
+    to be unready, STATUS= whenever the status line changes, WATCHDOG=1 at half the
+    watchdog interval."""
+
+    def __init__(self) -> None:
+        self._ready = False
+        self._status = ""
+        self._next_watchdog = 0.0
+
+    def update(self, now: float, reasons: list[str], workers: int) -> bool:
+        """Send what is due; True when this call sent READY=1."""
+        became_ready = not reasons and not self._ready
+        if became_ready:
+            self._ready = True
+            ready()
+        text = "; ".join(reasons) or f"{workers} workers, all groups ready"
+        if text != self._status:
+            self._status = text
+            status(text)
+        interval = watchdog_interval_s()
+        if interval is not None and now >= self._next_watchdog:
+            self._next_watchdog = now + interval
+            watchdog()
+        return became_ready

@@ -132,3 +132,20 @@ def test_a_child_process_can_notify(notify_socket: socket.socket) -> None:
     repo = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=repo, timeout=30)
     assert _received(notify_socket) == "READY=1"
+
+
+def test_notifier_sends_ready_once_and_status_on_change(
+    notify_socket: socket.socket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    notifier = systemd.Notifier()
+    assert notifier.update(0.0, ["starting"], 0) is False
+    assert [_received(notify_socket) for _ in range(2)] == ["STATUS=starting", "WATCHDOG=1"]
+    assert notifier.update(0.5, [], 2) is True  # not yet due for another ping (every 1 s)
+    assert [_received(notify_socket) for _ in range(2)] == [
+        "READY=1", "STATUS=2 workers, all groups ready"]
+    assert notifier.update(1.0, [], 2) is False  # same status: only the ping is due
+    assert _received(notify_socket) == "WATCHDOG=1"
+    assert notifier.update(1.2, ["draining"], 2) is False  # never READY=1 twice
+    assert _received(notify_socket) == "STATUS=draining"
