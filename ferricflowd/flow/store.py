@@ -4,8 +4,8 @@ The engine is one Redis Functions library: `lua/_lib.lua` then every `lua/<name>
 body of a function, named after a digest of the whole text so that two versions of
 ferricflowd can share a store. FUNCTION LOAD goes to every primary of a cluster, and again
 when a restarted or new store answers "Function not found". A batch of calls is one round
-trip per node: on a single node they are packed with hiredis and streamed on one pooled
-connection (Store._stream), on a cluster they go through redis-py's cluster pipeline.
+trip per node: on a single node they are packed with hiredis and streamed on one connection
+(Store._stream), on a cluster they go through redis-py's cluster pipeline.
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ class Store:
         return replies
 
     def _stream(self, calls: Iterable[Call], wait: bool) -> list[Any]:
-        """Write every call (and a WAIT) on one pooled connection, then read the replies.
+        """Write every call (and a WAIT) on one idle connection, then read the replies.
 
         Packed with hiredis directly: redis-py's command path (argument conversion, retry
         wrapper, pool and observability bookkeeping per command) cost more client CPU than

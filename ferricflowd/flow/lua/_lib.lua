@@ -44,7 +44,7 @@ local _cfg            -- the partition's settings read in this call
 local _policies       -- retry policies read in this call
 -- The unit of work (see the header).
 local _recs          -- id -> record table, false when absent
-local _dirty         -- id -> {field -> value, or false to delete}
+local _dirty         -- id -> true for every changed record
 local _order         -- dirty ids, first change first
 local _hist          -- id -> packed history entries to append
 local _z             -- sorted-set key -> {member -> score, or false to remove}
@@ -154,14 +154,19 @@ local function new_record(id)
   return r
 end
 
--- Set record fields: set(r, name, value, ...); a false value deletes the field. Up to four
--- pairs go without a Lua table for the arguments (most calls).
-local function set(r, k1, v1, k2, v2, k3, v3, k4, v4, ...)
+-- Mark a record changed without set(): hot paths assign its fields directly (strings only).
+local function touch(r)
   local id = r.id
   if not _dirty[id] then
     _dirty[id] = true
     _order[#_order + 1] = id
   end
+end
+
+-- Set record fields: set(r, name, value, ...); a false value deletes the field. Up to four
+-- pairs go without a Lua table for the arguments (most calls).
+local function set(r, k1, v1, k2, v2, k3, v3, k4, v4, ...)
+  touch(r)
   if v1 == false then r[k1] = nil else r[k1] = str(v1) end
   if not k2 then return end
   if v2 == false then r[k2] = nil else r[k2] = str(v2) end
@@ -259,15 +264,6 @@ end
 local function logical_state(r)
   if r.state == 'running' then return r.run_state end
   return r.state
-end
-
--- Mark a record changed without set(): hot paths assign its fields directly (strings only).
-local function touch(r)
-  local id = r.id
-  if not _dirty[id] then
-    _dirty[id] = true
-    _order[#_order + 1] = id
-  end
 end
 
 local EMPTY = {}
@@ -534,13 +530,14 @@ local function grant(r, st, spec)
   zset(tkey('l:', r.type), id, spec.deadline_s)
   sset(spec.wkey, id, true)
   event(r, 'claimed', {worker = worker, fencing = fence, attempt = tonumber(r.attempt)})
+  -- big: names of what exceeded a cap ('' = the payload); EMPTY (never written) when none.
   local big, vals, payload = EMPTY, EMPTY, get_payload(r)
   if spec.payload_cap > 0 and #payload > spec.payload_cap then
-    big = {''}
-    payload = ''
+    big, payload = {''}, ''
   end
   if #spec.names > 0 then
-    big, vals = {big[1]}, {}
+    if big == EMPTY then big = {} end
+    vals = {}
     local got = redis.call('HMGET', T .. 'v:' .. id, unpack(spec.names))
     for j, name in ipairs(spec.names) do
       local data = got[j]
