@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import engine_ir, format_table, run
+from bench import engine_ir, format_table, incr_threads, run
 
 TINY = {"W1": 50, "W2": 50, "W3": 20, "W4": 50, "R1": 10, "D1": 20, "M1": 200,
         "S1_small": 200, "S1_big": 2_000}
@@ -85,3 +85,12 @@ def test_engine_instruction_counts(tmp_path: Path) -> None:
         # Each step runs its script calls: the split must find them, and add up.
         assert row["ir_per_job"] > row["commands"] + row["lua_and_conversion"] > 0, (step, row)
         assert row["propagation"] > 0, (step, row)
+
+
+def test_incr_threads(tmp_path: Path) -> None:
+    """bench.incr_threads: a row per thread count, each call counted."""
+    out = tmp_path / "rows.json"
+    assert incr_threads.main(["--threads", "1,3", "--calls", "30", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["threads"], r["calls"]) for r in rows] == [(1, 30), (3, 30)]
+    assert all(r["calls_per_s"] > 0 and r["client_cpu_us_per_call"] > 0 for r in rows)
