@@ -104,11 +104,17 @@ def _pack(values: Mapping[str, bytes]) -> bytes:
 
 
 def _check_flow_fields(flow_id: object, type: object, state: object, partition_key: object,
-                       priority: object) -> None:
-    """What every new Flow is checked for, each error naming its field."""
+                       priority: object, *, known: set[tuple[str, str]] | None = None) -> None:
+    """What every new Flow is checked for, each error naming its field. `known` holds the
+    (type, state) pairs found valid before: a batch repeats the same few, checked once."""
     check_id("id", flow_id)
-    check_name("type", type)
-    check_state("state", state)
+    pair = (type, state)
+    if known is None or not (isinstance(type, str) and isinstance(state, str)
+                             and pair in known):
+        check_name("type", type)
+        check_state("state", state)
+        if known is not None and len(known) < 1000:
+            known.add(pair)  # type: ignore[arg-type]  # both checked str just above
     if partition_key is not None:
         check_id("partition_key", partition_key)
     check_priority("priority", priority)
@@ -339,17 +345,8 @@ class FlowClient:
         return results
 
     def _validate_create(self, spec: CreateSpec) -> None:
-        check_id("id", spec.id)
-        # The (type, state) pairs of a batch repeat: each valid one is checked once.
-        pair = (spec.type, spec.state)
-        if not (type(spec.type) is str and type(spec.state) is str and pair in self._checked):
-            check_name("type", spec.type)
-            check_state("state", spec.state)
-            if len(self._checked) < 1000:
-                self._checked.add(pair)
-        if spec.partition_key is not None:
-            check_id("partition_key", spec.partition_key)
-        check_priority("priority", spec.priority)
+        _check_flow_fields(spec.id, spec.type, spec.state, spec.partition_key, spec.priority,
+                           known=self._checked)
         if not isinstance(spec.payload, bytes):
             raise TypeError(f"payload must be bytes, not {type(spec.payload).__name__}")
         if len(spec.payload) > self.max_payload_bytes:

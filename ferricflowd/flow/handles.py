@@ -111,9 +111,9 @@ class TypeHandle:
         specs = []
         for item in items:
             if isinstance(item, tuple) and len(item) == 2:  # the common form, without a dict
-                specs.append(CreateSpec(item[0], self.type, self.default_state,
-                                        as_bytes("payload", item[1]) or b"", {}, None, None, 0,
-                                        idempotent))
+                specs.append(CreateSpec(id=item[0], type=self.type, state=self.default_state,
+                                        payload=as_bytes("payload", item[1]) or b"",
+                                        idempotent=idempotent))
                 continue
             if isinstance(item, str):
                 item = {"id": item}
