@@ -2,10 +2,11 @@
 
 The engine is one Redis Functions library: `lua/_lib.lua` then every `lua/<name>.lua` as the
 body of a function, named after a digest of the whole text so that two versions of
-ferricflowd can share a store. FUNCTION LOAD goes to every primary of a cluster, and again
-when a restarted or new store answers "Function not found". A batch of calls is one round
-trip per node: on a single node they are packed with hiredis and streamed on one connection
-(Store._stream), on a cluster they go through redis-py's cluster pipeline.
+ferricflowd can share a store (not a namespace: see README.md, Compatibility). FUNCTION
+LOAD goes to every primary of a cluster, and again when a restarted or new store answers
+"Function not found". A batch of calls is one round trip per node: on a single node they
+are packed with hiredis and streamed on one connection (Store._stream), on a cluster they
+go through redis-py's cluster pipeline.
 """
 
 from __future__ import annotations
