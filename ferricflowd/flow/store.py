@@ -224,30 +224,28 @@ class Store:
         that a store restart closed)."""
         conn = self._acquire()
         try:
-            for attempt in (1, 2):
-                try:
-                    n = 0
-                    for c in calls:
-                        conn.send_packed_command(
-                            [pack_command(("FCALL", FUNCTIONS[c.script], 1, c.prefix, *c.args))],
-                            False)
-                        n += 1
-                    if wait:
-                        conn.send_packed_command([pack_command(
-                            ("WAIT", self.min_replicas, int(self.socket_timeout_s * 1000)))],
-                            False)
-                        n += 1
-                    return [_read(conn) for _ in range(n)]
-                except rexc.ConnectionError:
-                    conn.disconnect()  # the next attempt connects again
-                    if attempt == 2:
-                        raise
-                except BaseException:
-                    conn.disconnect()  # replies may be left unread: never reuse it as it is
-                    raise
+            try:
+                return self._exchange(conn, calls, wait)
+            except rexc.ConnectionError:
+                conn.disconnect()  # e.g. closed by a store restart: once more, reconnected
+                return self._exchange(conn, calls, wait)
+        except BaseException:
+            conn.disconnect()  # replies may be left unread: never reuse it as it is
+            raise
         finally:
             self._idle.append(conn)
-        raise AssertionError("unreachable")
+
+    def _exchange(self, conn: Any, calls: Iterable[Call], wait: bool) -> list[Any]:
+        n = 0
+        for c in calls:
+            command = ("FCALL", FUNCTIONS[c.script], 1, c.prefix, *c.args)
+            conn.send_packed_command([pack_command(command)], False)
+            n += 1
+        if wait:
+            command = ("WAIT", self.min_replicas, int(self.socket_timeout_s * 1000))
+            conn.send_packed_command([pack_command(command)], False)
+            n += 1
+        return [_read(conn) for _ in range(n)]
 
     def _acquire(self) -> Any:
         """A connection for _stream: an idle one of this process (list.pop and append are
