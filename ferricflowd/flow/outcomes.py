@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from .errors import InvalidArgument
 
@@ -125,11 +126,33 @@ class Retry:
 
 Outcome = Transition | Complete | Fail | Retry
 
+# The outcomes most handlers return, built once: a frozen dataclass costs ~1.5 us to build
+# and check, a good part of a short handler's framework cost. Their `values` is read-only
+# because the instances are shared.
+_NO_VALUES: Mapping[str, bytes] = MappingProxyType({})
+COMPLETE = Complete()
+_set(COMPLETE, "values", _NO_VALUES)
+_PLAIN_TRANSITIONS: dict[str, Transition] = {}
+_PLAIN_MAX = 1024  # distinct target states remembered (a workflow has a handful)
+
+
+def _plain_transition(to_state: str) -> Transition:
+    t = _PLAIN_TRANSITIONS.get(to_state)
+    if t is None:
+        t = Transition(to_state)
+        _set(t, "values", _NO_VALUES)
+        if len(_PLAIN_TRANSITIONS) < _PLAIN_MAX:
+            _PLAIN_TRANSITIONS[to_state] = t
+    return t
+
 
 def transition(to_state: str, *, payload: bytes | str | None = None,
                values: Mapping[str, bytes] | None = None, run_at_ms: int | None = None,
                delay_ms: int | None = None, priority: int | None = None) -> Transition:
     """Move the Flow to `to_state`, due now (or at `run_at_ms`, or after `delay_ms`)."""
+    if (type(to_state) is str and payload is None and values is None and run_at_ms is None
+            and delay_ms is None and priority is None):
+        return _plain_transition(to_state)
     if delay_ms is not None:
         run_at_ms = delay_to_run_at(delay_ms)
     return Transition(to_state, as_bytes("payload", payload), as_values("values", values),
@@ -139,6 +162,8 @@ def transition(to_state: str, *, payload: bytes | str | None = None,
 def complete(result: bytes | str | None = None, *,
              values: Mapping[str, bytes] | None = None) -> Complete:
     """Finish the Flow successfully with an optional result."""
+    if result is None and values is None:
+        return COMPLETE
     return Complete(as_bytes("result", result), as_values("values", values))
 
 

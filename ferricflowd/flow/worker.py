@@ -29,7 +29,7 @@ from typing import Any
 
 from .client import FlowClient, KeepLease, check_state
 from .errors import FerricflowdError, FlowError, StaleLease, StoreError
-from .outcomes import Complete, Fail, Outcome, Retry, Transition
+from .outcomes import COMPLETE, Complete, Fail, Outcome, Retry, Transition
 from .policy import ExceptionPolicy
 from .records import Job
 
@@ -93,7 +93,7 @@ def to_outcome(value: Any, declared: frozenset[str] | None = None) -> Outcome:
     if isinstance(value, (Complete, Fail, Retry)):
         return value
     if value is None:
-        return Complete()
+        return COMPLETE
     if isinstance(value, (bytes, bytearray, memoryview)):
         return Complete(bytes(value))
     if isinstance(value, str):
@@ -384,7 +384,7 @@ class FlowWorker:
             if value is not None and type(value) not in _KINDS and inspect.isawaitable(value):
                 value = asyncio.run(_await(value))
             outcome: Outcome | None = self.client.storable(to_outcome(value, self.declared))
-            if isinstance(outcome, Fail) and not isinstance(value, Fail):
+            if outcome is not value and isinstance(outcome, Fail):  # not the handler's own
                 log.error("flow %s %s state=%s attempt=%d: %s", job.type, job.id, job.state,
                           job.attempt, outcome.error.decode("utf-8", "replace"))
         except Exception as exc:  # noqa: BLE001 - a handler may raise anything
@@ -491,7 +491,11 @@ class FlowWorker:
         counts: dict[str, int] = {}
         # `results` is empty when the outcomes were dropped after the drain deadline.
         for (job, outcome), duration, result in zip(sends, durations, results, strict=False):
-            kind, error = self._kind(job, outcome, result)
+            kind = _KINDS.get(type(outcome))
+            if kind in _ERRORLESS and not isinstance(result, FlowError):
+                error = None  # the common case, without _kind's checks
+            else:
+                kind, error = self._kind(job, outcome, result)
             counts[kind] = counts.get(kind, 0) + 1
             events.append((job, kind, duration, error))
         stats = self.stats
@@ -620,6 +624,7 @@ class FlowWorker:
 
 _KINDS: dict[type, str] = {Complete: "complete", Transition: "transition", Retry: "retry",
                            Fail: "fail"}
+_ERRORLESS = frozenset({"complete", "transition"})
 
 
 def _kind_of(outcome: Outcome) -> str:

@@ -779,3 +779,15 @@ def test_cluster_pipelines_route_scripts_without_asking_the_server(
         assert "cmdstat_command|getkeys" not in stats, stats
         calls += stats.get("cmdstat_fcall", {}).get("calls", 0)
     assert calls == 16  # one script call per partition
+
+
+def test_a_claimed_job_has_every_field_of_job(flow_client: FlowClient) -> None:
+    """_job builds a Job without its __init__ (speed): it must still set exactly its fields."""
+    import dataclasses
+
+    flow_client.create("jf", T, "queued", b"p", priority=1)
+    job = _one(flow_client)
+    names = {f.name for f in dataclasses.fields(Job)}
+    assert set(vars(job)) == names
+    assert job == Job(**{n: getattr(job, n) for n in names})
+    assert (job.id, job.state, job.payload, job.priority) == ("jf", "queued", b"p", 1)
