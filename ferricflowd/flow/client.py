@@ -300,10 +300,11 @@ class FlowClient:
         spec = CreateSpec(flow_id, type, state, as_bytes("payload", payload) or b"",
                           as_values("values", values), partition_key, run_at_ms, priority,
                           idempotent, None, None, correlation_id)
-        result = self.create_many([spec])[0]
-        if isinstance(result, FlowError):
-            raise result
-        return result
+        self._validate_create(spec)
+        # One call without create_many's grouping and chunking (a third of its client CPU).
+        reply = self._call("create", self.partition_for(flow_id, partition_key),
+                           ["", 1, *self._create_args(spec)])
+        return _raise_item(_raise_item(reply, flow_id)[0], flow_id) == b"ok"
 
     def create_many(self, specs: Sequence[CreateSpec]) -> list[bool | FlowError]:
         """Create Flows, one script call per partition in one pipeline; a result per item."""

@@ -176,7 +176,7 @@ class Store:
 
     def call(self, call: Call) -> Any:
         """Run one script; error replies are returned (not raised) as ResponseError."""
-        return self.call_many([call])[0]
+        return self.call_many((call,))[0]
 
     def call_many(self, calls: Iterable[Call], *, mutating: bool = True) -> list[Any]:
         """Run scripts in one round trip; a reply is the script's value or a ResponseError.
@@ -184,11 +184,14 @@ class Store:
         On a single node the calls are streamed: each is packed and written as soon as the
         iterable yields it, so the store runs the first while the caller builds the next
         (a generator of calls overlaps client and store work; see FlowClient._batched)."""
-        calls = list(calls) if self.cluster else _Replayable(calls)
+        if self.cluster:
+            calls = list(calls)
+        elif not isinstance(calls, (list, tuple)):
+            calls = _Replayable(calls)  # a generator: kept for a second pass
         replies = self._run(calls, mutating)
-        done = list(calls)
         missing = [i for i, r in enumerate(replies) if _not_loaded(r)]
         if missing:  # a restarted or new store: load and run only those calls again
+            done = list(calls)
             self.load_scripts()
             again = self._run([done[i] for i in missing], mutating)
             for i, reply in zip(missing, again, strict=True):
