@@ -120,11 +120,17 @@ def _check_flow_fields(flow_id: object, type: object, state: object, partition_k
     check_priority("priority", priority)
 
 
+_local = threading.local()
+
+
 def _digest(*parts: object) -> str:
     """What an idempotent repeat is compared by. 64 bits tell two requests for one id apart
     as well as 160 would, and every record keeps one, so it is kept short."""
-    packed = msgpack.packb(parts, use_bin_type=True, default=repr)
-    return hashlib.blake2b(packed, digest_size=8).hexdigest()
+    try:
+        packer = _local.packer
+    except AttributeError:  # one Packer per thread: msgpack.packb builds one per call
+        packer = _local.packer = msgpack.Packer(use_bin_type=True, default=repr)
+    return hashlib.blake2b(packer.pack(parts), digest_size=8).hexdigest()
 
 
 def _raise_item(reply: Any, flow_id: str | None) -> Any:
@@ -370,13 +376,18 @@ class FlowClient:
                                       f"limit of {self.max_value_bytes}")
 
     def _create_args(self, s: CreateSpec) -> list[Any]:
-        digest = _digest(s.type, s.state, s.payload, sorted(s.values.items()), s.priority,
-                         s.partition_key, s.parent_id)
-        root = ""
+        values = s.values
+        digest = _digest(s.type, s.state, s.payload, sorted(values.items()) if values else [],
+                         s.priority, s.partition_key, s.parent_id)
+        # A plain job (the common case) needs none of the conversions below.
+        if (s.run_at_ms is None and s.parent_id is None and s.parent_partition is None
+                and s.partition_key is None and s.correlation_id is None and not values):
+            return [s.id, s.type, s.state, s.payload, s.priority, "", "", "", "",
+                    "1" if s.idempotent else "0", digest, "", "", b""]
         return [s.id, s.type, s.state, s.payload, s.priority, _opt(s.run_at_ms),
                 _opt(s.parent_id), _opt(s.parent_partition), _opt(s.partition_key),
-                "1" if s.idempotent else "0", digest, root, _opt(s.correlation_id),
-                _pack(s.values)]
+                "1" if s.idempotent else "0", digest, "", _opt(s.correlation_id),
+                _pack(values)]
 
     # -- claim --------------------------------------------------------------------------------
 
