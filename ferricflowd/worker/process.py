@@ -44,7 +44,7 @@ from setproctitle import setproctitle
 from ferricflowd import exitcodes
 from ferricflowd.config import Config, ConfigError, GroupConfig, load_config
 from ferricflowd.logs import flow_event, init_sentry, setup_logging
-from ferricflowd.metrics import WorkerMetrics, worker_metrics
+from ferricflowd.metrics import WorkerMetrics, observe_many, worker_metrics
 
 if TYPE_CHECKING:
     from ferricflowd.flow.worker import OutcomeEvent
@@ -403,9 +403,7 @@ class WorkerProcess:
                 ckey = (counter, job.type, job.state)
                 counts[ckey] = counts.get(ckey, 0) + 1
         for (flow_type, state), values in durations.items():
-            observe = m.handler_duration.labels(flow_type, state).observe
-            for value in values:
-                observe(value)
+            observe_many(m.handler_duration.labels(flow_type, state), values)
         for (counter, flow_type, state), n in counts.items():
             getattr(m, counter).labels(flow_type, state).inc(n)
 
