@@ -13,7 +13,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 import msgpack
@@ -168,6 +168,18 @@ class CreateSpec:
     parent_id: str | None = None
     parent_partition: int | None = None
     correlation_id: str | None = None
+
+
+def plain_spec(flow_id: str, type: str, state: str, payload: bytes,
+               idempotent: bool) -> CreateSpec:
+    """CreateSpec(flow_id, type, state, payload, idempotent=idempotent), every other field
+    at its default, built without the frozen dataclass __init__: its twelve
+    object.__setattr__ calls were a quarter of a batched enqueue's client CPU, all spent
+    before the first item is sent."""
+    spec = _new(CreateSpec)
+    spec.__dict__.update(_SPEC_DEFAULTS, id=flow_id, type=type, state=state, payload=payload,
+                         values={}, idempotent=idempotent)
+    return spec
 
 
 @dataclass(frozen=True)
@@ -910,6 +922,7 @@ _NO_KEEP = _lease_args("", 0, (), (), 0, None)
 # A claim item's rarely set fields when the store leaves them out (grant in _lib.lua).
 _NO_EXTRA = (0, b"", 0, (), (), 0, 0)
 _new = object.__new__
+_SPEC_DEFAULTS = {f.name: f.default for f in fields(CreateSpec) if f.default is not MISSING}
 
 
 def _outcome_args(job: Job, o: Outcome) -> list[Any]:

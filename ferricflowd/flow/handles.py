@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .client import CreateSpec, FlowClient, check_id, check_name, check_names, check_state
+from .client import (
+    CreateSpec,
+    FlowClient,
+    check_id,
+    check_name,
+    check_names,
+    check_state,
+    plain_spec,
+)
 from .errors import FlowError, InvalidArgument
 from .outcomes import as_bytes, as_values, check_int, delay_to_run_at
 from .policy import ExceptionPolicy, RetryPolicy
@@ -111,9 +119,8 @@ class TypeHandle:
         specs = []
         for item in items:
             if isinstance(item, tuple) and len(item) == 2:  # the common form, without a dict
-                specs.append(CreateSpec(id=item[0], type=self.type, state=self.default_state,
-                                        payload=as_bytes("payload", item[1]) or b"",
-                                        idempotent=idempotent))
+                specs.append(plain_spec(item[0], self.type, self.default_state,
+                                        as_bytes("payload", item[1]) or b"", idempotent))
                 continue
             if isinstance(item, str):
                 item = {"id": item}

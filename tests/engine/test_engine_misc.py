@@ -791,3 +791,12 @@ def test_a_claimed_job_has_every_field_of_job(flow_client: FlowClient) -> None:
     assert set(vars(job)) == names
     assert job == Job(**{n: getattr(job, n) for n in names})
     assert (job.id, job.state, job.payload, job.priority) == ("jf", "queued", b"p", 1)
+
+
+def test_plain_spec_equals_the_dataclass_built_one() -> None:
+    from ferricflowd.flow.client import plain_spec
+
+    spec = plain_spec("i", "t", "queued", b"p", True)
+    assert spec == CreateSpec("i", "t", "queued", b"p", idempotent=True)
+    assert set(vars(spec)) == set(vars(CreateSpec("i", "t", "queued")))
+    assert spec.values == {} and spec.values is not plain_spec("j", "t", "q", b"", False).values
