@@ -22,7 +22,7 @@ for i = 0, n - 1 do
     st = 'ERR stale flow lease'
   else
     local reason = ARGV[a + 1]
-    finish(r, 'cancelled', 'cancel', {reason = reason}, {'error', reason})
+    finish(r, 'cancelled', 'cancel', 'error', reason, EV_CANCELLED, reason)
     cascade_cancel(r, 'parent cancelled')
     st = 'ok'
   end

@@ -13,6 +13,7 @@ now_ms(ARGV[1])
 return each_leased(3, 5, 'complete', function(r, a)
   local err = put_values(r.id, ARGV[a + 4], false)
   if err then return err end
-  finish(r, 'completed', 'complete', {fencing = tonumber(r.fence)}, {'result', ARGV[a + 3] ~= '' and ARGV[a + 3]})
+  finish(r, 'completed', 'complete', 'result', ARGV[a + 3] ~= '' and ARGV[a + 3], EV_COMPLETED,
+         tonumber(r.fence))
   return 'ok'
 end)

@@ -42,7 +42,7 @@ for i = 0, n - 1 do
     local due, due_s = now, now_s
     if ARGV[a + 5] ~= '' then due, due_s = tonumber(ARGV[a + 5]), ARGV[a + 5] end
     rest(r, state, due_s)
-    event(r, 'created', {state = state, due = due})
+    event(r, EV_CREATED, state, due)
     out[#out + 1] = 'ok'
   end
 end

@@ -17,7 +17,8 @@ for i = 0, n - 1 do
   if kind == 'cancel' then
     local c = load(target)
     if c and not TERMINAL[c.state] then
-      finish(c, 'cancelled', 'cancel', {reason = 'parent ' .. source .. ' ended'}, {'error', 'parent ended'})
+      finish(c, 'cancelled', 'cancel', 'error', 'parent ended', EV_CANCELLED,
+             'parent ' .. source .. ' ended')
       cascade_cancel(c, 'parent ended')
       applied = applied + 1
     end

@@ -13,6 +13,6 @@ return each_leased(4, 3, '\0', function(r)
   local deadline = now + lease_ms
   set(r, 'deadline', deadline)
   zset(T .. 'l:' .. r.type, r.id, deadline)
-  event(r, 'lease_extended', {deadline = deadline})
+  event(r, EV_EXTENDED, deadline)
   return deadline
 end)

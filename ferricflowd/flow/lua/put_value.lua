@@ -20,6 +20,6 @@ if err then return redis.error_reply(err) end
 local names = {}
 for name, _ in pairs(cmsgpack.unpack(ARGV[3])) do names[#names + 1] = name end
 table.sort(names)
-event(r, 'values_put', {names = table.concat(names, ',')})
+event(r, EV_VALUES_PUT, table.concat(names, ','))
 flush()
 return 'ok'

@@ -30,7 +30,7 @@ else
       local max = tonumber(policy(r.type, r.run_state).max_crashes or 3)
       if max > 0 and crashes >= max then
         local err = 'crashed worker ' .. crashes .. ' times (' .. cause .. ')'
-        finish(r, 'failed', 'fail', {error = err, cause = cause}, {'error', err})
+        finish(r, 'failed', 'fail', 'error', err, EV_FAILED_CAUSE, err, cause)
         cascade_cancel(r, 'parent failed')
         failed = failed + 1
       else

@@ -41,19 +41,19 @@ return each_leased(3, 5, 'retry', function(r, a)
     if ARGV[a + 4] ~= '' then due = tonumber(ARGV[a + 4]) end
     set(r, 'attempt', attempt, 'attempts', total, 'error', err, 'lo', 'retry')
     rest(r, state, due)
-    event(r, 'retry', {decision = 'scheduled', error = err, attempt = attempt, due = due})
+    event(r, EV_RETRY_SCHEDULED, 'scheduled', err, attempt, due)
     return 'scheduled'
   end
   local to = pol.exhausted_to or 'failed'
-  local details = {decision = 'exhausted', error = err, attempt = attempt, to = to}
   if TERMINAL[to] then
-    finish(r, to, 'retry', details, {'attempts', total, 'error', err}, 'retry')
+    set(r, 'attempts', total)
+    finish(r, to, 'retry', 'error', err, EV_RETRY_EXHAUSTED, 'exhausted', err, attempt, to)
     cascade_cancel(r, 'parent ' .. to)
   else
     unrest(r)
     set(r, 'attempt', 1, 'attempts', total, 'error', err, 'lo', 'retry')
     rest(r, to, now)
-    event(r, 'retry', details)
+    event(r, EV_RETRY_EXHAUSTED, 'exhausted', err, attempt, to)
   end
   return 'exhausted'
 end)

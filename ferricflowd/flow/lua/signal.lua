@@ -32,7 +32,7 @@ local err = put_values(id, ARGV[4], true)
 if err then return redis.error_reply(err) end
 if key ~= '' then set(r, 'si:' .. key, digest) end
 if to == '' then
-  event(r, 'signaled', {name = name})
+  event(r, EV_SIGNALED, name)
 else
   local from = logical_state(r)
   unrest(r)
@@ -41,7 +41,7 @@ else
   set(r, 'lo', 'signal', 'grp_parked', false)
   if to ~= from then set(r, 'attempt', 1) end
   rest(r, to, due)
-  event(r, 'signaled', {name = name, from = from, to = to})
+  event(r, EV_SIGNALED_TO, name, from, to)
 end
 flush()
 return 'ok'

@@ -55,13 +55,13 @@ for i = 0, n - 1 do
     set_payload(c, ARGV[a + 3])
     put_values(cid, ARGV[a + 7], true)
     rest(c, ARGV[a + 2], now)
-    event(c, 'created', {state = ARGV[a + 2], parent = pid})
+    event(c, EV_CREATED_CHILD, ARGV[a + 2], pid)
     out[#out + 1] = 'ok'
   end
 end
 set(p, 'grp_open', 1, 'grp_name', group, 'grp_state', ARGV[6], 'grp_wait', ARGV[7],
     'grp_fail', ARGV[8], 'grp_n', n, 'grp_done', 0, 'grp_ok', 0, 'grp_res', n == 0 and 'ok' or '',
     'grp_digest', digest, 'grp_err', false, 'grp_parked', false)
-event(p, 'children_spawned', {group = group, n = n, wait = ARGV[7], wait_state = ARGV[6]})
+event(p, EV_SPAWNED, group, n, ARGV[7], ARGV[6])
 flush()
 return out

@@ -34,18 +34,18 @@ return each_leased(first + 1, 8, function(a) return 'transition:' .. ARGV[a + 3]
     -- Park: the last child to finish wakes the parent into the group's wait_state.
     set(r, 'grp_parked', 1)
     rest(r, to, nil)
-    event(r, 'transitioned', {from = from, to = to, parked = 1})
+    event(r, EV_PARKED, from, to, 1)
   else
     local due = now
     if ARGV[a + 6] ~= '' then due = tonumber(ARGV[a + 6]) end
     if spec.handles[to] and due <= now and not r.grp_open and tonumber(r.crashes or '0') == 0 then
-      event(r, 'transitioned', {from = from, to = to, due = due})
+      event(r, EV_TRANSITIONED, from, to, due)
       local item = grant(r, to, spec)
       set(r, 'lo', 'transition:' .. to)  -- a lost reply resent is still a replay
       return item
     end
     rest(r, to, due)
-    event(r, 'transitioned', {from = from, to = to, due = due})
+    event(r, EV_TRANSITIONED, from, to, due)
     -- The children finished while the handler was still running: settle now.
     if r.grp_open then settle_group(r) end
   end
