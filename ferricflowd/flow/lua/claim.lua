@@ -25,7 +25,7 @@ local lk = T .. 'l:' .. ftype
 local expired = redis.call('ZRANGEBYSCORE', lk, '-inf', now_str(), 'LIMIT', '0', str(math.max(1, math.floor(limit / 4))))
 for _, id in ipairs(expired) do
   local r = load(id)
-  if r and r.state == 'running' then release(r, 'expired') end
+  if r and r[STATE] == 'running' then release(r, 'expired') end
 end
 if #expired > 0 then flush() end  -- the released Flows are due now: pick them below
 
@@ -53,7 +53,7 @@ for _, c in ipairs(picked) do
   local id, st = c[1], c[3]
   zset(kdue(ftype, st, c[4]), id, false)
   local r = load(id)
-  if r and r.state == st then
+  if r and r[STATE] == st then
     count(ftype, st, -1)
     out[#out + 1] = grant(r, st, spec)
   end
