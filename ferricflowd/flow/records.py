@@ -18,8 +18,8 @@ TERMINAL_STATES = ("completed", "failed", "cancelled")
 # Position 0 holds no field (the engine keeps the id there in memory); "si" is a map of
 # signal idempotency key -> digest, read back as fields "si:<key>".
 FIELDS = (None, "type", "state", "run_state", "attempt", "ver", "created", "updated", "digest",
-          "payload", "due", "fence", "owner", "token", "deadline", "lo", "prio", "parent",
-          "pp", "pb", "crashes", "attempts", "until", "result", "error", "root", "corr", "pkey",
+          "payload", "due", "fence", "owner", "token", "deadline", "lo", "until", "result",
+          "error", "prio", "attempts", "crashes", "parent", "pp", "pb", "root", "corr", "pkey",
           "grp_open", "grp_parked", "grp_res", "grp_err", "grp_done", "grp_ok", "grp_n",
           "grp_wait", "grp_fail", "grp_name", "grp_state", "grp_digest", "si")
 _FIELD_KEYS = tuple(f.encode() if f else None for f in FIELDS)
