@@ -228,6 +228,7 @@ local function set(r, k1, v1, k2, v2, k3, v3, k4, v4, ...)
   if select('#', ...) > 0 then set(r, ...) end
 end
 
+-- Buffer a sorted-set change: score a string (flush() sends it as is), false to remove.
 local function zset(key, member, score)
   local m = _z[key]
   if not m then m = {}; _z[key] = m end
@@ -301,7 +302,7 @@ local function flush()
   for key, m in pairs(_z) do
     local add, rem = {}, {}
     for member, score in pairs(m) do
-      if score then add[#add + 1] = str(score); add[#add + 1] = member else rem[#rem + 1] = member end
+      if score then add[#add + 1] = score; add[#add + 1] = member else rem[#rem + 1] = member end
     end
     if #rem > 0 then send('ZREM', key, rem) end
     if #add > 0 then send('ZADD', key, add) end
@@ -446,7 +447,7 @@ local function rest(r, state, due, due_s)
   if due then
     touch(r)
     r[STATE], r[DUE] = state, due
-    zset(kdue(r[TYPE], state, r[PRIO] or '0'), r[ID], due_s or due)
+    zset(kdue(r[TYPE], state, r[PRIO] or '0'), r[ID], due_s or (due == _now and _now_s) or str(due))
     -- Future due times wake idle workers too: they re-claim and shorten their block to it.
     wake(r[TYPE], state)
   else

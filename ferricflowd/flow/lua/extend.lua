@@ -12,7 +12,7 @@ local lease_ms = tonumber(ARGV[2])
 return each_leased(4, 3, '\0', function(r)
   local deadline = now + lease_ms
   set(r, DEADLINE, deadline)
-  zset(T .. 'l:' .. r[TYPE], r[ID], deadline)
+  zset(T .. 'l:' .. r[TYPE], r[ID], str(deadline))
   event(r, EV_EXTENDED, deadline)
   return deadline
 end)
