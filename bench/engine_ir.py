@@ -1,6 +1,7 @@
 """Store-side cost of the Flow engine in instructions, not seconds:
 
     python -m bench.engine_ir [--n 2000] [--claim-batch 100] [--outcome-batch 17] [--json F]
+                              [--keep DIR]
 
 This machine's timings drift by 2x from one minute to the next; an instruction count does
 not. The script runs a private `redis-server` (AOF on, `appendfsync always`) under
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outcome-batch", type=int, default=17,
                     help="outcomes per call (17: W1's mean flush size with c8 x 2)")
     ap.add_argument("--json", help="write the report here too")
+    ap.add_argument("--keep", metavar="DIR",
+                    help="copy the callgrind dumps here (callgrind.out.<step>), for "
+                         "callgrind_annotate")
     args = ap.parse_args(argv)
     for tool in ("valgrind", "callgrind_control", "callgrind_annotate", "redis-server"):
         if shutil.which(tool) is None:
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     with tempfile.TemporaryDirectory(prefix="ff-ir-") as tmp:
-        report = measure(Path(tmp), args.n, args.claim_batch, args.outcome_batch)
+        report = measure(Path(tmp), args.n, args.claim_batch, args.outcome_batch, args.keep)
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(tmp: Path, n: int, claim_batch: int, outcome_batch: int) -> dict[str, Any]:
+def measure(tmp: Path, n: int, claim_batch: int, outcome_batch: int,
+            keep: str | None = None) -> dict[str, Any]:
     port = free_port("127.0.0.1")
     out = tmp / "callgrind.out"
     server = subprocess.Popen(
@@ -82,6 +87,10 @@ def measure(tmp: Path, n: int, claim_batch: int, outcome_batch: int) -> dict[str
         fc.close()
         steps = {step: _analyse(Path(f"{out}.{server.pid}.{i}"), n)
                  for i, step in enumerate(dumps, start=1)}
+        if keep:
+            Path(keep).mkdir(parents=True, exist_ok=True)
+            for i, step in enumerate(dumps, start=1):
+                shutil.copy(f"{out}.{server.pid}.{i}", Path(keep) / f"callgrind.out.{step}")
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -157,7 +166,7 @@ def _analyse(path: Path, n: int) -> dict[str, int]:
         if "PROGRAM TOTALS" in line:
             total = ir
         for key, symbol in CENTRES.items():
-            if f"???:{symbol} " in line and key not in found:
+            if f":{symbol} " in line and key not in found:
                 found[key] = ir
     row = {"ir_per_job": total // n}
     if "script" in found:

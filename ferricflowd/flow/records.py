@@ -14,11 +14,34 @@ if TYPE_CHECKING:
 TERMINAL_STATES = ("completed", "failed", "cancelled")
 
 
+# The record's fields by position, as lua/_lib.lua numbers them (its ID .. SI constants).
+# Position 0 holds no field (the engine keeps the id there in memory); "si" is a map of
+# signal idempotency key -> digest, read back as fields "si:<key>".
+FIELDS = (None, "type", "state", "run_state", "attempt", "ver", "created", "updated", "digest",
+          "payload", "due", "fence", "owner", "token", "deadline", "lo", "until", "result",
+          "error", "prio", "attempts", "crashes", "parent", "pp", "pb", "root", "corr", "pkey",
+          "grp_open", "grp_parked", "grp_res", "grp_err", "grp_done", "grp_ok", "grp_n",
+          "grp_wait", "grp_fail", "grp_name", "grp_state", "grp_digest", "si")
+_FIELD_KEYS = tuple(f.encode() if f else None for f in FIELDS)
+
+
 def record_fields(blob: bytes | None) -> dict[bytes, bytes]:
-    """A stored record's fields: the engine keeps each record as one msgpack map of strings
-    (one GET and one SET per script call instead of a hash's HGETALL, HSET and HDEL); {}
-    when the record does not exist."""
-    return msgpack.unpackb(blob, raw=True) if blob else {}
+    """A stored record's fields, name -> value as bytes (integers in decimal); {} when the
+    record does not exist. The engine keeps each record as one msgpack array of its fields
+    by position (FIELDS; false when absent): one GET and one SET per script call, and no
+    field names to read or write."""
+    if not blob:
+        return {}
+    out: dict[bytes, bytes] = {}
+    # The array stops after its last set field (positions past CORE come only once set).
+    for key, v in zip(_FIELD_KEYS, msgpack.unpackb(blob, raw=True), strict=False):
+        if key is None or v is None or v is False:
+            continue
+        if isinstance(v, dict):  # si
+            out.update({key + b":" + k: val for k, val in v.items()})
+        else:
+            out[key] = v if isinstance(v, bytes) else str(v).encode()
+    return out
 
 
 def _s(raw: Mapping[bytes, bytes], name: str) -> str | None:

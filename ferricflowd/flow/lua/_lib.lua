@@ -10,7 +10,7 @@ Key families (KEYS[1] is the partition prefix "{<ns>:<p>}:"; every other key a s
 touches is that prefix plus a suffix, so all of them share one hash tag and one cluster slot;
 ferricflowd/flow/keys.py builds the same names on the Python side):
 
-  f:<id>                    string  the Flow record: one msgpack map of field -> string
+  f:<id>                    string  the Flow record: one msgpack array of its fields (below)
   b:<id>                    string  the payload, when longer than INLINE_MAX bytes
   h:<id>                    list    history, one msgpack [version, at_ms, event, details] each
   v:<id>                    hash    named values
@@ -34,12 +34,36 @@ and each set, sorted set and counter hash with one command. Reads of sorted sets
 after a flush(). A record is one string rather than a hash because a hash costs a command
 argument per field on every write (HSET, HDEL) and a Lua string per field on every read:
 a claim or complete cost 27 % more store instructions that way (bench.engine_ir).
+
+A record is a msgpack array with a field at each position (the constants below; records.py's
+FIELDS names them for Python), not a map: no field-name strings to make on every load and
+write on every flush, and the array is unpacked straight onto the Lua stack into a table
+sized once (see load()). An absent field is false, never nil (the array must have no hole
+for cmsgpack to pack it as one); the first CORE fields are always there, so the array always
+has an array16 header (3 bytes), and a later one only once set. Counters and times are msgpack
+integers, so no tonumber or string.format is needed on the hot paths. Slot ID holds the id in
+memory and is stored as false; slot SI holds a map (signal idempotency key -> digest).
+Redis's Lua hashes every byte of every string it makes (upstream Lua samples at most 32): a
+string costs a few hundred Ir plus ~11 per byte, so the strings made per item are kept few.
 ]]
+
+-- Record positions (records.py:FIELDS lists the same names in the same order). Past CORE,
+-- the fields most Flows get come first: every terminal Flow sets until and result or error,
+-- and each position before the last set one costs a false to pack and unpack (~600 Ir).
+local ID, TYPE, STATE, RUN_STATE, ATTEMPT, VER, CREATED, UPDATED = 1, 2, 3, 4, 5, 6, 7, 8
+local DIGEST, PAYLOAD, DUE, FENCE, OWNER, TOKEN, DEADLINE, LO = 9, 10, 11, 12, 13, 14, 15, 16
+local UNTIL, RESULT, ERROR, PRIO, ATTEMPTS, CRASHES, PARENT, PP = 17, 18, 19, 20, 21, 22, 23, 24
+local PB, ROOT, CORR, PKEY, GRP_OPEN, GRP_PARKED, GRP_RES = 25, 26, 27, 28, 29, 30, 31
+local GRP_ERR, GRP_DONE, GRP_OK, GRP_N, GRP_WAIT, GRP_FAIL, GRP_NAME = 32, 33, 34, 35, 36, 37, 38
+local GRP_STATE, GRP_DIGEST, SI = 39, 40, 41
+local CORE = 16        -- positions always present
+local NFIELDS = 41
 
 -- Per-call state: the library is loaded once, and begin() starts every function call.
 local KEYS, ARGV, T   -- the call's keys and arguments; T = KEYS[1], the partition prefix
 local _now, _now_s    -- the call's clock (ms), and as a string
-local _until_s        -- now + the partition's retention, as a string (terminal Flows)
+local _now_mp         -- the clock msgpack-encoded (history entries)
+local _until          -- now + the partition's retention (terminal Flows)
 local _cfg            -- the partition's settings read in this call
 local _policies       -- retry policies read in this call
 -- The unit of work (see the header).
@@ -55,7 +79,7 @@ local _memo          -- key names built in this call: kind -> type -> (sub -> na
 
 local function begin(keys, args)
   KEYS, ARGV, T = keys, args, keys[1]
-  _now, _now_s, _until_s, _cfg, _policies = nil, nil, nil, {}, {}
+  _now, _now_s, _now_mp, _until, _cfg, _policies = nil, nil, nil, nil, {}, {}
   _recs, _dirty, _order, _hist = {}, {}, {}, {}
   _z, _s, _counts, _woken, _memo = {}, {}, {}, {}, {}
 end
@@ -79,6 +103,18 @@ local function str(n)
   if type(n) ~= 'number' then return n end
   if n % 1 == 0 then return string.format('%d', n) end
   return tostring(n)
+end
+
+-- Small integers as decimal strings, cached across calls (a string.format costs ~1,500 Ir, a
+-- table lookup ~100): fencing tokens, compared with ARGV and put in lease tokens. Hot paths
+-- look up DEC inline and call dec() on a miss.
+local DEC = {}
+local function dec(n)
+  local s = DEC[n]
+  if s then return s end
+  s = str(n)
+  if n >= 0 and n < 4096 and n % 1 == 0 then DEC[n] = s end
+  return s
 end
 
 local function now_ms(override)
@@ -129,10 +165,13 @@ local function tkey(kind, ftype, sub)
   return name
 end
 
-local PRIO = {['0'] = ':0', ['1'] = ':1', ['2'] = ':2', [0] = ':0', [1] = ':1', [2] = ':2'}
-local function kdue(ftype, state, prio) return tkey('d:', ftype, state .. PRIO[prio]) end
+local PRIO_SUFFIX = {['0'] = ':0', ['1'] = ':1', ['2'] = ':2', [0] = ':0', [1] = ':1', [2] = ':2'}
+local function kdue(ftype, state, prio) return tkey('d:', ftype, state .. PRIO_SUFFIX[prio]) end
 
--- A record as a table of its fields (plus `id`), read once per call; nil when absent.
+-- A record as the table of its fields by position, read once per call; nil when absent.
+-- unpack_limit from offset 4 (past the array16 header and the false in slot ID) returns its
+-- next offset and then the other fields: one table constructor takes them all, the offset
+-- landing in slot ID.
 local function load(id)
   local r = _recs[id]
   if r ~= nil then return r or nil end
@@ -141,42 +180,55 @@ local function load(id)
     _recs[id] = false
     return nil
   end
-  r = cmsgpack.unpack(raw)
-  r.id = id
+  r = {cmsgpack.unpack_limit(raw, NFIELDS, 4)}
+  r[ID] = id
   _recs[id] = r
   return r
 end
 
 -- A record that does not exist yet; flush() writes it.
 local function new_record(id)
-  local r = {id = id}
+  local r = {id, false, false, false, false, false, false, false,
+             false, false, false, false, false, false, false, false}
   _recs[id] = r
   return r
 end
 
--- Mark a record changed without set(): hot paths assign its fields directly (strings only).
+-- Mark a record changed without set(): hot paths assign its CORE fields directly.
 local function touch(r)
-  local id = r.id
+  local id = r[ID]
   if not _dirty[id] then
     _dirty[id] = true
     _order[#_order + 1] = id
   end
 end
 
--- Set record fields: set(r, name, value, ...); a false value deletes the field. Up to four
+-- Set one field past CORE: the positions between the array's end and it become false (no
+-- hole); clearing a field the array does not reach yet is a no-op.
+local function put(r, k, v)
+  local n = #r
+  if k > n then
+    if not v then return end
+    for i = n + 1, k - 1 do r[i] = false end
+  end
+  r[k] = v
+end
+
+-- Set record fields: set(r, position, value, ...); a false value clears the field. Up to four
 -- pairs go without a Lua table for the arguments (most calls).
 local function set(r, k1, v1, k2, v2, k3, v3, k4, v4, ...)
   touch(r)
-  if v1 == false then r[k1] = nil else r[k1] = str(v1) end
+  if k1 > CORE then put(r, k1, v1) else r[k1] = v1 end
   if not k2 then return end
-  if v2 == false then r[k2] = nil else r[k2] = str(v2) end
+  if k2 > CORE then put(r, k2, v2) else r[k2] = v2 end
   if not k3 then return end
-  if v3 == false then r[k3] = nil else r[k3] = str(v3) end
+  if k3 > CORE then put(r, k3, v3) else r[k3] = v3 end
   if not k4 then return end
-  if v4 == false then r[k4] = nil else r[k4] = str(v4) end
+  if k4 > CORE then put(r, k4, v4) else r[k4] = v4 end
   if select('#', ...) > 0 then set(r, ...) end
 end
 
+-- Buffer a sorted-set change: score a string (flush() sends it as is), false to remove.
 local function zset(key, member, score)
   local m = _z[key]
   if not m then m = {}; _z[key] = m end
@@ -199,19 +251,27 @@ local function wake(ftype, state)
   _woken[tkey('x:', ftype, state)] = true
 end
 
+-- cmd key args... in chunks (key nil: cmd args...).
 local function send(cmd, key, args)
   for i = 1, #args, CHUNK do
-    redis.call(cmd, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
+    if key then redis.call(cmd, key, unpack(args, i, math.min(i + CHUNK - 1, #args)))
+    else redis.call(cmd, unpack(args, i, math.min(i + CHUNK - 1, #args))) end
   end
 end
 
+-- Every changed record goes in one MSET (a SET each cost ~3,000 Ir more per record: the call,
+-- its status reply made a Lua table, its own AOF entry); history needs an RPUSH per Flow.
 local function flush_records()
   local cap = cfg('history_cap', 10000)
-  for _, id in ipairs(_order) do
+  local kv = {}
+  for i, id in ipairs(_order) do
     local r = _recs[id]
-    r.id = nil
-    redis.call('SET', kf(id), cmsgpack.pack(r))
-    r.id = id
+    r[ID] = false
+    kv[2 * i - 1], kv[2 * i] = kf(id), cmsgpack.pack(r)
+    r[ID] = id
+  end
+  if #kv > 0 then send('MSET', nil, kv) end
+  for _, id in ipairs(_order) do
     local h = _hist[id]
     if h then
       local hk = T .. 'h:' .. id
@@ -242,7 +302,7 @@ local function flush()
   for key, m in pairs(_z) do
     local add, rem = {}, {}
     for member, score in pairs(m) do
-      if score then add[#add + 1] = str(score); add[#add + 1] = member else rem[#rem + 1] = member end
+      if score then add[#add + 1] = score; add[#add + 1] = member else rem[#rem + 1] = member end
     end
     if #rem > 0 then send('ZREM', key, rem) end
     if #add > 0 then send('ZADD', key, add) end
@@ -262,75 +322,164 @@ local function flush()
 end
 
 local function logical_state(r)
-  if r.state == 'running' then return r.run_state end
-  return r.state
+  if r[STATE] == 'running' then return r[RUN_STATE] end
+  return r[STATE]
 end
 
 local EMPTY = {}
--- Append one history event; every accepted mutation bumps the version by one. An entry is
--- the msgpack array [version, at_ms, event, details]: its fixarray header, then the four
--- values packed by one call (no Lua table for the array).
-local function event(r, name, details)
-  local ver = (tonumber(r.ver) or 0) + 1
+
+-- History entries are concatenations of msgpack pieces, not cmsgpack.pack of a details table:
+-- a Lua table and each string cmsgpack makes cost ~2,000 Ir, the whole entry ~10,000 by
+-- pack and ~3,000 this way (bench.engine_ir). The bytes are what cmsgpack would write.
+local MPINT = {}  -- small integer -> its msgpack encoding; kept across calls (library state)
+local SHDR = {}   -- string length -> its msgpack str header; kept across calls
+
+local function mpint(v)
+  local e = MPINT[v]
+  if e then return e end
+  if v == _now then
+    if not _now_mp then _now_mp = cmsgpack.pack(v) end
+    return _now_mp
+  end
+  e = cmsgpack.pack(v)
+  if v >= 0 and v < 4096 then MPINT[v] = e end
+  return e
+end
+
+local function strhdr(n)
+  local h = SHDR[n]
+  if h then return h end
+  local char = string.char
+  if n < 32 then h = char(160 + n)
+  elseif n < 256 then h = '\217' .. char(n)
+  elseif n < 65536 then h = '\218' .. char(math.floor(n / 256), n % 256)
+  else
+    return '\219' .. char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+                          math.floor(n / 256) % 256, n % 256)
+  end
+  SHDR[n] = h
+  return h
+end
+
+-- An event kind: its name and the keys of its details map ('#' before a key: the value is an
+-- integer, else a string), encoded on first use (the library's load runs without the
+-- string and cmsgpack modules).
+local function shape(name, ...)
+  return {name = name, keys = {...}}
+end
+
+local function encode_shape(s)
+  for i, k in ipairs(s.keys) do
+    if string.sub(k, 1, 1) == '#' then k = string.sub(k, 2); s['int' .. i] = true end
+    s[i] = cmsgpack.pack(k)
+  end
+  for i = #s.keys + 1, 4 do s[i] = '' end
+  s.n = #s.keys
+  s.head = cmsgpack.pack(s.name) .. string.char(128 + s.n)
+  return s.head
+end
+
+local EV_CREATED = shape('created', 'state', '#due')
+local EV_CREATED_CHILD = shape('created', 'state', 'parent')
+local EV_CLAIMED = shape('claimed', 'worker', '#fencing', '#attempt')
+local EV_COMPLETED = shape('completed', '#fencing')
+local EV_FAILED = shape('failed', 'error', '#fencing')
+local EV_FAILED_CAUSE = shape('failed', 'error', 'cause')
+local EV_CANCELLED = shape('cancelled', 'reason')
+local EV_TRANSITIONED = shape('transitioned', 'from', 'to', '#due')
+local EV_PARKED = shape('transitioned', 'from', 'to', '#parked')
+local EV_RELEASED = shape('lease_released', 'cause')
+local EV_EXTENDED = shape('lease_extended', '#deadline')
+local EV_RESOLVED = shape('children_resolved', 'result', 'to')
+local EV_SPAWNED = shape('children_spawned', 'group', '#n', 'wait', 'wait_state')
+local EV_RETRY_SCHEDULED = shape('retry', 'decision', 'error', '#attempt', '#due')
+local EV_RETRY_EXHAUSTED = shape('retry', 'decision', 'error', '#attempt', 'to')
+local EV_SIGNALED = shape('signaled', 'name')
+local EV_SIGNALED_TO = shape('signaled', 'name', 'from', 'to')
+local EV_VALUES_PUT = shape('values_put', 'names')
+
+-- Append one history event of shape `s` with its detail values v1..v4; every accepted
+-- mutation bumps the version by one. An entry is the msgpack array [version, at_ms, event,
+-- details], built as one concatenation; a Lua function call costs ~350 Ir, so the cache
+-- lookups are inline and the helpers run only on a miss.
+local function event(r, s, v1, v2, v3, v4)
+  local ver = (r[VER] or 0) + 1
   touch(r)
-  r.ver = str(ver)
-  r.updated = now_str()
-  local h = _hist[r.id]
-  if not h then h = {}; _hist[r.id] = h end
-  h[#h + 1] = '\148' .. cmsgpack.pack(ver, _now, name, details or EMPTY)
+  r[VER], r[UPDATED] = ver, _now or now_ms()
+  local head = s.head or encode_shape(s)
+  local a1, b1, a2, b2, a3, b3, a4, b4 = '', '', '', '', '', '', '', ''
+  if s.int1 then a1 = MPINT[v1] or mpint(v1) else a1, b1 = SHDR[#v1] or strhdr(#v1), v1 end
+  local n = s.n
+  if n > 1 then
+    if s.int2 then a2 = MPINT[v2] or mpint(v2) else a2, b2 = SHDR[#v2] or strhdr(#v2), v2 end
+    if n > 2 then
+      if s.int3 then a3 = MPINT[v3] or mpint(v3) else a3, b3 = SHDR[#v3] or strhdr(#v3), v3 end
+      if n > 3 then
+        if s.int4 then a4 = MPINT[v4] or mpint(v4) else a4, b4 = SHDR[#v4] or strhdr(#v4), v4 end
+      end
+    end
+  end
+  local h = _hist[r[ID]]
+  if not h then h = {}; _hist[r[ID]] = h end
+  h[#h + 1] = '\148' .. (MPINT[ver] or mpint(ver)) .. (_now_mp or mpint(_now)) .. head .. s[1]
+    .. a1 .. b1 .. s[2] .. a2 .. b2 .. s[3] .. a3 .. b3 .. s[4] .. a4 .. b4
   return ver
 end
 
 local function get_payload(r)
-  if r.pb then return redis.call('GET', T .. 'b:' .. r.id) or '' end
-  return r.payload or ''
+  if r[PB] then return redis.call('GET', T .. 'b:' .. r[ID]) or '' end
+  return r[PAYLOAD] or ''
 end
 
 local function set_payload(r, data)
   if #data > INLINE_MAX then
-    redis.call('SET', T .. 'b:' .. r.id, data)
-    set(r, 'pb', 1, 'payload', false)
+    redis.call('SET', T .. 'b:' .. r[ID], data)
+    set(r, PB, 1, PAYLOAD, false)
   else
-    if r.pb then redis.call('DEL', T .. 'b:' .. r.id) end
-    set(r, 'pb', false, 'payload', data ~= '' and data)
+    if r[PB] then redis.call('DEL', T .. 'b:' .. r[ID]) end
+    set(r, PB, false, PAYLOAD, data ~= '' and data)
   end
 end
 
--- Put a Flow at rest in `state`: due at `due` (ms) or parked when due is nil.
-local function rest(r, state, due)
+-- Put a Flow at rest in `state`: due at `due` (ms; `due_s` the same as a string when the
+-- caller has it) or parked when due is nil.
+local function rest(r, state, due, due_s)
   if due then
-    set(r, 'state', state, 'due', due)
-    zset(kdue(r.type, state, r.prio or '0'), r.id, due)
+    touch(r)
+    r[STATE], r[DUE] = state, due
+    zset(kdue(r[TYPE], state, r[PRIO] or '0'), r[ID], due_s or (due == _now and _now_s) or str(due))
     -- Future due times wake idle workers too: they re-claim and shorten their block to it.
-    wake(r.type, state)
+    wake(r[TYPE], state)
   else
     touch(r)
-    r.state, r.due = state, nil
+    r[STATE], r[DUE] = state, false
   end
-  count(r.type, state, 1)
+  count(r[TYPE], state, 1)
 end
 
 -- Take a Flow out of wherever it is now (due set, lease, parked) and out of its count.
 local function unrest(r)
-  if r.state == 'running' then
-    zset(tkey('l:', r.type), r.id, false)
-    if r.owner then sset(tkey('w:', r.owner), r.id, false) end
+  if r[STATE] == 'running' then
+    zset(tkey('l:', r[TYPE]), r[ID], false)
+    if r[OWNER] then sset(tkey('w:', r[OWNER]), r[ID], false) end
     touch(r)
-    r.owner, r.token, r.deadline, r.run_state = nil, nil, nil, nil
-  elseif not TERMINAL[r.state] then
-    zset(kdue(r.type, r.state, r.prio or '0'), r.id, false)
+    r[OWNER], r[TOKEN], r[DEADLINE], r[RUN_STATE] = false, false, false, false
+  elseif not TERMINAL[r[STATE]] then
+    zset(kdue(r[TYPE], r[STATE], r[PRIO] or '0'), r[ID], false)
   end
-  count(r.type, r.state, -1)
+  count(r[TYPE], r[STATE], -1)
 end
 
 -- Check the caller holds the live lease; `replay` names the outcome for replay detection.
 -- Returns 'live', 'replay', or an error string for the item.
 local function check_lease(r, token, fence, replay)
   if not r then return 'ERR flow not found' end
-  if r.state == 'running' and r.token == token and r.fence == fence then return 'live' end
-  if r.state ~= 'running' and r.fence == fence and r.lo == replay then return 'replay' end
+  local f = r[FENCE]
+  f = f and (DEC[f] or dec(f))
+  if r[STATE] == 'running' and r[TOKEN] == token and f == fence then return 'live' end
+  if r[STATE] ~= 'running' and f == fence and r[LO] == replay then return 'replay' end
   -- The reply to a transition was lost after the same call leased the next state on.
-  if r.state == 'running' and r.lo == replay and r.fence == tostring((tonumber(fence) or -2) + 1) then
+  if r[STATE] == 'running' and r[LO] == replay and r[FENCE] == (tonumber(fence) or -2) + 1 then
     return 'replay'
   end
   return 'ERR stale flow lease'
@@ -380,15 +529,15 @@ end
 
 -- Apply a resolved children group to its parked parent: wake it into wait_state, or fail it.
 local function settle_group(p)
-  set(p, 'grp_open', false, 'grp_parked', false)
-  if p.grp_res == 'ok' then
+  set(p, GRP_OPEN, false, GRP_PARKED, false)
+  if p[GRP_RES] == 'ok' then
     unrest(p)
-    set(p, 'attempt', 1)
-    rest(p, p.grp_state, now_ms())
-    event(p, 'children_resolved', {result = 'ok', to = p.grp_state})
+    set(p, ATTEMPT, 1)
+    rest(p, p[GRP_STATE], now_ms())
+    event(p, EV_RESOLVED, 'ok', p[GRP_STATE])
   else
-    local err = p.grp_err or 'a child failed'
-    finish(p, 'failed', 'fail', {error = err, cause = 'child'}, {'error', err})
+    local err = p[GRP_ERR] or 'a child failed'
+    finish(p, 'failed', 'fail', ERROR, err, EV_FAILED_CAUSE, err, 'child')
     cascade_cancel(p, 'parent failed')
   end
 end
@@ -402,49 +551,50 @@ local function child_done(parent_id, child_id, status)
   if kstatus ~= 'pending' then return end
   redis.call('HSET', kk, child_id, status .. '|' .. kpart .. '|' .. kgroup)
   local p = load(parent_id)
-  if not p or TERMINAL[p.state] or not p.grp_open or (p.grp_res or '') ~= '' then return end
-  if p.grp_name ~= kgroup then return end
-  local done = tonumber(p.grp_done or '0') + 1
-  local ok = tonumber(p.grp_ok or '0')
+  if not p or TERMINAL[p[STATE]] or not p[GRP_OPEN] or (p[GRP_RES] or '') ~= '' then return end
+  if p[GRP_NAME] ~= kgroup then return end
+  local done = (p[GRP_DONE] or 0) + 1
+  local ok = p[GRP_OK] or 0
   if status == 'completed' then ok = ok + 1 end
-  set(p, 'grp_done', done, 'grp_ok', ok)
-  local n = tonumber(p.grp_n)
+  set(p, GRP_DONE, done, GRP_OK, ok)
+  local n = p[GRP_N]
   local res = ''
-  if p.grp_wait == 'any' then
+  if p[GRP_WAIT] == 'any' then
     if ok > 0 then res = 'ok'
-    elseif done >= n then res = (p.grp_fail == 'ignore') and 'ok' or 'failed' end
+    elseif done >= n then res = (p[GRP_FAIL] == 'ignore') and 'ok' or 'failed' end
   else
-    if status ~= 'completed' and p.grp_fail ~= 'ignore' then res = 'failed'
+    if status ~= 'completed' and p[GRP_FAIL] ~= 'ignore' then res = 'failed'
     elseif done >= n then res = 'ok' end
   end
   if res == '' then return end
-  set(p, 'grp_res', res)
-  if res == 'failed' then set(p, 'grp_err', 'child ' .. child_id .. ' ' .. status) end
+  set(p, GRP_RES, res)
+  if res == 'failed' then set(p, GRP_ERR, 'child ' .. child_id .. ' ' .. status) end
   -- A parent still running its handler learns the result when its outcome arrives.
-  if p.grp_parked then settle_group(p) end
+  if p[GRP_PARKED] then settle_group(p) end
 end
 
 -- After a Flow became terminal: tell its parent (inline or via the outbox).
 local function parent_hook(r, status)
-  if not r.parent then return end
-  if (r.pp or '') == tostring(cfg('part', '')) then
-    child_done(r.parent, r.id, status)
+  if not r[PARENT] then return end
+  if (r[PP] or '') == tostring(cfg('part', '')) then
+    child_done(r[PARENT], r[ID], status)
   else
     -- Outbox entry: {target partition, target id, source id, kind}; see deliver.lua.
-    redis.call('RPUSH', T .. 'o', cmsgpack.pack({r.pp, r.parent, r.id, status}))
+    redis.call('RPUSH', T .. 'o', cmsgpack.pack({r[PP], r[PARENT], r[ID], status}))
   end
 end
 
--- Make a Flow terminal; `extra` is a flat list of record fields to set alongside; the event
--- is named after the status unless `ev` names it.
-finish = function(r, status, kind, details, extra, ev)
+-- Make a Flow terminal; record field `fk` is set to `fv` alongside (none when fk is nil), and
+-- the event is `s` with details v1..v4 (see event()).
+finish = function(r, status, kind, fk, fv, s, v1, v2, v3, v4)
   unrest(r)
-  if not _until_s then _until_s = str(now_ms() + cfg('retention_ms', 604800000)) end
-  r.lo, r['until'] = kind, _until_s
-  if extra then set(r, unpack(extra)) end
+  if not _until then _until = now_ms() + cfg('retention_ms', 604800000) end
+  r[LO] = kind
+  put(r, UNTIL, _until)
+  if fk then set(r, fk, fv) end
   rest(r, status, nil)
-  zset(tkey('t:', r.type, status), r.id, now_str())
-  local ver = event(r, ev or status, details)
+  zset(tkey('t:', r[TYPE], status), r[ID], now_str())
+  local ver = event(r, s, v1, v2, v3, v4)
   parent_hook(r, status)
   return ver
 end
@@ -452,19 +602,19 @@ end
 -- Cancel the unfinished children of `p`: inline in this partition (recursively), through the
 -- outbox in others.
 cascade_cancel = function(p, reason)
-  local flat = redis.call('HGETALL', T .. 'k:' .. p.id)
+  local flat = redis.call('HGETALL', T .. 'k:' .. p[ID])
   for i = 1, #flat, 2 do
     local cid = flat[i]
     local kstatus, kpart = parse_kid(flat[i + 1])
     if kstatus == 'pending' then
       if kpart == tostring(cfg('part', '')) then
         local c = load(cid)
-        if c and not TERMINAL[c.state] then
-          finish(c, 'cancelled', 'cancel', {reason = reason}, {'error', reason})
+        if c and not TERMINAL[c[STATE]] then
+          finish(c, 'cancelled', 'cancel', ERROR, reason, EV_CANCELLED, reason)
           cascade_cancel(c, reason)
         end
       else
-        redis.call('RPUSH', T .. 'o', cmsgpack.pack({kpart, cid, p.id, 'cancel'}))
+        redis.call('RPUSH', T .. 'o', cmsgpack.pack({kpart, cid, p[ID], 'cancel'}))
       end
     end
   end
@@ -472,11 +622,11 @@ end
 
 -- Release a running Flow's lease: due again at once in its logical state.
 local function release(r, cause)
-  local state = r.run_state
+  local state = r[RUN_STATE]
   unrest(r)
-  set(r, 'lo', 'released')
+  set(r, LO, 'released')
   rest(r, state, now_ms())
-  return event(r, 'lease_released', {cause = cause})
+  return event(r, EV_RELEASED, cause)
 end
 
 local DEFAULT_POLICY = {max_retries = 3, backoff = 'exponential', base_ms = 1000,
@@ -519,17 +669,16 @@ end
 -- deadline_ms, extra}, extra = 0 or {priority, parent_id, attempts_total, big, values,
 -- crash_count, suspect}.
 local function grant(r, st, spec)
-  local id, worker = r.id, spec.worker
-  count(r.type, 'running', 1)
-  local fence = (tonumber(r.fence) or 0) + 1
-  local fence_s = str(fence)
-  local token = spec.token_head .. fence_s
+  local id, worker = r[ID], spec.worker
+  count(r[TYPE], 'running', 1)
+  local fence = (r[FENCE] or 0) + 1
+  local token = spec.token_head .. (DEC[fence] or dec(fence))
   touch(r)
-  r.state, r.run_state, r.fence, r.owner, r.token = 'running', st, fence_s, worker, token
-  r.deadline, r.lo, r.due = spec.deadline_s, nil, nil
-  zset(tkey('l:', r.type), id, spec.deadline_s)
+  r[STATE], r[RUN_STATE], r[FENCE], r[OWNER], r[TOKEN] = 'running', st, fence, worker, token
+  r[DEADLINE], r[LO], r[DUE] = spec.deadline, false, false
+  zset(tkey('l:', r[TYPE]), id, spec.deadline_s)
   sset(spec.wkey, id, true)
-  event(r, 'claimed', {worker = worker, fencing = fence, attempt = tonumber(r.attempt)})
+  event(r, EV_CLAIMED, worker, fence, r[ATTEMPT])
   -- big: names of what exceeded a cap ('' = the payload); EMPTY (never written) when none.
   local big, vals, payload = EMPTY, EMPTY, get_payload(r)
   if spec.payload_cap > 0 and #payload > spec.payload_cap then
@@ -547,16 +696,15 @@ local function grant(r, st, spec)
       end
     end
   end
-  local crashes, suspect = tonumber(r.crashes) or 0, 0
+  local crashes, suspect = r[CRASHES] or 0, 0
   if crashes > 0 then
-    local max = tonumber(policy(r.type, st).max_crashes or 3)
+    local max = tonumber(policy(r[TYPE], st).max_crashes or 3)
     if max > 1 and crashes >= math.max(1, max - 1) then suspect = 1 end
   end
-  -- attempt, priority and attempts_total go back as the stored strings (no conversion); the
-  -- rarely set fields only when one of them is (a reply field costs the store ~1,000 Ir).
+  -- The rarely set fields only when one of them is (a reply field costs the store ~1,000 Ir).
   local extra = 0
-  if (r.prio and r.prio ~= '0') or r.parent or r.attempts or crashes > 0 or #big > 0 or #vals > 0 then
-    extra = {r.prio or '0', r.parent or '', r.attempts or '0', big, vals, crashes, suspect}
+  if (r[PRIO] and r[PRIO] ~= '0') or r[PARENT] or r[ATTEMPTS] or crashes > 0 or #big > 0 or #vals > 0 then
+    extra = {r[PRIO] or '0', r[PARENT] or '', r[ATTEMPTS] or 0, big, vals, crashes, suspect}
   end
-  return {id, st, payload, r.attempt, fence, token, spec.deadline, extra}
+  return {id, st, payload, r[ATTEMPT], fence, token, spec.deadline, extra}
 end

@@ -16,13 +16,13 @@ for i = 0, n - 1 do
   local r = load(ARGV[a])
   local st
   if not r then st = 'ERR flow not found'
-  elseif r.state == 'cancelled' then st = 'replay'
-  elseif TERMINAL[r.state] then st = 'ERR flow is terminal'
-  elseif r.state == 'running' and (r.token ~= ARGV[a + 2] or r.fence ~= ARGV[a + 3]) then
+  elseif r[STATE] == 'cancelled' then st = 'replay'
+  elseif TERMINAL[r[STATE]] then st = 'ERR flow is terminal'
+  elseif r[STATE] == 'running' and (r[TOKEN] ~= ARGV[a + 2] or dec(r[FENCE]) ~= ARGV[a + 3]) then
     st = 'ERR stale flow lease'
   else
     local reason = ARGV[a + 1]
-    finish(r, 'cancelled', 'cancel', {reason = reason}, {'error', reason})
+    finish(r, 'cancelled', 'cancel', ERROR, reason, EV_CANCELLED, reason)
     cascade_cancel(r, 'parent cancelled')
     st = 'ok'
   end

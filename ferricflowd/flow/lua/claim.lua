@@ -25,35 +25,42 @@ local lk = T .. 'l:' .. ftype
 local expired = redis.call('ZRANGEBYSCORE', lk, '-inf', now_str(), 'LIMIT', '0', str(math.max(1, math.floor(limit / 4))))
 for _, id in ipairs(expired) do
   local r = load(id)
-  if r and r.state == 'running' then release(r, 'expired') end
+  if r and r[STATE] == 'running' then release(r, 'expired') end
 end
 if #expired > 0 then flush() end  -- the released Flows are due now: pick them below
 
-local picked = {}
+-- The picked Flows as three parallel lists (a Lua table per candidate cost ~2,000 Ir).
+local pid, pst, pprio, npicked = {}, {}, {}, 0
 for prio = 2, min_prio, -1 do
-  local need = limit - #picked
+  local need = limit - npicked
   if need <= 0 then break end
-  local cands = {}
   if #states == 1 then  -- one due set is already in due order: no scores needed
     local st = states[1]
     local got = redis.call('ZRANGEBYSCORE', kdue(ftype, st, prio), '-inf', now_str(), 'LIMIT', '0', str(need))
-    for j = 1, #got do cands[j] = {got[j], 0, st, prio} end
+    for j = 1, #got do
+      npicked = npicked + 1
+      pid[npicked], pst[npicked], pprio[npicked] = got[j], st, prio
+    end
   else
+    local cands = {}
     for _, st in ipairs(states) do
       local got = redis.call('ZRANGEBYSCORE', kdue(ftype, st, prio), '-inf', now_str(), 'WITHSCORES', 'LIMIT', '0', str(need))
-      for j = 1, #got, 2 do cands[#cands + 1] = {got[j], tonumber(got[j + 1]), st, prio} end
+      for j = 1, #got, 2 do cands[#cands + 1] = {got[j], tonumber(got[j + 1]), st} end
     end
     table.sort(cands, function(x, y) return x[2] < y[2] end)
+    for j = 1, math.min(need, #cands) do
+      npicked = npicked + 1
+      pid[npicked], pst[npicked], pprio[npicked] = cands[j][1], cands[j][3], prio
+    end
   end
-  for j = 1, math.min(need, #cands) do picked[#picked + 1] = cands[j] end
 end
 
 local out = {now, -1, 0}
-for _, c in ipairs(picked) do
-  local id, st = c[1], c[3]
-  zset(kdue(ftype, st, c[4]), id, false)
+for i = 1, npicked do
+  local id, st = pid[i], pst[i]
+  zset(kdue(ftype, st, pprio[i]), id, false)
   local r = load(id)
-  if r and r.state == st then
+  if r and r[STATE] == st then
     count(ftype, st, -1)
     out[#out + 1] = grant(r, st, spec)
   end

@@ -11,8 +11,9 @@ Events   completed; the parent's group is settled in the same call when it share
 
 now_ms(ARGV[1])
 return each_leased(3, 5, 'complete', function(r, a)
-  local err = put_values(r.id, ARGV[a + 4], false)
+  local err = put_values(r[ID], ARGV[a + 4], false)
   if err then return err end
-  finish(r, 'completed', 'complete', {fencing = tonumber(r.fence)}, {'result', ARGV[a + 3] ~= '' and ARGV[a + 3]})
+  finish(r, 'completed', 'complete', RESULT, ARGV[a + 3] ~= '' and ARGV[a + 3], EV_COMPLETED,
+         r[FENCE])
   return 'ok'
 end)

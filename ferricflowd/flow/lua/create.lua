@@ -22,27 +22,27 @@ for i = 0, n - 1 do
   local existing = load(id)
   if existing then
     if ARGV[a + 9] ~= '1' then out[#out + 1] = 'ERR flow already exists'
-    elseif existing.digest == digest then out[#out + 1] = 'dup'
+    elseif existing[DIGEST] == digest then out[#out + 1] = 'dup'
     else out[#out + 1] = 'ERR flow idempotency conflict' end
   elseif state == 'running' or TERMINAL[state] then
     out[#out + 1] = 'ERR flow wrong state'
   else
     local r = new_record(id)
     touch(r)
-    -- Fields assigned directly (all strings); zero counters and empty options are left out.
-    r.type, r.attempt, r.created, r.digest = ftype, '1', now_s, digest
-    if ARGV[a + 4] ~= '0' then r.prio = ARGV[a + 4] end
-    if ARGV[a + 6] ~= '' then r.parent = ARGV[a + 6] end
-    if ARGV[a + 7] ~= '' then r.pp = ARGV[a + 7] end
-    if ARGV[a + 8] ~= '' then r.pkey = ARGV[a + 8] end
-    if ARGV[a + 11] ~= '' then r.root = ARGV[a + 11] end
-    if ARGV[a + 12] ~= '' then r.corr = ARGV[a + 12] end
+    -- CORE fields assigned directly; zero counters and empty options are left out.
+    r[TYPE], r[ATTEMPT], r[CREATED], r[DIGEST] = ftype, 1, now, digest
+    if ARGV[a + 4] ~= '0' then put(r, PRIO, ARGV[a + 4]) end
+    if ARGV[a + 6] ~= '' then put(r, PARENT, ARGV[a + 6]) end
+    if ARGV[a + 7] ~= '' then put(r, PP, ARGV[a + 7]) end
+    if ARGV[a + 8] ~= '' then put(r, PKEY, ARGV[a + 8]) end
+    if ARGV[a + 11] ~= '' then put(r, ROOT, ARGV[a + 11]) end
+    if ARGV[a + 12] ~= '' then put(r, CORR, ARGV[a + 12]) end
     set_payload(r, ARGV[a + 3])
     put_values(id, ARGV[a + 13], true)
     local due, due_s = now, now_s
     if ARGV[a + 5] ~= '' then due, due_s = tonumber(ARGV[a + 5]), ARGV[a + 5] end
-    rest(r, state, due_s)
-    event(r, 'created', {state = state, due = due})
+    rest(r, state, due, due_s)
+    event(r, EV_CREATED, state, due)
     out[#out + 1] = 'ok'
   end
 end

@@ -16,8 +16,9 @@ for i = 0, n - 1 do
   local target, source, kind = ARGV[a], ARGV[a + 1], ARGV[a + 2]
   if kind == 'cancel' then
     local c = load(target)
-    if c and not TERMINAL[c.state] then
-      finish(c, 'cancelled', 'cancel', {reason = 'parent ' .. source .. ' ended'}, {'error', 'parent ended'})
+    if c and not TERMINAL[c[STATE]] then
+      finish(c, 'cancelled', 'cancel', ERROR, 'parent ended', EV_CANCELLED,
+             'parent ' .. source .. ' ended')
       cascade_cancel(c, 'parent ended')
       applied = applied + 1
     end

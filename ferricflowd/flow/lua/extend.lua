@@ -11,8 +11,8 @@ local now = now_ms(ARGV[1])
 local lease_ms = tonumber(ARGV[2])
 return each_leased(4, 3, '\0', function(r)
   local deadline = now + lease_ms
-  set(r, 'deadline', deadline)
-  zset(T .. 'l:' .. r.type, r.id, deadline)
-  event(r, 'lease_extended', {deadline = deadline})
+  set(r, DEADLINE, deadline)
+  zset(T .. 'l:' .. r[TYPE], r[ID], str(deadline))
+  event(r, EV_EXTENDED, deadline)
   return deadline
 end)

@@ -9,7 +9,7 @@ Events   failed; unfinished children are cancelled (other partitions via the out
 
 now_ms(ARGV[1])
 return each_leased(3, 4, 'fail', function(r, a)
-  finish(r, 'failed', 'fail', {error = ARGV[a + 3], fencing = tonumber(r.fence)}, {'error', ARGV[a + 3]})
+  finish(r, 'failed', 'fail', ERROR, ARGV[a + 3], EV_FAILED, ARGV[a + 3], r[FENCE])
   cascade_cancel(r, 'parent failed')
   return 'ok'
 end)

@@ -12,14 +12,14 @@ local r = load(ARGV[2])
 if not r then return redis.error_reply('ERR flow not found') end
 local changed = false  -- the same bytes again are a no-op: no write, no event
 for name, data in pairs(cmsgpack.unpack(ARGV[3])) do
-  if redis.call('HGET', T .. 'v:' .. r.id, name) ~= data then changed = true end
+  if redis.call('HGET', T .. 'v:' .. r[ID], name) ~= data then changed = true end
 end
 if not changed then return 'ok' end
-local err = put_values(r.id, ARGV[3], ARGV[4] == '1')
+local err = put_values(r[ID], ARGV[3], ARGV[4] == '1')
 if err then return redis.error_reply(err) end
 local names = {}
 for name, _ in pairs(cmsgpack.unpack(ARGV[3])) do names[#names + 1] = name end
 table.sort(names)
-event(r, 'values_put', {names = table.concat(names, ',')})
+event(r, EV_VALUES_PUT, table.concat(names, ','))
 flush()
 return 'ok'

@@ -15,7 +15,7 @@ if mode == 'expired' then
   local ids = redis.call('ZRANGEBYSCORE', T .. 'l:' .. subject, '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
     local r = load(id)
-    if r and r.state == 'running' then
+    if r and r[STATE] == 'running' then
       release(r, 'expired')
       released = released + 1
     end
@@ -24,13 +24,13 @@ else
   local wk = T .. 'w:' .. subject
   for _, id in ipairs(redis.call('SMEMBERS', wk)) do
     local r = load(id)
-    if r and r.state == 'running' and r.owner == subject then
-      local crashes = tonumber(r.crashes or '0') + 1
-      set(r, 'crashes', crashes)
-      local max = tonumber(policy(r.type, r.run_state).max_crashes or 3)
+    if r and r[STATE] == 'running' and r[OWNER] == subject then
+      local crashes = (r[CRASHES] or 0) + 1
+      set(r, CRASHES, crashes)
+      local max = tonumber(policy(r[TYPE], r[RUN_STATE]).max_crashes or 3)
       if max > 0 and crashes >= max then
         local err = 'crashed worker ' .. crashes .. ' times (' .. cause .. ')'
-        finish(r, 'failed', 'fail', {error = err, cause = cause}, {'error', err})
+        finish(r, 'failed', 'fail', ERROR, err, EV_FAILED_CAUSE, err, cause)
         cascade_cancel(r, 'parent failed')
         failed = failed + 1
       else

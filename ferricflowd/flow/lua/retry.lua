@@ -30,30 +30,30 @@ end
 
 local now = now_ms(ARGV[1])
 return each_leased(3, 5, 'retry', function(r, a)
-  local id, err = r.id, ARGV[a + 3]
-  local state = r.run_state
-  local pol = policy(r.type, state)
-  local attempt = tonumber(r.attempt) + 1
-  local total = tonumber(r.attempts or '0') + 1
+  local id, err = r[ID], ARGV[a + 3]
+  local state = r[RUN_STATE]
+  local pol = policy(r[TYPE], state)
+  local attempt = r[ATTEMPT] + 1
+  local total = (r[ATTEMPTS] or 0) + 1
   if attempt - 1 <= tonumber(pol.max_retries or 3) then
     unrest(r)
     local due = now + backoff_ms(pol, id, attempt - 1)
     if ARGV[a + 4] ~= '' then due = tonumber(ARGV[a + 4]) end
-    set(r, 'attempt', attempt, 'attempts', total, 'error', err, 'lo', 'retry')
+    set(r, ATTEMPT, attempt, ATTEMPTS, total, ERROR, err, LO, 'retry')
     rest(r, state, due)
-    event(r, 'retry', {decision = 'scheduled', error = err, attempt = attempt, due = due})
+    event(r, EV_RETRY_SCHEDULED, 'scheduled', err, attempt, due)
     return 'scheduled'
   end
   local to = pol.exhausted_to or 'failed'
-  local details = {decision = 'exhausted', error = err, attempt = attempt, to = to}
   if TERMINAL[to] then
-    finish(r, to, 'retry', details, {'attempts', total, 'error', err}, 'retry')
+    set(r, ATTEMPTS, total)
+    finish(r, to, 'retry', ERROR, err, EV_RETRY_EXHAUSTED, 'exhausted', err, attempt, to)
     cascade_cancel(r, 'parent ' .. to)
   else
     unrest(r)
-    set(r, 'attempt', 1, 'attempts', total, 'error', err, 'lo', 'retry')
+    set(r, ATTEMPT, 1, ATTEMPTS, total, ERROR, err, LO, 'retry')
     rest(r, to, now)
-    event(r, 'retry', details)
+    event(r, EV_RETRY_EXHAUSTED, 'exhausted', err, attempt, to)
   end
   return 'exhausted'
 end)

@@ -17,11 +17,11 @@ local id, name, to, key, digest = ARGV[2], ARGV[3], ARGV[5], ARGV[7], ARGV[8]
 local r = load(id)
 if not r then return redis.error_reply('ERR flow not found') end
 if key ~= '' then
-  local seen = r['si:' .. key]
+  local seen = r[SI] and r[SI][key]
   if seen == digest then return 'dup' end
   if seen then return redis.error_reply('ERR flow signal idempotency conflict') end
 end
-if TERMINAL[r.state] then return redis.error_reply('ERR flow is terminal') end
+if TERMINAL[r[STATE]] then return redis.error_reply('ERR flow is terminal') end
 local nstates = tonumber(ARGV[9])
 if nstates > 0 then
   local current, match = logical_state(r), false
@@ -30,18 +30,22 @@ if nstates > 0 then
 end
 local err = put_values(id, ARGV[4], true)
 if err then return redis.error_reply(err) end
-if key ~= '' then set(r, 'si:' .. key, digest) end
+if key ~= '' then
+  local si = r[SI] or {}
+  si[key] = digest
+  set(r, SI, si)
+end
 if to == '' then
-  event(r, 'signaled', {name = name})
+  event(r, EV_SIGNALED, name)
 else
   local from = logical_state(r)
   unrest(r)
   local due = now
   if ARGV[6] ~= '' then due = tonumber(ARGV[6]) end
-  set(r, 'lo', 'signal', 'grp_parked', false)
-  if to ~= from then set(r, 'attempt', 1) end
+  set(r, LO, 'signal', GRP_PARKED, false)
+  if to ~= from then set(r, ATTEMPT, 1) end
   rest(r, to, due)
-  event(r, 'signaled', {name = name, from = from, to = to})
+  event(r, EV_SIGNALED_TO, name, from, to)
 end
 flush()
 return 'ok'

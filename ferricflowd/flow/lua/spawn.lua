@@ -21,21 +21,21 @@ local n = tonumber(ARGV[11])
 local p = load(pid)
 local st = check_lease(p, ARGV[3], ARGV[4], '\0')
 if st ~= 'live' then return redis.error_reply(st) end
-if p.grp_open and p.grp_name == group then
-  if p.grp_digest == digest then return {'dup'} end
+if p[GRP_OPEN] and p[GRP_NAME] == group then
+  if p[GRP_DIGEST] == digest then return {'dup'} end
   return redis.error_reply('ERR flow idempotency conflict')
 end
-if p.grp_open and (p.grp_res or '') == '' then return redis.error_reply('ERR flow wrong state') end
+if p[GRP_OPEN] and (p[GRP_RES] or '') == '' then return redis.error_reply('ERR flow wrong state') end
 for i = 0, n - 1 do
   local a = 12 + i * 9
   if ARGV[a + 5] == part then
     local c = load(ARGV[a])
-    if c and c.parent ~= pid then return redis.error_reply('ERR flow already exists') end
+    if c and c[PARENT] ~= pid then return redis.error_reply('ERR flow already exists') end
   end
 end
 local out = {'ok'}
 local kk = T .. 'k:' .. pid
-local root = p.root or pid
+local root = p[ROOT] or pid
 for i = 0, n - 1 do
   local a = 12 + i * 9
   local cid, cpart = ARGV[a], ARGV[a + 5]
@@ -48,20 +48,20 @@ for i = 0, n - 1 do
     local c = new_record(cid)
     -- A child without its own key is addressed with its parent's routing key.
     local ckey = ARGV[a + 6]
-    if ckey == '' then ckey = p.pkey or pid end
-    set(c, 'type', ARGV[a + 1], 'prio', ARGV[a + 4], 'attempt', 1, 'created', now,
-        'digest', ARGV[a + 8], 'parent', pid, 'pp', part, 'root', root, 'pkey', ckey,
-        'corr', p.corr or false)
+    if ckey == '' then ckey = p[PKEY] or pid end
+    set(c, TYPE, ARGV[a + 1], PRIO, ARGV[a + 4], ATTEMPT, 1, CREATED, now,
+        DIGEST, ARGV[a + 8], PARENT, pid, PP, part, ROOT, root, PKEY, ckey,
+        CORR, p[CORR] or false)
     set_payload(c, ARGV[a + 3])
     put_values(cid, ARGV[a + 7], true)
     rest(c, ARGV[a + 2], now)
-    event(c, 'created', {state = ARGV[a + 2], parent = pid})
+    event(c, EV_CREATED_CHILD, ARGV[a + 2], pid)
     out[#out + 1] = 'ok'
   end
 end
-set(p, 'grp_open', 1, 'grp_name', group, 'grp_state', ARGV[6], 'grp_wait', ARGV[7],
-    'grp_fail', ARGV[8], 'grp_n', n, 'grp_done', 0, 'grp_ok', 0, 'grp_res', n == 0 and 'ok' or '',
-    'grp_digest', digest, 'grp_err', false, 'grp_parked', false)
-event(p, 'children_spawned', {group = group, n = n, wait = ARGV[7], wait_state = ARGV[6]})
+set(p, GRP_OPEN, 1, GRP_NAME, group, GRP_STATE, ARGV[6], GRP_WAIT, ARGV[7],
+    GRP_FAIL, ARGV[8], GRP_N, n, GRP_DONE, 0, GRP_OK, 0, GRP_RES, n == 0 and 'ok' or '',
+    GRP_DIGEST, digest, GRP_ERR, false, GRP_PARKED, false)
+event(p, EV_SPAWNED, group, n, ARGV[7], ARGV[6])
 flush()
 return out

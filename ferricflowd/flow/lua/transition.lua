@@ -20,34 +20,34 @@ Events   transitioned (then claimed when kept). A parent with a pending children
 local now = now_ms(ARGV[1])
 local spec, first = lease_spec(2)
 return each_leased(first + 1, 8, function(a) return 'transition:' .. ARGV[a + 3] end, function(r, a)
-  local id, to = r.id, ARGV[a + 3]
+  local id, to = r[ID], ARGV[a + 3]
   if to == 'running' or TERMINAL[to] then return 'ERR flow wrong state' end
   local err = put_values(id, ARGV[a + 5], false)
   if err then return err end
-  local from = r.run_state
+  local from = r[RUN_STATE]
   unrest(r)
-  set(r, 'lo', 'transition:' .. to)
-  if to ~= from then set(r, 'attempt', 1) end
+  set(r, LO, 'transition:' .. to)
+  if to ~= from then set(r, ATTEMPT, 1) end
   if ARGV[a + 4] ~= '' then set_payload(r, string.sub(ARGV[a + 4], 2)) end
-  if ARGV[a + 7] ~= '' then set(r, 'prio', ARGV[a + 7]) end
-  if r.grp_open and (r.grp_res or '') == '' then
+  if ARGV[a + 7] ~= '' then set(r, PRIO, ARGV[a + 7]) end
+  if r[GRP_OPEN] and (r[GRP_RES] or '') == '' then
     -- Park: the last child to finish wakes the parent into the group's wait_state.
-    set(r, 'grp_parked', 1)
+    set(r, GRP_PARKED, 1)
     rest(r, to, nil)
-    event(r, 'transitioned', {from = from, to = to, parked = 1})
+    event(r, EV_PARKED, from, to, 1)
   else
     local due = now
     if ARGV[a + 6] ~= '' then due = tonumber(ARGV[a + 6]) end
-    if spec.handles[to] and due <= now and not r.grp_open and tonumber(r.crashes or '0') == 0 then
-      event(r, 'transitioned', {from = from, to = to, due = due})
+    if spec.handles[to] and due <= now and not r[GRP_OPEN] and (r[CRASHES] or 0) == 0 then
+      event(r, EV_TRANSITIONED, from, to, due)
       local item = grant(r, to, spec)
-      set(r, 'lo', 'transition:' .. to)  -- a lost reply resent is still a replay
+      set(r, LO, 'transition:' .. to)  -- a lost reply resent is still a replay
       return item
     end
     rest(r, to, due)
-    event(r, 'transitioned', {from = from, to = to, due = due})
+    event(r, EV_TRANSITIONED, from, to, due)
     -- The children finished while the handler was still running: settle now.
-    if r.grp_open then settle_group(r) end
+    if r[GRP_OPEN] then settle_group(r) end
   end
   return 'ok'
 end)
