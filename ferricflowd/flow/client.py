@@ -328,6 +328,10 @@ class FlowClient:
         """Create Flows, one script call per partition in one pipeline; a result per item."""
         for spec in specs:  # before anything is sent: a bad item writes nothing
             self._validate_create(spec)
+        return self._create_checked(specs)
+
+    def _create_checked(self, specs: Sequence[CreateSpec]) -> list[bool | FlowError]:
+        """create_many for specs already validated (by _validate_create or check_plain)."""
         replies = self._batched([(self.partition_for(s.id, s.partition_key), "create", s, s.id)
                                  for s in specs], fields=self._create_args)
         return [r if isinstance(r, FlowError) else r == b"ok" for r in replies]
@@ -380,6 +384,14 @@ class FlowClient:
         check_bool("idempotent", spec.idempotent)
         if spec.correlation_id is not None:
             check_id("correlation_id", spec.correlation_id)
+
+    def check_plain(self, flow_id: object, payload: bytes) -> None:
+        """What _validate_create checks of a plain_spec item whose type and state are known
+        valid: the id and the payload size (a batch's items, without their specs' checks)."""
+        check_id("id", flow_id)
+        if len(payload) > self.max_payload_bytes:
+            raise InvalidArgument("payload", f"{len(payload)} bytes is over the limit of "
+                                  f"{self.max_payload_bytes} (put large data in values)")
 
     def _check_values(self, values: Mapping[str, bytes]) -> None:
         for name, data in values.items():

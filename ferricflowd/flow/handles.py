@@ -15,7 +15,7 @@ from .client import (
     plain_spec,
 )
 from .errors import FlowError, InvalidArgument
-from .outcomes import as_bytes, as_values, check_int, delay_to_run_at
+from .outcomes import as_bytes, as_values, check_bool, check_int, delay_to_run_at
 from .policy import ExceptionPolicy, RetryPolicy
 from .records import FlowRecord, FlowStats, HistoryEvent
 from .worker import WorkerHooks
@@ -116,12 +116,19 @@ class TypeHandle:
     def _create_many(self, items: Iterable[Any], idempotent: bool) -> list[bool | FlowError]:
         """Items are ids, (id, payload) pairs or dicts of create() keyword arguments."""
         self.register()
+        client = self.client
+        check_state("state", self.default_state)  # the type was checked by __init__
+        check_bool("idempotent", idempotent)
         specs = []
+        plain = True  # every item a (id, payload) pair, checked here as it is read
         for item in items:
             if isinstance(item, tuple) and len(item) == 2:  # the common form, without a dict
-                specs.append(plain_spec(item[0], self.type, self.default_state,
-                                        as_bytes("payload", item[1]) or b"", idempotent))
+                payload = as_bytes("payload", item[1]) or b""
+                client.check_plain(item[0], payload)
+                specs.append(plain_spec(item[0], self.type, self.default_state, payload,
+                                        idempotent))
                 continue
+            plain = False
             if isinstance(item, str):
                 item = {"id": item}
             elif not isinstance(item, Mapping):
@@ -137,7 +144,9 @@ class TypeHandle:
                 correlation_id=kw.pop("correlation_id", None)))
             if kw:
                 raise TypeError(f"unexpected item field(s): {', '.join(sorted(kw))}")
-        return self.client.create_many(specs)
+        if plain:
+            return client._create_checked(specs)
+        return client.create_many(specs)
 
     # -- inspection and control ---------------------------------------------------------------
 

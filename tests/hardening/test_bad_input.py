@@ -150,6 +150,11 @@ WRONG: list[tuple[str, str, C]] = [
     ("enqueue", "priority", lambda c: c.queue.enqueue("i", priority=1.0)),  # type: ignore
     ("enqueue", "correlation_id", lambda c: c.queue.enqueue("i", correlation_id=5)),  # type: ignore
     ("enqueue_many", "items", lambda c: c.queue.enqueue_many([7])),
+    ("enqueue_many", "id", lambda c: c.queue.enqueue_many([("i", b"p"), ("", b"p")])),
+    ("enqueue_many", "id", lambda c: c.queue.enqueue_many([("i", b"p"), (7, b"p")])),
+    ("enqueue_many", "payload", lambda c: c.queue.enqueue_many([("i", b"p"), ("j", 7)])),
+    ("enqueue_many", "idempotent", lambda c: c.queue.enqueue_many([("i", b"p")],
+                                                                   idempotent="yes")),
     ("start", "id", lambda c: c.workflow.start(["w1"])),  # type: ignore[arg-type]
     ("start", "payload", lambda c: c.workflow.start("w1", payload=1.5)),  # type: ignore
     ("start", "state", lambda c: c.workflow.start("w1", state="nowhere")),
