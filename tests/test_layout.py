@@ -120,10 +120,11 @@ def test_built_package_ships_every_lua_file(tmp_path: Path) -> None:
     assert built == _lua_on_disk()
 
 
-def test_the_supervisor_spawns_without_importing_redis_py_or_prometheus(
+def test_the_supervisor_spawns_without_importing_what_only_it_needs_later(
         tmp_path: Path) -> None:
     """A cold start is CPU-bound: the supervisor loads its config and spawns its workers
-    before it imports redis-py or prometheus_client (Supervisor.start, flow/urls.py)."""
+    before it imports redis-py or prometheus_client (Supervisor.start, flow/urls.py) or psutil
+    (only a group with max_memory needs it)."""
     config = tmp_path / "flows.toml"
     config.write_text('[store]\nurl = "redis://127.0.0.1:1/0"\n[daemon]\n'
                       f'data_dir = "{tmp_path}"\n[groups.g]\ntype = "t"\n'
@@ -136,7 +137,7 @@ def test_the_supervisor_spawns_without_importing_redis_py_or_prometheus(
         "from ferricflowd.supervisor.arbiter import Supervisor\n"
         f"c = load_config({str(config)!r}, os.environ, {{}})\n"
         "redact_url(c.store.url)\n"
-        "print(sorted(m for m in ('redis', 'prometheus_client') if m in sys.modules))\n"
+        "print(sorted(m for m in ('redis', 'prometheus_client', 'psutil') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, cwd=ROOT, timeout=60).stdout

@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from ferricflowd.config import Config, GroupConfig
 
 __all__ = ["SUPERVISOR_PID_ENV", "Child", "GroupState", "spawn_worker", "worker_env"]
@@ -153,6 +151,8 @@ class Child:
         if self.max_jobs and self.handled >= self.max_jobs:
             return f"max_jobs {self.handled} >= {self.max_jobs}"
         if group.max_memory_bytes and check_rss:
+            import psutil  # here: only groups with max_memory need it (~10 ms of a cold start)
+
             try:
                 self.rss = psutil.Process(self.pid).memory_info().rss
             except psutil.Error:
