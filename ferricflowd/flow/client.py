@@ -441,7 +441,8 @@ class FlowClient:
                 if int(reply[1]) >= 0:
                     next_due = min(next_due or int(reply[1]), int(reply[1]))
                 more = more or bool(reply[2])
-                jobs.extend(self._job(type, p, item) for item in reply[3:])
+                # 8 fields per leased Flow, flat (claim.lua)
+                jobs.extend(self._job(type, p, reply[i:i + 8]) for i in range(3, len(reply), 8))
         return ClaimResult(jobs, next_due, more or len(jobs) >= limit, now)
 
     def _priority_probe(self, type: str, states: Sequence[str]) -> dict[int, set[int]]:
