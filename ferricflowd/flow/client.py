@@ -403,15 +403,15 @@ class FlowClient:
         values = s.values
         digest = _digest(s.type, s.state, s.payload, sorted(values.items()) if values else [],
                          s.priority, s.partition_key, s.parent_id)
-        # A plain job (the common case) needs none of the conversions below.
+        # A plain job (the common case) needs none of the conversions below, and is sent as
+        # 7 fields, not 14 (create.lua: mode '0'/'1' = plain, '2'/'3' = with the options).
         if (s.run_at_ms is None and s.parent_id is None and s.parent_partition is None
                 and s.partition_key is None and s.correlation_id is None and not values):
-            return [s.id, s.type, s.state, s.payload, s.priority, "", "", "", "",
-                    "1" if s.idempotent else "0", digest, "", "", b""]
-        return [s.id, s.type, s.state, s.payload, s.priority, _opt(s.run_at_ms),
-                _opt(s.parent_id), _opt(s.parent_partition), _opt(s.partition_key),
-                "1" if s.idempotent else "0", digest, "", _opt(s.correlation_id),
-                _pack(values)]
+            return [s.id, s.type, s.state, s.payload, s.priority,
+                    "1" if s.idempotent else "0", digest]
+        return [s.id, s.type, s.state, s.payload, s.priority, "3" if s.idempotent else "2",
+                digest, _opt(s.run_at_ms), _opt(s.parent_id), _opt(s.parent_partition),
+                _opt(s.partition_key), "", _opt(s.correlation_id), _pack(values)]
 
     # -- claim --------------------------------------------------------------------------------
 
@@ -453,7 +453,8 @@ class FlowClient:
                 if int(reply[1]) >= 0:
                     next_due = min(next_due or int(reply[1]), int(reply[1]))
                 more = more or bool(reply[2])
-                jobs.extend(self._job(type, p, item) for item in reply[3:])
+                # 8 fields per leased Flow, flat (claim.lua)
+                jobs.extend(self._job(type, p, reply[i:i + 8]) for i in range(3, len(reply), 8))
         return ClaimResult(jobs, next_due, more or len(jobs) >= limit, now)
 
     def _priority_probe(self, type: str, states: Sequence[str]) -> dict[int, set[int]]:

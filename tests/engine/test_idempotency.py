@@ -151,3 +151,31 @@ def test_respawning_the_same_children_is_ok(queues: QueueClient) -> None:
     assert fc.apply_outcome(job, transition("waiting")) == b"ok"
     assert sorted(c.id for c in fc.children("parent")) == ["kid-0", "kid-1", "kid-2"]
     assert fc.stats("part").counts == {"queued": 3}
+
+
+def test_batch_create_mixes_plain_and_full_items(queues: QueueClient) -> None:
+    """create.lua reads a plain item as 7 fields and one with options as 14: a batch mixing
+    them must line every item up."""
+    fc = queues.flow_client
+    results = fc.create_many([
+        CreateSpec("p1", "mail", "queued", b"a"),
+        CreateSpec("f1", "mail", "queued", b"b", values={"v": b"1"}, run_at_ms=10 ** 13,
+                   correlation_id="c1", idempotent=True),
+        CreateSpec("p2", "mail", "queued", b"c", priority=2, idempotent=True),
+        CreateSpec("f2", "mail", "queued", b"d", correlation_id="c2"),
+        CreateSpec("p3", "mail", "queued", b"e"),
+    ])
+    assert results == [True] * 5
+    f1 = fc.get("f1", values=["v"])
+    assert f1 is not None and f1.payload == b"b" and f1.next_run_at_ms == 10 ** 13
+    assert f1.values == {"v": b"1"}
+    p2 = fc.get("p2")
+    assert p2 is not None and p2.priority == 2 and p2.payload == b"c"
+    assert [fc.get(i).payload for i in ("p1", "f2", "p3")] == [b"a", b"d", b"e"]  # type: ignore[union-attr]
+    again = fc.create_many([
+        CreateSpec("f1", "mail", "queued", b"b", values={"v": b"1"}, run_at_ms=10 ** 13,
+                   correlation_id="c1", idempotent=True),
+        CreateSpec("p2", "mail", "queued", b"c", priority=2, idempotent=True),
+        CreateSpec("p1", "mail", "queued", b"a"),
+    ])
+    assert again[:2] == [False, False] and isinstance(again[2], FlowAlreadyExists)

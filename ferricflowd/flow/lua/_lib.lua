@@ -29,7 +29,7 @@ ferricflowd/flow/keys.py builds the same names on the Python side):
 
 Writes go through a per-call unit of work: a script loads each record once (load: one GET
 and a cmsgpack.unpack in C), changes it in memory (set, event, zset, sset, count), and
-flush() writes every changed record with one SET, each Flow's new history with one RPUSH,
+flush() writes every changed record with one MSET, each Flow's new history with one RPUSH,
 and each set, sorted set and counter hash with one command. Reads of sorted sets must come
 after a flush(). A record is one string rather than a hash because a hash costs a command
 argument per field on every write (HSET, HDEL) and a Lua string per field on every read:
@@ -70,7 +70,8 @@ local _policies       -- retry policies read in this call
 local _recs          -- id -> record table, false when absent
 local _dirty         -- id -> true for every changed record
 local _order         -- dirty ids, first change first
-local _hist          -- id -> packed history entries to append
+local _hist, _nh     -- history to append: id, packed entry, id, entry, ... (_nh of them);
+                     -- flat, not a table per Flow (a table and its growth cost ~2,000 Ir)
 local _z             -- sorted-set key -> {member -> score, or false to remove}
 local _s             -- set key -> {member -> true to add, false to remove}
 local _counts        -- counter hash key -> {field -> delta}
@@ -80,7 +81,7 @@ local _memo          -- key names built in this call: kind -> type -> (sub -> na
 local function begin(keys, args)
   KEYS, ARGV, T = keys, args, keys[1]
   _now, _now_s, _now_mp, _until, _cfg, _policies = nil, nil, nil, nil, {}, {}
-  _recs, _dirty, _order, _hist = {}, {}, {}, {}
+  _recs, _dirty, _order, _hist, _nh = {}, {}, {}, {}, 0
   _z, _s, _counts, _woken, _memo = {}, {}, {}, {}, {}
 end
 
@@ -271,15 +272,26 @@ local function flush_records()
     r[ID] = id
   end
   if #kv > 0 then send('MSET', nil, kv) end
-  for _, id in ipairs(_order) do
-    local h = _hist[id]
-    if h then
-      local hk = T .. 'h:' .. id
-      local len = redis.call('RPUSH', hk, unpack(h))
-      if len > cap then redis.call('LTRIM', hk, str(-cap), '-1') end
+  -- An RPUSH per run of one Flow's entries (a Flow's events are mostly consecutive; when not,
+  -- each run is pushed in turn, so its list still gets them in order).
+  local hist, i = _hist, 1
+  while i <= _nh do
+    local id = hist[i]
+    local hk, len = T .. 'h:' .. id, nil
+    if hist[i + 2] ~= id then
+      len = redis.call('RPUSH', hk, hist[i + 1])
+      i = i + 2
+    elseif hist[i + 4] ~= id then
+      len = redis.call('RPUSH', hk, hist[i + 1], hist[i + 3])
+      i = i + 4
+    else
+      local e = {}
+      while hist[i] == id do e[#e + 1] = hist[i + 1]; i = i + 2 end
+      len = redis.call('RPUSH', hk, unpack(e))
     end
+    if len > cap then redis.call('LTRIM', hk, str(-cap), '-1') end
   end
-  _dirty, _order, _hist = {}, {}, {}
+  _dirty, _order, _hist, _nh = {}, {}, {}, 0
 end
 
 -- Write everything buffered. A wake token per (type, state) made due during the call; LTRIM
@@ -419,9 +431,9 @@ local function event(r, s, v1, v2, v3, v4)
       end
     end
   end
-  local h = _hist[r[ID]]
-  if not h then h = {}; _hist[r[ID]] = h end
-  h[#h + 1] = '\148' .. (MPINT[ver] or mpint(ver)) .. (_now_mp or mpint(_now)) .. head .. s[1]
+  local nh = _nh
+  _nh = nh + 2
+  _hist[nh + 1], _hist[nh + 2] = r[ID], '\148' .. (MPINT[ver] or mpint(ver)) .. (_now_mp or mpint(_now)) .. head .. s[1]
     .. a1 .. b1 .. s[2] .. a2 .. b2 .. s[3] .. a3 .. b3 .. s[4] .. a4 .. b4
   return ver
 end
@@ -665,9 +677,10 @@ local function lease_spec(i)
 end
 
 -- Lease a Flow that is out of every set (its count already moved) to spec.worker in `st`.
--- Returns the claim reply item: {id, state, payload, attempt, fencing, lease_token,
--- deadline_ms, extra}, extra = 0 or {priority, parent_id, attempts_total, big, values,
--- crash_count, suspect}.
+-- Returns the claim reply item's 8 fields: id, state, payload, attempt, fencing, lease_token,
+-- deadline_ms, extra, extra = 0 or {priority, parent_id, attempts_total, big, values,
+-- crash_count, suspect}. As values, not a table: claim puts them in its flat reply (a table
+-- in a reply costs Redis ~2,500 Ir to convert besides its own making).
 local function grant(r, st, spec)
   local id, worker = r[ID], spec.worker
   count(r[TYPE], 'running', 1)
@@ -706,5 +719,5 @@ local function grant(r, st, spec)
   if (r[PRIO] and r[PRIO] ~= '0') or r[PARENT] or r[ATTEMPTS] or crashes > 0 or #big > 0 or #vals > 0 then
     extra = {r[PRIO] or '0', r[PARENT] or '', r[ATTEMPTS] or 0, big, vals, crashes, suspect}
   end
-  return {id, st, payload, r[ATTEMPT], fence, token, spec.deadline, extra}
+  return id, st, payload, r[ATTEMPT], fence, token, spec.deadline, extra
 end

@@ -5,9 +5,9 @@ ARGV     now_ms override ('' = TIME), a lease request as in claim.lua (worker ''
          n, then n items of 8: id, lease_token, fencing,
          to_state, payload ('' = keep, '=' .. bytes = set), values (msgpack map or ''), run_at_ms ('' = now),
          priority ('' = keep)
-Reply    array of n: 'ok', a claim item (claim.lua) when the Flow went on to a state the
-         lease request handles, 'replay' (same transition again), 'ERR flow not found',
-         'ERR stale flow lease', 'ERR flow wrong state' (to a terminal state or 'running'),
+Reply    array of n: 'ok', a claim item (claim.lua's 8 fields, as one array) when the Flow
+         went on to a state the lease request handles, 'replay' (same transition again),
+         'ERR flow not found', 'ERR stale flow lease', 'ERR flow wrong state' (to a terminal state or 'running'),
          'ERR flow value ...'
 Keep     A Flow that is due at once in a state of the lease request, with no children group
          and no crash on record, is leased straight on to the requesting worker (as a sticky
@@ -40,7 +40,7 @@ return each_leased(first + 1, 8, function(a) return 'transition:' .. ARGV[a + 3]
     if ARGV[a + 6] ~= '' then due = tonumber(ARGV[a + 6]) end
     if spec.handles[to] and due <= now and not r[GRP_OPEN] and (r[CRASHES] or 0) == 0 then
       event(r, EV_TRANSITIONED, from, to, due)
-      local item = grant(r, to, spec)
+      local item = {grant(r, to, spec)}
       set(r, LO, 'transition:' .. to)  -- a lost reply resent is still a replay
       return item
     end
