@@ -133,6 +133,12 @@ def _digest(*parts: object) -> str:
     return hashlib.blake2b(packer.pack(parts), digest_size=8).hexdigest()
 
 
+def _create_digest(s: CreateSpec) -> str:
+    """What an idempotent repeat of a create is compared by (the record keeps it)."""
+    return _digest(s.type, s.state, s.payload, sorted(s.values.items()) if s.values else [],
+                   s.priority, s.partition_key, s.parent_id)
+
+
 def _raise_item(reply: Any, flow_id: str | None) -> Any:
     """Raise the typed error of an item reply, or return it."""
     if isinstance(reply, FlowError):  # already mapped by a batch form (_item_result)
@@ -401,8 +407,7 @@ class FlowClient:
 
     def _create_args(self, s: CreateSpec) -> list[Any]:
         values = s.values
-        digest = _digest(s.type, s.state, s.payload, sorted(values.items()) if values else [],
-                         s.priority, s.partition_key, s.parent_id)
+        digest = _create_digest(s)
         # A plain job (the common case) needs none of the conversions below, and is sent as
         # 7 fields, not 14 (create.lua: mode '0'/'1' = plain, '2'/'3' = with the options).
         if (s.run_at_ms is None and s.parent_id is None and s.parent_partition is None
@@ -654,7 +659,7 @@ class FlowClient:
                  else job.partition for s in specs]  # children inherit the parent's partition
         for s, cp in zip(specs, parts, strict=True):
             args.extend([s.id, s.type, s.state, s.payload, s.priority, cp, _opt(s.partition_key),
-                         _pack(s.values), self._create_args(s)[10]])
+                         _pack(s.values), _create_digest(s)])
         reply = _raise_item(self._call("spawn", job.partition, args), job.id)
         if reply[0] == b"dup":  # the same group again (no items): ensure its remote children
             remote = [s for s, cp in zip(specs, parts, strict=True) if cp != job.partition]

@@ -800,3 +800,21 @@ def test_plain_spec_equals_the_dataclass_built_one() -> None:
     assert spec == CreateSpec("i", "t", "queued", b"p", idempotent=True)
     assert set(vars(spec)) == set(vars(CreateSpec("i", "t", "queued")))
     assert spec.values == {} and spec.values is not plain_spec("j", "t", "q", b"", False).values
+
+
+def test_a_spawned_child_keeps_the_digest_a_create_of_it_would_have(
+        flow_client: FlowClient) -> None:
+    """spawn.lua stores each local child's create digest (an idempotent re-create of the
+    child compares against it); the client computes it as create does."""
+    from ferricflowd.flow.client import _create_digest
+    from ferricflowd.flow.records import record_fields
+
+    flow_client.create("dp", T, "queued")
+    job = _one(flow_client)
+    child = ChildSpec("dk", T, payload=b"x", values={"v": b"1"})
+    assert job.flow.spawn_children([child], wait_state="queued")
+    raw = flow_client.store.execute(
+        lambda r: r.get(flow_client.keys.flow(job.partition, "dk")))
+    stored = record_fields(raw)[b"digest"].decode()
+    assert stored == _create_digest(flow_client._child_spec(job, child))
+    assert len(stored) == 16
