@@ -32,6 +32,7 @@ from .outcomes import (
     check_bool,
     check_int,
     check_priority,
+    kind_of,
 )
 from .policy import RetryPolicy
 from .records import FlowRecord, FlowStats, HistoryEvent, Job, StateStats, record_fields
@@ -141,6 +142,8 @@ def _create_digest(s: CreateSpec) -> str:
 
 def _raise_item(reply: Any, flow_id: str | None) -> Any:
     """Raise the typed error of an item reply, or return it."""
+    if type(reply) is list or (type(reply) is bytes and reply[:3] != b"ERR"):
+        return reply  # the common case (b'ok', a kept Job's fields): nothing to map
     if isinstance(reply, FlowError):  # already mapped by a batch form (_item_result)
         raise reply
     if isinstance(reply, rexc.ResponseError):
@@ -370,11 +373,7 @@ class FlowClient:
         results: list[Any] = [None] * len(items)
         for (_, _, idx), reply in zip(chunks, self.store.call_many(calls()), strict=True):
             for i, item in zip(idx, _raise_item(reply, None), strict=True):
-                # A plain reply (b'ok', a kept Job's list) needs no error mapping.
-                if type(item) is list or (type(item) is bytes and item[:3] != b"ERR"):
-                    results[i] = item
-                else:
-                    results[i] = _item_result(item, items[i][3])
+                results[i] = _item_result(item, items[i][3])
         return results
 
     def _validate_create(self, spec: CreateSpec) -> None:
@@ -382,9 +381,7 @@ class FlowClient:
                            known=self._checked)
         if not isinstance(spec.payload, bytes):
             raise TypeError(f"payload must be bytes, not {type(spec.payload).__name__}")
-        if len(spec.payload) > self.max_payload_bytes:
-            raise InvalidArgument("payload", f"{len(spec.payload)} bytes is over the limit of "
-                                  f"{self.max_payload_bytes} (put large data in values)")
+        self._check_payload(spec.payload)
         self._check_values(spec.values)
         check_int("run_at_ms", spec.run_at_ms, optional=True)
         check_bool("idempotent", spec.idempotent)
@@ -395,6 +392,9 @@ class FlowClient:
         """What _validate_create checks of a plain_spec item whose type and state are known
         valid: the id and the payload size (a batch's items, without their specs' checks)."""
         check_id("id", flow_id)
+        self._check_payload(payload)
+
+    def _check_payload(self, payload: bytes) -> None:
         if len(payload) > self.max_payload_bytes:
             raise InvalidArgument("payload", f"{len(payload)} bytes is over the limit of "
                                   f"{self.max_payload_bytes} (put large data in values)")
@@ -542,7 +542,7 @@ class FlowClient:
         head = _NO_KEEP if keep is None else _lease_args(
             keep.worker, keep.lease_ms, keep.states, keep.claim_values, keep.payload_cap,
             keep.value_max_bytes)
-        replies = self._batched([(job.partition, _kind(outcome), _outcome_args(job, outcome),
+        replies = self._batched([(job.partition, kind_of(outcome), _outcome_args(job, outcome),
                                   job.id) for job, outcome in items], {"transition": head})
         for i, reply in enumerate(replies):
             if isinstance(reply, list):
@@ -552,12 +552,12 @@ class FlowClient:
 
     def check_outcome(self, outcome: Outcome) -> None:
         """InvalidArgument when an outcome is over the payload/value limits (or no outcome)."""
-        kind = type(outcome)
-        if kind is Transition and outcome.payload is None and not outcome.values:
+        cls = type(outcome)
+        if cls is Transition and outcome.payload is None and not outcome.values:
             return  # the common case: nothing that could be over a limit
-        if kind is Complete and outcome.result is None and not outcome.values:
+        if cls is Complete and outcome.result is None and not outcome.values:
             return
-        _kind(outcome)
+        kind_of(outcome)
         if isinstance(outcome, (Complete, Transition)):
             data = outcome.result if isinstance(outcome, Complete) else outcome.payload
             name = "result" if isinstance(outcome, Complete) else "payload"
@@ -895,25 +895,6 @@ class FlowClient:
             return pipe.execute()
 
         return sorted({t.decode() for members in self.store.execute(read) for t in members})
-
-
-def _kind(outcome: Outcome) -> str:
-    kind = _KIND_OF.get(type(outcome))
-    if kind is not None:
-        return kind
-    if isinstance(outcome, Complete):
-        return "complete"
-    if isinstance(outcome, Transition):
-        return "transition"
-    if isinstance(outcome, Retry):
-        return "retry"
-    if isinstance(outcome, Fail):
-        return "fail"
-    raise TypeError(f"not an outcome: {outcome!r}")
-
-
-_KIND_OF: dict[type, str] = {Complete: "complete", Transition: "transition", Retry: "retry",
-                             Fail: "fail"}
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,19 @@ class Retry:
 
 
 Outcome = Transition | Complete | Fail | Retry
+KINDS: dict[type, str] = {Complete: "complete", Transition: "transition", Retry: "retry",
+                          Fail: "fail"}
+
+
+def kind_of(outcome: object) -> str:
+    """complete, transition, retry or fail (a subclass's instance too); TypeError otherwise."""
+    kind = KINDS.get(type(outcome))
+    if kind is not None:
+        return kind
+    for cls, name in KINDS.items():
+        if isinstance(outcome, cls):
+            return name
+    raise TypeError(f"not an outcome: {outcome!r}")
 
 # The outcomes most handlers return, built once: a frozen dataclass costs ~1.5 us to build
 # and check, a good part of a short handler's framework cost. Their `values` is read-only

@@ -29,7 +29,7 @@ from typing import Any
 
 from .client import FlowClient, KeepLease, check_state
 from .errors import FerricflowdError, FlowError, StaleLease, StoreError
-from .outcomes import COMPLETE, Complete, Fail, Outcome, Retry, Transition
+from .outcomes import COMPLETE, KINDS, Complete, Fail, Outcome, Retry, Transition, kind_of
 from .policy import ExceptionPolicy
 from .records import Job
 
@@ -381,7 +381,7 @@ class FlowWorker:
         started = time.perf_counter()
         try:
             value = self.handlers[job.state](job)
-            if value is not None and type(value) not in _KINDS and inspect.isawaitable(value):
+            if value is not None and type(value) not in KINDS and inspect.isawaitable(value):
                 value = asyncio.run(_await(value))
             outcome: Outcome | None = self.client.storable(to_outcome(value, self.declared))
             if outcome is not value and isinstance(outcome, Fail):  # not the handler's own
@@ -491,11 +491,7 @@ class FlowWorker:
         counts: dict[str, int] = {}
         # `results` is empty when the outcomes were dropped after the drain deadline.
         for (job, outcome), duration, result in zip(sends, durations, results, strict=False):
-            kind = _KINDS.get(type(outcome))
-            if kind in _ERRORLESS and not isinstance(result, FlowError):
-                error = None  # the common case, without _kind's checks
-            else:
-                kind, error = self._kind(job, outcome, result)
+            kind, error = self._kind(job, outcome, result)
             counts[kind] = counts.get(kind, 0) + 1
             events.append((job, kind, duration, error))
         stats = self.stats
@@ -517,17 +513,17 @@ class FlowWorker:
     def _kind(job: Job, outcome: Outcome, result: Any) -> tuple[str, str | None]:
         """The outcome kind as stored (complete, transition, retry, fail, exhausted, stale,
         error) and its error text; rejected outcomes are logged here."""
-        if isinstance(result, StaleLease):
-            log.warning("flow %s %s state=%s attempt=%d: outcome rejected, lease lost "
-                        "(reclaimed while the handler ran)", job.type, job.id, job.state,
-                        job.attempt)
-            return "stale", str(result)
         if isinstance(result, FlowError):
+            if isinstance(result, StaleLease):
+                log.warning("flow %s %s state=%s attempt=%d: outcome rejected, lease lost "
+                            "(reclaimed while the handler ran)", job.type, job.id, job.state,
+                            job.attempt)
+                return "stale", str(result)
             log.error("flow %s %s state=%s attempt=%d: outcome rejected: %s", job.type, job.id,
                       job.state, job.attempt, result)
             return "error", str(result)
-        kind = _KINDS.get(type(outcome)) or _kind_of(outcome)
-        if not isinstance(outcome, (Fail, Retry)):
+        kind = kind_of(outcome)
+        if kind == "complete" or kind == "transition":
             return kind, None
         if kind == "retry" and result == b"exhausted":
             kind = "exhausted"
@@ -620,19 +616,6 @@ class FlowWorker:
             except Exception:  # noqa: BLE001
                 pass
             self._blocking = None
-
-
-_KINDS: dict[type, str] = {Complete: "complete", Transition: "transition", Retry: "retry",
-                           Fail: "fail"}
-_ERRORLESS = frozenset({"complete", "transition"})
-
-
-def _kind_of(outcome: Outcome) -> str:
-    """The kind of an instance of a subclass of an outcome class (rare: not in _KINDS)."""
-    for cls, kind in _KINDS.items():
-        if isinstance(outcome, cls):
-            return kind
-    return type(outcome).__name__.lower()
 
 
 async def _await(value: Any) -> Any:
