@@ -22,10 +22,10 @@ local out = {}
 local a = 3
 for _ = 1, n do
   local id, ftype, state, mode, digest = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 5], ARGV[a + 6]
-  local full = mode == '2' or mode == '3'
+  local full, idempotent = mode == '2' or mode == '3', mode == '1' or mode == '3'
   local existing = load(id)
   if existing then
-    if mode ~= '1' and mode ~= '3' then out[#out + 1] = 'ERR flow already exists'
+    if not idempotent then out[#out + 1] = 'ERR flow already exists'
     elseif existing[DIGEST] == digest then out[#out + 1] = 'dup'
     else out[#out + 1] = 'ERR flow idempotency conflict' end
   elseif state == 'running' or TERMINAL[state] then
@@ -44,9 +44,9 @@ for _ = 1, n do
       if ARGV[a + 11] ~= '' then put(r, ROOT, ARGV[a + 11]) end
       if ARGV[a + 12] ~= '' then put(r, CORR, ARGV[a + 12]) end
       if ARGV[a + 7] ~= '' then due, due_s = tonumber(ARGV[a + 7]), ARGV[a + 7] end
+      put_values(id, ARGV[a + 13], true)
     end
     set_payload(r, ARGV[a + 3])
-    if full then put_values(id, ARGV[a + 13], true) end
     rest(r, state, due, due_s)
     event(r, EV_CREATED, state, due)
     out[#out + 1] = 'ok'
