@@ -152,7 +152,10 @@ class FlowWorker:
         self._outcomes: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._held: dict[str, tuple[Job, float]] = {}  # id -> (job, monotonic claim time)
         self._cond = threading.Condition()
-        self._outstanding = 0
+        self._outstanding = 0  # held: claimed or kept, until its outcome is acknowledged
+        self._flushing = 0  # outcomes the flusher has taken and is sending
+        # Leases held at most: a batch being handled, one being flushed, and the threads'.
+        self._hold_cap = 2 * batch_size + concurrency
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._blocking: Any = None
@@ -245,11 +248,11 @@ class FlowWorker:
         if self._isolated is not None:  # no claims until the crash suspect has run alone
             self._wait_outstanding_change(0.5)
             return
-        free = self.batch_size + self.concurrency - self._outstanding
-        if self._outstanding >= max(self.concurrency, self.batch_size // 2) or free <= 0:
-            self._wait_outstanding_change(0.5)
+        free = self._room()
+        if free <= 0:
+            self._wait_for_room(0.5)
             return
-        result = self._claim(min(self.batch_size, free), detail=True)
+        result = self._claim(free, detail=True)
         if result is None or result.jobs or result.more:
             return
         if self._outstanding:
@@ -346,6 +349,23 @@ class FlowWorker:
             self._cond.wait_for(lambda: self._outstanding != start or self._stopping.is_set(),
                                 timeout)
 
+    def _room(self) -> int:
+        """How many Flows to claim now, or 0 while enough are unfinished.
+
+        Only Flows not yet finished by a handler count against the batch: a finished one
+        whose outcome is queued or being flushed holds its lease for a few ms, and waiting
+        for those acknowledgements left the handler threads idle between batches."""
+        unfinished = self._outstanding - self._outcomes.qsize() - self._flushing
+        if unfinished >= max(self.concurrency, self.batch_size // 2):
+            return 0
+        free = min(self.batch_size + self.concurrency - unfinished,
+                   self._hold_cap - self._outstanding)
+        return max(0, min(self.batch_size, free))
+
+    def _wait_for_room(self, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._room() > 0 or self._stopping.is_set(), timeout)
+
     def _wait_outstanding(self, timeout: float | None) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: self._outstanding == 0, timeout)
@@ -410,6 +430,9 @@ class FlowWorker:
             stop = _STOP in batch
             batch = [b for b in batch if b is not _STOP]
             if batch:
+                with self._cond:  # these no longer count against the next claim
+                    self._flushing = len(batch)
+                    self._cond.notify_all()
                 self._flush(batch)
             if time.monotonic() >= next_extend:
                 self._extend()
@@ -534,6 +557,7 @@ class FlowWorker:
             self._held.pop(job.id, None)
         with self._cond:
             self._outstanding -= len(jobs)
+            self._flushing = 0
             if self._isolated is not None and any(j is self._isolated for j in jobs):
                 self._isolated = None
             self._cond.notify_all()

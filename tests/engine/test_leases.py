@@ -295,3 +295,42 @@ def test_worker_extends_leases_of_long_handlers(queues: QueueClient) -> None:
     assert names.count("claimed") == 1
     assert names.count("lease_extended") >= 2
     assert "lease_released" not in names
+
+
+def test_worker_claims_on_while_outcomes_are_flushed_and_caps_its_leases(
+        queues: QueueClient) -> None:
+    """Finished jobs whose outcomes are still being sent do not hold back the next claim
+    (the handler threads would idle between batches); the leases held stay capped at two
+    batches plus the threads."""
+    fc = queues.flow_client
+    q = queues.queue(type=TYPE)
+    assert q.enqueue_many([f"j{i}" for i in range(30)]) == [True] * 30
+    release = threading.Event()
+    send = fc.apply_outcomes
+
+    def slow_send(*args: Any, **kwargs: Any) -> Any:
+        assert release.wait(10)  # the first flush hangs until the test has seen enough
+        return send(*args, **kwargs)
+
+    fc.apply_outcomes = slow_send  # type: ignore[method-assign]
+    handled: list[str] = []
+    enough = threading.Event()
+    batch, threads, cap = 4, 2, 2 * 4 + 2
+
+    def handler(job: Job) -> None:
+        handled.append(job.id)
+        if len(handled) == cap:
+            enough.set()
+
+    worker = q.worker(batch_size=batch, concurrency=threads, block_ms=50)
+    thread = threading.Thread(target=worker.run, args=(handler,))
+    thread.start()
+    try:
+        assert enough.wait(10), f"only {len(handled)} handled while the first flush hangs"
+        assert fc.stats(TYPE).counts == {"queued": 30 - cap, "running": cap}
+    finally:
+        release.set()
+        assert worker._worker is not None
+        worker._worker.stop()
+        thread.join(10)
+    assert not thread.is_alive()
