@@ -278,29 +278,39 @@ class FlowClient:
         return self
 
     def _setup(self) -> KeySpace:
-        """Fix the partition count at first use and publish per-partition settings."""
+        """Fix the partition count at first use and publish per-partition settings. Every
+        worker process starts here, so what is already in place is only read: a write
+        costs an fsync, and loading the library compiles it again."""
         meta = f"{self.namespace}:meta"
         want = self.requested_partitions or 1
 
         def setup(r: Any) -> int:
-            r.hsetnx(meta, "partitions", want)
-            return int(r.hget(meta, "partitions"))
+            pipe = r.pipeline(transaction=False)
+            pipe.hsetnx(meta, "partitions", want)
+            pipe.hget(meta, "partitions")
+            return int(pipe.execute()[1])
 
         have = self.store.execute(setup)
         if self.requested_partitions is not None and have != self.requested_partitions:
             raise InvalidArgument("partitions", f"namespace {self.namespace!r} already has "
                                   f"{have} partitions (asked for {self.requested_partitions})")
         keys = KeySpace(self.namespace, have)
+        names = ("part", "history_cap", "retention_ms")
 
         def publish(r: Any) -> None:
             pipe = r.pipeline(transaction=False)
             for p in range(have):
-                pipe.hset(keys.config(p), mapping={"part": p, "history_cap": self.history_cap,
-                                                   "retention_ms": self.retention_ms})
-            pipe.execute()
+                pipe.hmget(keys.config(p), names)
+            wanted = [(p, self.history_cap, self.retention_ms) for p in range(have)]
+            stale = [w for w, got in zip(wanted, pipe.execute(), strict=True)
+                     if got != [str(v).encode() for v in w]]
+            for w in stale:
+                pipe.hset(keys.config(w[0]), mapping=dict(zip(names, w, strict=True)))
+            if stale:
+                pipe.execute()
 
         self.store.execute(publish)
-        self.store.load_scripts()
+        self.store.ensure_library()
         return keys
 
     def ping(self) -> bool:

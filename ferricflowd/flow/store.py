@@ -63,6 +63,7 @@ def _build_library() -> tuple[str, dict[str, str]]:
 
 
 LIBRARY, FUNCTIONS = _build_library()
+LIBRARY_NAME = LIBRARY[len("#!lua name="):LIBRARY.index("\n")]
 
 
 class Store:
@@ -166,6 +167,16 @@ class Store:
             return False
 
     # -- script calls ------------------------------------------------------------------------
+
+    def ensure_library(self) -> None:
+        """Load the library unless this node has it (a cluster's primaries: always load)."""
+        if not self.cluster:
+            try:
+                if self.client.function_list(library=LIBRARY_NAME):
+                    return
+            except rexc.RedisError:
+                pass  # e.g. no FUNCTION command: load_scripts says so
+        self.load_scripts()
 
     def load_scripts(self) -> None:
         """FUNCTION LOAD the library (REPLACE: loading the same text twice is no error)."""

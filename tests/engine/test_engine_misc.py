@@ -818,3 +818,29 @@ def test_a_spawned_child_keeps_the_digest_a_create_of_it_would_have(
     stored = record_fields(raw)[b"digest"].decode()
     assert stored == _create_digest(flow_client._child_spec(job, child))
     assert len(stored) == 16
+
+
+def test_a_client_connecting_to_a_set_up_namespace_writes_nothing(
+        redis_server: Any, namespace: str, closing: Callable[[Any], Any]) -> None:
+    """Every worker process connects at boot: when the partition count, the partition
+    settings and the library are in place, it only reads them (a write costs an fsync,
+    FUNCTION LOAD a compile of the library)."""
+    first: FlowClient = closing(FlowClient.from_url(redis_server.url, namespace=namespace))
+    first.connect()
+
+    def calls() -> dict[str, int]:
+        stats = first.store.client.info("commandstats")
+        return {name: stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+                for name in ("function|load", "hset", "hsetnx", "hmget")}
+
+    before = calls()
+    closing(FlowClient.from_url(redis_server.url, namespace=namespace)).connect()
+    after = calls()
+    assert after["function|load"] == before["function|load"]
+    assert after["hset"] == before["hset"]
+    assert after["hmget"] == before["hmget"] + 1  # it did look
+    changed: FlowClient = closing(FlowClient.from_url(redis_server.url, namespace=namespace,
+                                                      history_cap=7))
+    changed.connect()
+    assert calls()["hset"] == after["hset"] + 1  # a changed setting is published
+    assert changed.store.client.hget(changed.keys.config(0), "history_cap") == b"7"
