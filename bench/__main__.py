@@ -36,6 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="ferricflowd worker side: the daemon if it works (auto), or not")
     ap.add_argument("--lease-ms", type=int, default=30_000,
                     help="ferricflowd lease (R1 with the fallback runner waits for it)")
+    ap.add_argument("--threads", type=int, default=8,
+                    help="handler threads per worker process of the threaded systems "
+                         "(ferricflowd, dramatiq) in W1-W4 (default 8); Celery and RQ run "
+                         "one job per process")
     ap.add_argument("--json", type=Path, default=None, help="also write the JSON here")
     ap.add_argument("--work-dir", type=Path, default=None,
                     help="where the redis servers and worker logs live (default: a temp dir)")
@@ -87,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     result = run(workloads, systems=list(dict.fromkeys(names)), profiles=profiles,
                  reps=args.reps, sizes=sizes, work_dir=args.work_dir,
                  system_options={"ferricflowd": {"runner": args.ff_runner,
-                                                 "lease_ms": args.lease_ms}})
+                                                 "lease_ms": args.lease_ms,
+                                                 "threads": args.threads},
+                                 "dramatiq": {"threads": args.threads}})
     text = json.dumps(result, indent=2, default=str)
     if args.json:
         args.json.write_text(text + "\n")

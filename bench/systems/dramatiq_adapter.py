@@ -1,6 +1,7 @@
-"""Dramatiq with the redis broker: `dramatiq ... -p 2 -t 8` (2 processes, 8 threads each;
-R1/D1 raise the threads so every job can be in flight). No batch enqueue API exists:
-"batched" is a loop of `broker.enqueue`. Chains are `dramatiq.pipeline` with pipe_ignore.
+"""Dramatiq with the redis broker: `dramatiq ... -p 2 -t 8` (2 processes, 8 threads
+each, or `--threads`; R1/D1 raise the threads so every job can be in flight). No batch
+enqueue API exists: "batched" is a loop of `broker.enqueue`. Chains are
+`dramatiq.pipeline` with pipe_ignore.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ class Adapter(System):
     name = "dramatiq"
     workloads = ("W1", "W2", "W3", "W4", "R1", "D1", "M1")
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 8) -> None:
         super().__init__()
+        self.threads = threads
         self.broker: Any = None
 
     def check(self) -> None:
@@ -39,7 +41,7 @@ class Adapter(System):
     def info(self) -> dict[str, Any]:
         import dramatiq
 
-        return {"version": dramatiq.__version__, "worker": "dramatiq -p 2 -t 8"}
+        return {"version": dramatiq.__version__, "worker": f"dramatiq -p 2 -t {self.threads}"}
 
     def setup(self, store: Any, log_dir: Path) -> None:
         super().setup(store, log_dir)
@@ -77,7 +79,7 @@ class Adapter(System):
 
     def start_workers(self, kind: str, *, concurrency: int | None = None,
                       env: dict[str, str] | None = None) -> ProcGroup:
-        threads = concurrency or 8
+        threads = concurrency or self.threads
         cmd = [bin_path("dramatiq") or "dramatiq", "bench.peer_tasks.dramatiq_tasks",
                "-p", "2", "-t", str(threads)]
         extra = {"BENCH_REDIS_URL": self.s.url, **(env or {})}

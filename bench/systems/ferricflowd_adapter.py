@@ -27,8 +27,9 @@ from ferricflowd import FlowClient, QueueClient
 
 NAMESPACE = "bench"
 
-# Worker settings per handler kind: (concurrency per process, batch_size). R1/D1 set their
-# concurrency to hold every Flow in flight (half on each process).
+# Worker settings per handler kind: (concurrency per process, batch_size); `--threads`
+# replaces the 8s. R1/D1 set their concurrency to hold every Flow in flight (half on each
+# process).
 SETTINGS = {"noop": (8, 100), "lat": (8, 100), "chain": (8, 100), "sleep": (50, 50)}
 
 # The fast profile runs without AOF on purpose: no "relaxed durability" warning per client.
@@ -40,8 +41,9 @@ _daemon_verdict: str | None = None  # "" = the daemon works; otherwise why not
 class Adapter(System):
     name = "ferricflowd"
 
-    def __init__(self, runner: str = "auto", lease_ms: int = 30_000) -> None:
+    def __init__(self, runner: str = "auto", lease_ms: int = 30_000, threads: int = 8) -> None:
         super().__init__()
+        self.threads = threads  # concurrency per process in W1-W4 (SETTINGS' 8 otherwise)
         self.runner_choice = runner  # auto | daemon | fallback
         self.lease_ms = lease_ms
         self.client: FlowClient | None = None
@@ -53,8 +55,8 @@ class Adapter(System):
 
     def info(self) -> dict[str, Any]:
         return {"version": ferricflowd.__version__, "lease_ms": self.lease_ms,
-                "settings": {k: {"concurrency": c, "batch_size": b}
-                             for k, (c, b) in SETTINGS.items()},
+                "settings": {k: {"concurrency": self._concurrency(k), "batch_size": b}
+                             for k, (_, b) in SETTINGS.items()},
                 "runner_choice": self.runner_choice, "runner_note": self._runner_note}
 
     @property
@@ -109,13 +111,17 @@ class Adapter(System):
 
     def start_workers(self, kind: str, *, concurrency: int | None = None,
                       env: dict[str, str] | None = None) -> ProcGroup:
-        conc, batch = SETTINGS[kind]
+        conc, batch = self._concurrency(kind), SETTINGS[kind][1]
         if concurrency is not None:
             conc = batch = concurrency
         env = {"BENCH_REDIS_URL": self.s.url, **(env or {})}
         if self._use_daemon():
             return self._start_daemon(kind, conc, batch, env)
         return self._start_fallback(kind, conc, batch, env)
+
+    def _concurrency(self, kind: str) -> int:
+        conc = SETTINGS[kind][0]
+        return self.threads if conc == 8 else conc
 
     def _start_fallback(self, kind: str, conc: int, batch: int,
                         env: dict[str, str]) -> ProcGroup:
