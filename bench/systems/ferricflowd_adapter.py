@@ -27,10 +27,10 @@ from ferricflowd import FlowClient, QueueClient
 
 NAMESPACE = "bench"
 
-# Worker settings per handler kind: (concurrency per process, batch_size); `--threads`
-# replaces the 8s. R1/D1 set their concurrency to hold every Flow in flight (half on each
-# process).
-SETTINGS = {"noop": (8, 100), "lat": (8, 100), "chain": (8, 100), "sleep": (50, 50)}
+# Worker settings per handler kind: (concurrency per process, batch_size); None is
+# `--threads` (8 by default). R1/D1 set their concurrency to hold every Flow in flight
+# (half on each process).
+SETTINGS = {"noop": (None, 100), "lat": (None, 100), "chain": (None, 100), "sleep": (50, 50)}
 
 # The fast profile runs without AOF on purpose: no "relaxed durability" warning per client.
 logging.getLogger("ferricflowd.store").setLevel(logging.ERROR)
@@ -43,7 +43,7 @@ class Adapter(System):
 
     def __init__(self, runner: str = "auto", lease_ms: int = 30_000, threads: int = 8) -> None:
         super().__init__()
-        self.threads = threads  # concurrency per process in W1-W4 (SETTINGS' 8 otherwise)
+        self.threads = threads  # concurrency per process where SETTINGS says None
         self.runner_choice = runner  # auto | daemon | fallback
         self.lease_ms = lease_ms
         self.client: FlowClient | None = None
@@ -120,8 +120,7 @@ class Adapter(System):
         return self._start_fallback(kind, conc, batch, env)
 
     def _concurrency(self, kind: str) -> int:
-        conc = SETTINGS[kind][0]
-        return self.threads if conc == 8 else conc
+        return SETTINGS[kind][0] or self.threads
 
     def _start_fallback(self, kind: str, conc: int, batch: int,
                         env: dict[str, str]) -> ProcGroup:

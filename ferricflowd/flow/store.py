@@ -48,22 +48,22 @@ class Call:
     args: Sequence[Arg]
 
 
-def _build_library() -> tuple[str, dict[str, str]]:
-    """The library's source and the function name of every script."""
+def _build_library() -> tuple[str, str, dict[str, str]]:
+    """The library's name, its source and the function name of every script."""
     lua = resources.files("ferricflowd.flow").joinpath("lua")
     bodies = {name: lua.joinpath(f"{name}.lua").read_text("utf-8") for name in SCRIPTS}
     text = lua.joinpath("_lib.lua").read_text("utf-8") + "".join(bodies.values())
     digest = hashlib.sha1(text.encode()).hexdigest()[:12]
     functions = {name: f"ff_{digest}_{name}" for name in SCRIPTS}
-    parts = [f"#!lua name=ferricflow_{digest}\n", lua.joinpath("_lib.lua").read_text("utf-8")]
+    library = f"ferricflow_{digest}"
+    parts = [f"#!lua name={library}\n", lua.joinpath("_lib.lua").read_text("utf-8")]
     for name, body in bodies.items():
         parts.append(f"\nredis.register_function('{functions[name]}', function(keys, args)\n"
                      f"begin(keys, args)\n{body}\nend)\n")
-    return "".join(parts), functions
+    return library, "".join(parts), functions
 
 
-LIBRARY, FUNCTIONS = _build_library()
-LIBRARY_NAME = LIBRARY[len("#!lua name="):LIBRARY.index("\n")]
+LIBRARY_NAME, LIBRARY, FUNCTIONS = _build_library()
 
 
 class Store:

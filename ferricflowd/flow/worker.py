@@ -154,8 +154,6 @@ class FlowWorker:
         self._cond = threading.Condition()
         self._outstanding = 0  # held: claimed or kept, until its outcome is acknowledged
         self._flushing = 0  # outcomes the flusher has taken and is sending
-        # Leases held at most: a batch being handled, one being flushed, and the threads'.
-        self._hold_cap = 2 * batch_size + concurrency
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._blocking: Any = None
@@ -354,13 +352,14 @@ class FlowWorker:
 
         Only Flows not yet finished by a handler count against the batch: a finished one
         whose outcome is queued or being flushed holds its lease for a few ms, and waiting
-        for those acknowledgements left the handler threads idle between batches."""
+        for those acknowledgements left the handler threads idle between batches. The leases
+        held stay capped at two batches (one handled, one flushed) plus the threads'."""
+        batch, threads = self.batch_size, self.concurrency
         unfinished = self._outstanding - self._outcomes.qsize() - self._flushing
-        if unfinished >= max(self.concurrency, self.batch_size // 2):
+        if unfinished >= max(threads, batch // 2):
             return 0
-        free = min(self.batch_size + self.concurrency - unfinished,
-                   self._hold_cap - self._outstanding)
-        return max(0, min(self.batch_size, free))
+        return max(0, min(batch, batch + threads - unfinished,
+                          2 * batch + threads - self._outstanding))
 
     def _wait_for_room(self, timeout: float) -> None:
         with self._cond:
