@@ -16,6 +16,7 @@ from pathlib import Path
 from bench.common import DEFAULT_SIZES, PROFILES
 from bench.runner import ALL_WORKLOADS, format_table, merge, run
 from bench.systems import PEERS, REGISTRY
+from bench.systems.base import THREADS
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -36,7 +37,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="ferricflowd worker side: the daemon if it works (auto), or not")
     ap.add_argument("--lease-ms", type=int, default=30_000,
                     help="ferricflowd lease (R1 with the fallback runner waits for it)")
-    ap.add_argument("--threads", type=int, default=8,
+    ap.add_argument("--threads", type=int, default=THREADS,
                     help="handler threads per worker process of the threaded systems "
                          "(ferricflowd, dramatiq) in W1-W4 (default 8); Celery and RQ run "
                          "one job per process")

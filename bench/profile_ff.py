@@ -37,6 +37,7 @@ from typing import Any
 import psutil
 
 from bench.common import BenchStore, bin_path, log, precompile, wait_counter
+from bench.systems.base import THREADS
 from bench.systems.ferricflowd_adapter import SETTINGS, Adapter
 from bench.workloads import BATCH, _items, chunks
 
@@ -251,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     spy = None if args.no_py_spy else (bin_path("py-spy") or shutil.which("py-spy"))
     kind = "noop" if args.workload == "W1" else "chain"
     conc, batch = SETTINGS[kind]
-    SETTINGS[kind] = (args.concurrency or conc or Adapter().threads, args.batch_size or batch)
+    SETTINGS[kind] = (args.concurrency or conc or THREADS, args.batch_size or batch)
     runs = [run_once(args, work, rep, spy) for rep in range(args.reps)]
     report: dict[str, Any] = {
         "workload": args.workload, "n": args.n, "profile": args.profile,

@@ -20,6 +20,10 @@ import psutil
 
 from bench.common import EVENTS, BenchStore, Unavailable, python_env
 
+# Handler threads per worker process of the threaded systems (ferricflowd, dramatiq) unless
+# `--threads` says otherwise: Dramatiq's default, and ferricflowd's concurrency default.
+THREADS = 8
+
 
 class ProcGroup:
     """The top-level processes of a worker side (a daemon, or N worker commands)."""

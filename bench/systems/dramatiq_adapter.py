@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, Unavailable, bin_path
-from bench.systems.base import ProcGroup, System
+from bench.systems.base import THREADS, ProcGroup, System
 
 QUEUE = "default"
 
@@ -24,7 +24,7 @@ class Adapter(System):
     name = "dramatiq"
     workloads = ("W1", "W2", "W3", "W4", "R1", "D1", "M1")
 
-    def __init__(self, threads: int = 8) -> None:
+    def __init__(self, threads: int = THREADS) -> None:
         super().__init__()
         self.threads = threads
         self.broker: Any = None

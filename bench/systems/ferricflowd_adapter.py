@@ -22,13 +22,13 @@ from typing import Any
 import ferricflowd
 from bench.common import REPO, Unavailable, free_port_for_bench, log, wait_counter
 from bench.ff_handlers import CHAIN_TYPE, QUEUE_TYPE, chain
-from bench.systems.base import ProcGroup, System, tail
+from bench.systems.base import THREADS, ProcGroup, System, tail
 from ferricflowd import FlowClient, QueueClient
 
 NAMESPACE = "bench"
 
 # Worker settings per handler kind: (concurrency per process, batch_size); None is
-# `--threads` (8 by default). R1/D1 set their concurrency to hold every Flow in flight
+# `--threads` (THREADS, 8, by default). R1/D1 set their concurrency to hold every Flow in flight
 # (half on each process).
 SETTINGS = {"noop": (None, 100), "lat": (None, 100), "chain": (None, 100), "sleep": (50, 50)}
 
@@ -41,7 +41,8 @@ _daemon_verdict: str | None = None  # "" = the daemon works; otherwise why not
 class Adapter(System):
     name = "ferricflowd"
 
-    def __init__(self, runner: str = "auto", lease_ms: int = 30_000, threads: int = 8) -> None:
+    def __init__(self, runner: str = "auto", lease_ms: int = 30_000,
+                 threads: int = THREADS) -> None:
         super().__init__()
         self.threads = threads  # concurrency per process where SETTINGS says None
         self.runner_choice = runner  # auto | daemon | fallback
