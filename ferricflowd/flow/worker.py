@@ -4,7 +4,11 @@ Process-agnostic: the same class runs inside a script (`queue.worker(...).run(fn
 a daemon worker process. Threads:
 
 - the caller's thread claims batches and, when idle, blocks on the wake lists (BLPOP);
-- `concurrency` handler threads take jobs from a local queue;
+- `concurrency` handler threads take jobs of plain-function states from a local queue;
+- `async def` handlers run on one asyncio event loop thread instead, up to `concurrency` at
+  a time: an I/O-bound handler then costs no thread hand-offs, and every job of a run (the
+  daemon's run lasts the process's life) shares the loop and what is bound to it (clients,
+  sessions). Such a handler must not block the loop;
 - one flusher thread sends outcomes (one pipeline per flush) and extends the leases of jobs
   held longer than a third of the lease.
 
@@ -15,6 +19,7 @@ which the engine's replay rules make safe).
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import os
@@ -157,6 +162,12 @@ class FlowWorker:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._blocking: Any = None
+        self._async_states = frozenset(s for s in self.states
+                                       if inspect.iscoroutinefunction(self.handlers[s]))
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Owned by the loop thread: async jobs not started yet, and the tasks running.
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._rotate = random.randrange(1 << 16)
         # A claimed Flow that crashed a worker before runs alone (see _split_suspects).
         self._isolated: Job | None = None
@@ -234,8 +245,9 @@ class FlowWorker:
     _drain_requested = False
 
     def statistics(self) -> WorkerStatistics:
-        self.stats.in_flight = max(0, self._outstanding - self._jobs.qsize())
-        self.stats.queued = self._jobs.qsize()
+        queued = self._jobs.qsize() + len(self._waiting)
+        self.stats.in_flight = max(0, self._outstanding - queued)
+        self.stats.queued = queued
         return self.stats
 
     # -- the claim loop -----------------------------------------------------------------------
@@ -298,8 +310,7 @@ class FlowWorker:
         for job in held:
             self._held[job.id] = (job, now)
             per_state[job.state] = per_state.get(job.state, 0) + 1
-        for job in jobs:
-            self._jobs.put(job)
+        self._dispatch(jobs)
         if suspect is not None:
             self._start_isolated()
         self.stats.claimed += len(held)
@@ -339,7 +350,23 @@ class FlowWorker:
             if job is None or self._isolated_started or self._outstanding != 1:
                 return
             self._isolated_started = True
-        self._jobs.put(job)
+        self._dispatch([job])
+
+    def _dispatch(self, jobs: list[Job]) -> None:
+        """Hand jobs to the handler threads, or to the event loop for `async def` states."""
+        if not self._async_states:
+            for job in jobs:
+                self._jobs.put(job)
+            return
+        later = []
+        for job in jobs:
+            if job.state in self._async_states:
+                later.append(job)
+            else:
+                self._jobs.put(job)
+        if later:
+            assert self._loop is not None, "_start_threads() starts the loop first"
+            self._loop.call_soon_threadsafe(self._admit, later)
 
     def _wait_outstanding_change(self, timeout: float) -> None:
         with self._cond:
@@ -376,8 +403,14 @@ class FlowWorker:
             return
         if not self._drain_requested:
             self._stopping.clear()
-        for i in range(self.concurrency):
+        threads = self.concurrency if len(self._async_states) < len(self.states) else 0
+        for i in range(threads):
             t = threading.Thread(target=self._handler_loop, name=f"ff-handler-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        if self._async_states:
+            self._loop = loop = asyncio.new_event_loop()
+            t = threading.Thread(target=loop.run_forever, name="ff-asyncio", daemon=True)
             t.start()
             self._threads.append(t)
         t = threading.Thread(target=self._flusher_loop, name="ff-flusher", daemon=True)
@@ -401,18 +434,58 @@ class FlowWorker:
         try:
             value = self.handlers[job.state](job)
             if value is not None and type(value) not in KINDS and inspect.isawaitable(value):
-                value = asyncio.run(_await(value))
-            outcome: Outcome | None = self.client.storable(to_outcome(value, self.declared))
-            if outcome is not value and isinstance(outcome, Fail):  # not the handler's own
-                log.error("flow %s %s state=%s attempt=%d: %s", job.type, job.id, job.state,
-                          job.attempt, outcome.error.decode("utf-8", "replace"))
+                value = asyncio.run(_await(value))  # a plain function that returned one
+            outcome = self._outcome(job, value)
         except Exception as exc:  # noqa: BLE001 - a handler may raise anything
-            log.warning("flow %s %s state=%s attempt=%d raised %s: %s", job.type, job.id,
-                        job.state, job.attempt, type(exc).__name__, exc, exc_info=True)
-            if self.hooks.on_handler_error:
-                self.hooks.on_handler_error(job, exc)
-            outcome = exception_outcome(exc, self._exception_policy(job.state))
+            outcome = self._raised(job, exc)
         return job, outcome, time.perf_counter() - started
+
+    async def _handle_async(self, job: Job) -> None:
+        """_handle for an `async def` handler, on the loop; the result goes to the flusher."""
+        started = time.perf_counter()
+        try:
+            outcome = self._outcome(job, await self.handlers[job.state](job))
+        except Exception as exc:  # noqa: BLE001 - a handler may raise anything
+            outcome = self._raised(job, exc)
+        self._outcomes.put((job, outcome, time.perf_counter() - started))
+
+    def _outcome(self, job: Job, value: Any) -> Outcome | None:
+        outcome: Outcome | None = self.client.storable(to_outcome(value, self.declared))
+        if outcome is not value and isinstance(outcome, Fail):  # not the handler's own
+            log.error("flow %s %s state=%s attempt=%d: %s", job.type, job.id, job.state,
+                      job.attempt, outcome.error.decode("utf-8", "replace"))
+        return outcome
+
+    def _raised(self, job: Job, exc: Exception) -> Outcome | None:
+        log.warning("flow %s %s state=%s attempt=%d raised %s: %s", job.type, job.id,
+                    job.state, job.attempt, type(exc).__name__, exc, exc_info=True)
+        if self.hooks.on_handler_error:
+            self.hooks.on_handler_error(job, exc)
+        return exception_outcome(exc, self._exception_policy(job.state))
+
+    # -- the event loop (its own thread) --------------------------------------------------------
+
+    def _admit(self, jobs: list[Job]) -> None:
+        self._waiting.extend(jobs)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start waiting async jobs while fewer than `concurrency` run; once stopping, hand
+        them all back unstarted, as the handler threads do."""
+        waiting, tasks = self._waiting, self._tasks
+        if self._stopping.is_set():
+            while waiting:
+                self._outcomes.put((waiting.popleft(), _RELEASE, 0.0))
+            return
+        loop = asyncio.get_running_loop()
+        while waiting and len(tasks) < self.concurrency:
+            task = loop.create_task(self._handle_async(waiting.popleft()))
+            tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._pump()
 
     def _exception_policy(self, state: str) -> ExceptionPolicy:
         policy = self._policy
@@ -620,14 +693,21 @@ class FlowWorker:
                 unstarted.append(self._isolated)
         for job in unstarted:
             self._outcomes.put((job, _RELEASE, 0.0))
+        if self._loop is not None:  # unstarted async jobs go back the same way
+            self._loop.call_soon_threadsafe(self._pump)
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         finished = self._wait_outstanding(remaining)
         for _ in range(self.concurrency):
             self._jobs.put(_STOP)
         self._outcomes.put(_STOP)
+        loop, self._loop = self._loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
         if finished:
             for t in self._threads:
                 t.join(timeout=5.0)
+            if loop is not None and not loop.is_running():
+                loop.close()  # not when abandoned handlers are still on it
         else:
             log.warning("drain deadline passed with %d handler(s) still running; abandoning "
                         "them and releasing their leases", self._outstanding)

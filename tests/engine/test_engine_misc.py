@@ -17,6 +17,7 @@ import redis
 from ferricflowd import (
     ChildSpec,
     DurabilityError,
+    ExceptionPolicy,
     FlowClient,
     FlowNotFound,
     InvalidArgument,
@@ -714,16 +715,73 @@ def test_history_is_capped_and_versions_go_on(redis_server: Any, namespace: str,
     assert fc.get("h").version == 11  # type: ignore[union-attr]
 
 
-def test_async_handlers(queues: QueueClient) -> None:
+def test_async_handlers_share_one_loop_up_to_concurrency(queues: QueueClient) -> None:
+    """`async def` handlers run as tasks of one event loop on one thread, at most
+    `concurrency` at once; the same loop serves every job of the run."""
     q = queues.queue(type=T)
-    q.enqueue("a1", payload=b"x")
+    q.enqueue_many([(f"a{i}", f"{i}".encode()) for i in range(12)])
+    loops: set[int] = set()
+    threads: set[int] = set()
+    running_now = [0, 0]  # now, most at once
 
     async def handler(job: Any) -> bytes:
-        await asyncio.sleep(0.01)
+        loops.add(id(asyncio.get_running_loop()))
+        threads.add(threading.get_ident())
+        running_now[0] += 1
+        running_now[1] = max(running_now)
+        await asyncio.sleep(0.02)  # the others start meanwhile, up to the bound
+        running_now[0] -= 1
         return b"async " + job.payload
 
-    assert q.worker().run_until_idle(handler, timeout=10) == 1
-    assert q.get("a1").result == b"async x"  # type: ignore[union-attr]
+    assert q.worker(concurrency=3, batch_size=12).run_until_idle(handler, timeout=10) == 12
+    assert [q.get(f"a{i}").result for i in range(12)] == [  # type: ignore[union-attr]
+        f"async {i}".encode() for i in range(12)]
+    assert len(loops) == 1 and len(threads) == 1
+    assert running_now[1] == 3
+
+
+def test_async_handler_errors_follow_the_exception_policy(queues: QueueClient) -> None:
+    q = queues.queue(type=T)
+    q.enqueue("bad", payload=b"x")
+
+    async def handler(job: Any) -> None:
+        await asyncio.sleep(0)
+        raise ValueError("async boom")
+
+    worker = q.worker(exception_policy=ExceptionPolicy.FAIL)
+    assert worker.run_until_idle(handler, timeout=10) == 1
+    record = q.get("bad")
+    assert record is not None and record.state == "failed"
+    assert record.error == b"ValueError: async boom"
+
+
+def test_async_drain_finishes_running_and_releases_unstarted(queues: QueueClient) -> None:
+    """stop() with async handlers: the running ones finish and complete; the ones waiting
+    for a slot go back to the queue unstarted, due again at once."""
+    q = queues.queue(type=T)
+    q.enqueue_many([f"d{i}" for i in range(6)])
+    started: list[str] = []
+    go = threading.Event()
+
+    async def handler(job: Any) -> None:
+        started.append(job.id)
+        while not go.is_set():  # held until the drain has begun
+            await asyncio.sleep(0.005)
+
+    worker = q.worker(concurrency=2, batch_size=6)
+    with running(worker, handler):
+        wait_for(lambda: len(started) == 2, 5.0, what="two handlers running")
+        worker.stop()
+        go.set()
+    records = {f"d{i}": q.get(f"d{i}") for i in range(6)}
+    done = sorted(i for i, r in records.items() if r is not None and r.state == "completed")
+    assert done == sorted(started) and len(started) == 2
+    for flow_id, record in records.items():
+        if flow_id in started:
+            continue
+        assert record is not None and record.state == "queued", record
+        assert record.lease_owner is None, record
+        assert events(queues.flow_client, flow_id) == ["created", "claimed", "lease_released"]
 
 
 def test_strict_durability_checks_every_cluster_node(redis_cluster: Any,
