@@ -364,9 +364,12 @@ class FlowWorker:
                 later.append(job)
             else:
                 self._jobs.put(job)
-        if later:
-            assert self._loop is not None, "_start_threads() starts the loop first"
-            self._loop.call_soon_threadsafe(self._admit, later)
+        loop = self._loop
+        if loop is None:  # the run's loop is gone (past a drain deadline): hand them back
+            for job in later:
+                self._outcomes.put((job, _RELEASE, 0.0))
+        elif later:
+            loop.call_soon_threadsafe(self._admit, later)
 
     def _wait_outstanding_change(self, timeout: float) -> None:
         with self._cond:
