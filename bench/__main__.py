@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from bench.common import DEFAULT_SIZES, PROFILES
 from bench.runner import ALL_WORKLOADS, format_table, merge, run
@@ -91,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     profiles = list(PROFILES) if args.profile == "both" else [args.profile]
     result = run(workloads, systems=list(dict.fromkeys(names)), profiles=profiles,
                  reps=args.reps, sizes=sizes, work_dir=args.work_dir,
-                 system_options={"ferricflowd": {"runner": args.ff_runner,
-                                                 "lease_ms": args.lease_ms,
-                                                 "threads": args.threads},
-                                 "dramatiq": {"threads": args.threads}})
+                 system_options=_options(args))
     text = json.dumps(result, indent=2, default=str)
     if args.json:
         args.json.write_text(text + "\n")
@@ -102,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_table(result))
     return 0
+
+
+def _options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    ff = {"runner": args.ff_runner, "lease_ms": args.lease_ms, "threads": args.threads}
+    dramatiq = {"threads": args.threads}
+    return {"ferricflowd": ff, "ferricflowd-async": ff,
+            "dramatiq": dramatiq, "dramatiq-async": dramatiq}
 
 
 if __name__ == "__main__":

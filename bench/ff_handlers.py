@@ -16,6 +16,10 @@ def noop(job: Any) -> None:
     handlers.noop()
 
 
+async def noop_async(job: Any) -> None:
+    await handlers.noop_async()
+
+
 def lat(job: Any) -> None:
     handlers.lat(job.payload)
 
@@ -44,4 +48,4 @@ def chain_c(job: Any) -> Any:
     return complete()
 
 
-QUEUE_HANDLERS = {"noop": noop, "lat": lat, "sleep": sleep}
+QUEUE_HANDLERS = {"noop": noop, "noop_async": noop_async, "lat": lat, "sleep": sleep}

@@ -1,6 +1,6 @@
 """One ferricflowd worker process for the bench's fallback runner (no daemon):
 
-    python -m bench.ff_worker --url URL --kind noop|lat|sleep|chain [--concurrency 8]
+    python -m bench.ff_worker --url URL --kind noop|noop_async|lat|sleep|chain [--concurrency 8]
         [--batch-size 100] [--lease-ms 30000] [--durability strict|relaxed]
 
 It runs `QueueClient...worker(...).run(handler)` (or the chain Workflow's worker) until
@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.ff_worker")
     ap.add_argument("--url", required=True)
     ap.add_argument("--namespace", default="bench")
-    ap.add_argument("--kind", required=True, choices=["noop", "lat", "sleep", "chain"])
+    ap.add_argument("--kind", required=True,
+                    choices=["noop", "noop_async", "lat", "sleep", "chain"])
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--lease-ms", type=int, default=30_000)

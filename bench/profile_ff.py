@@ -97,13 +97,14 @@ def worker_pids(sysa: Adapter, workers: Any, runner: str) -> list[int]:
     raise RuntimeError("the daemon did not start 2 worker processes")
 
 
-def start_spies(spy: str | None, pids: list[int], work: Path, rep: int) -> list[Any]:
+def start_spies(spy: str | None, pids: list[int], work: Path, rep: int,
+                gil: bool = False) -> list[Any]:
     spies = []
     for pid in pids if spy else ():
         out = work / f"pyspy-{rep}-{pid}.txt"
         spies.append((out, subprocess.Popen(
             [spy, "record", "-p", str(pid), "-f", "raw", "-o", str(out), "--nolineno",
-             "-r", "250", "--nonblocking"],
+             "-r", "250", "--nonblocking", *(["--gil"] if gil else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
     return spies
 
@@ -171,7 +172,7 @@ def run_once(args: argparse.Namespace, work: Path, rep: int, spy: str | None) ->
         t0 = time.perf_counter()
         workers = sysa.start_workers(kind)
         pids = worker_pids(sysa, workers, args.runner)
-        spies = start_spies(spy, pids, work, rep)
+        spies = start_spies(spy, pids, work, rep, args.gil)
         watch = CpuWatch(store, pids, n)
         prog = wait_counter(watch.read, n, timeout_s=600, t0=t0, interval_s=0.02,
                             what=f"{args.workload} done", alive=workers.alive)
@@ -236,6 +237,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="fallback: 2 x bench.ff_worker; daemon: one daemon, processes = 2")
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--no-py-spy", action="store_true")
+    ap.add_argument("--gil", action="store_true",
+                    help="py-spy samples only the thread holding the GIL: where Python CPU goes")
     ap.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--concurrency", type=int, default=None, help="handler threads/process")

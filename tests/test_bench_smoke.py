@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import engine_ir, format_table, incr_threads, run
+from bench import engine_ir, format_table, incr_threads, run, split_cost
 
 TINY = {"W1": 50, "W2": 50, "W3": 20, "W4": 50, "R1": 10, "D1": 20, "M1": 200,
         "S1_small": 200, "S1_big": 2_000}
@@ -63,6 +63,20 @@ def test_ferricflowd_durable_profile(tmp_path: Path) -> None:
     assert cell["reps"][0]["jobs_per_s"] > 0
 
 
+@pytest.mark.parametrize("system,module", [("ferricflowd-async", "ferricflowd"),
+                                           ("dramatiq-async", "dramatiq")])
+def test_async_handler_variants(system: str, module: str, tmp_path: Path) -> None:
+    """The `-async` variants run W1 with `async def` handlers (every job counted) and
+    report the other workloads as not applying to them."""
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not installed (pip install -e .[bench])")
+    [cell] = _run("W1", "fast", tmp_path, systems=(system,))["cells"]
+    assert cell["status"] == "ok" and cell["system"] == system, cell
+    assert cell["reps"][0]["jobs_per_s"] > 0
+    [other] = _run("W4", "fast", tmp_path, systems=(system,))["cells"]
+    assert other["status"].startswith("unavailable"), other
+
+
 @pytest.mark.parametrize("peer,module", [("celery", "celery"), ("rq", "rq"),
                                          ("dramatiq", "dramatiq")])
 def test_peer_drain(peer: str, module: str, tmp_path: Path) -> None:
@@ -94,3 +108,16 @@ def test_incr_threads(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())
     assert [(r["threads"], r["calls"]) for r in rows] == [(1, 30), (3, 30)]
     assert all(r["calls_per_s"] > 0 and r["client_cpu_us_per_call"] > 0 for r in rows)
+
+
+def test_split_cost(tmp_path: Path) -> None:
+    """bench.split_cost: both drains of both profiles handled every job, CPU split per job."""
+    out = tmp_path / "split.json"
+    assert split_cost.main(["--n", "40", "--reps", "1", "--threads", "2",
+                            "--json", str(out)]) == 0
+    reports = json.loads(out.read_text())
+    assert [r["profile"] for r in reports] == ["fast", "durable"]
+    for report in reports:
+        assert set(report["median"]) == {"nothing", "incr", "incr_async"}
+        for row in report["median"].values():
+            assert row["jobs_per_s"] > 0 and row["worker_cpu_us"] > 0, report

@@ -1,6 +1,7 @@
 """Dramatiq actors for the bench: `dramatiq bench.peer_tasks.dramatiq_tasks -p 2 -t N`.
 
-Broker: RedisBroker on $BENCH_REDIS_URL.
+Broker: RedisBroker on $BENCH_REDIS_URL; with $BENCH_DRAMATIQ_ASYNCIO=1 it also gets the AsyncIO
+middleware, which runs the `async def` actor (noop_async) on an event loop thread.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from dramatiq.brokers.redis import RedisBroker
 from bench import handlers
 
 broker = RedisBroker(url=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:1/0"))
+if os.environ.get("BENCH_DRAMATIQ_ASYNCIO") == "1":
+    from dramatiq.middleware.asyncio import AsyncIO
+
+    broker.add_middleware(AsyncIO())
 dramatiq.set_broker(broker)
 OPTS = {"max_retries": 0}
 
@@ -20,6 +25,11 @@ OPTS = {"max_retries": 0}
 @dramatiq.actor(actor_name="noop", **OPTS)
 def noop(payload: str) -> None:
     handlers.noop()
+
+
+@dramatiq.actor(actor_name="noop_async", **OPTS)
+async def noop_async(payload: str) -> None:
+    await handlers.noop_async()
 
 
 @dramatiq.actor(actor_name="lat", **OPTS)

@@ -15,6 +15,10 @@ REGISTRY: dict[str, tuple[str, dict[str, Any]]] = {
     "celery-acks": ("bench.systems.celery_adapter", {"acks_late": True}),
     "rq": ("bench.systems.rq_adapter", {}),
     "dramatiq": ("bench.systems.dramatiq_adapter", {}),
+    # W1 with `async def` handlers (bench.handlers.noop_async): ferricflowd's event loop,
+    # Dramatiq's AsyncIO middleware.
+    "ferricflowd-async": ("bench.systems.ferricflowd_adapter", {"handlers": "async"}),
+    "dramatiq-async": ("bench.systems.dramatiq_adapter", {"handlers": "async"}),
 }
 PEERS = ("celery", "celery-acks", "rq", "dramatiq")
 

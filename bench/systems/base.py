@@ -123,9 +123,21 @@ class System:
     # (the used size is reported as "n" in every repetition).
     max_sizes: dict[str, int] = {}
 
-    def __init__(self) -> None:
+    def __init__(self, handlers: str = "sync") -> None:
         self.store: BenchStore | None = None
         self.log_dir = Path("/tmp")
+        # "async": W1 only, its handler an `async def` (bench.handlers.noop_async), the
+        # variant reported as "<name>-async".
+        if handlers not in ("sync", "async"):
+            raise ValueError(f"handlers must be sync or async, not {handlers!r}")
+        self.asynchronous = handlers == "async"
+        if self.asynchronous:
+            self.name = f"{self.name}-async"
+            self.workloads = ("W1",)
+
+    def handler_name(self, kind: str) -> str:
+        """The system's handler (task, actor) for `kind`: W1's noop has an async twin."""
+        return f"{kind}_async" if self.asynchronous and kind == "noop" else kind
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -24,8 +24,8 @@ class Adapter(System):
     name = "dramatiq"
     workloads = ("W1", "W2", "W3", "W4", "R1", "D1", "M1")
 
-    def __init__(self, threads: int = THREADS) -> None:
-        super().__init__()
+    def __init__(self, threads: int = THREADS, handlers: str = "sync") -> None:
+        super().__init__(handlers)
         self.threads = threads
         self.broker: Any = None
 
@@ -61,11 +61,12 @@ class Adapter(System):
                        options=options or {})
 
     def enqueue(self, kind: str, job_id: str, payload: bytes) -> None:
-        self.broker.enqueue(self._message(kind, _arg(kind, job_id, payload)))
+        self.enqueue_many(kind, [(job_id, payload)])
 
     def enqueue_many(self, kind: str, items: Sequence[tuple[str, bytes]]) -> None:
+        actor = self.handler_name(kind)
         for job_id, payload in items:
-            self.broker.enqueue(self._message(kind, _arg(kind, job_id, payload)))
+            self.broker.enqueue(self._message(actor, _arg(kind, job_id, payload)))
 
     def enqueue_chains(self, ids: Sequence[str]) -> None:
         from dramatiq import pipeline
@@ -83,6 +84,8 @@ class Adapter(System):
         cmd = [bin_path("dramatiq") or "dramatiq", "bench.peer_tasks.dramatiq_tasks",
                "-p", "2", "-t", str(threads)]
         extra = {"BENCH_REDIS_URL": self.s.url, **(env or {})}
+        if self.asynchronous:
+            extra["BENCH_DRAMATIQ_ASYNCIO"] = "1"
         return ProcGroup.spawn([cmd], f"dramatiq -p 2 -t {threads}", self.log_dir,
                                env=extra, cwd=REPO)
 

@@ -42,8 +42,8 @@ class Adapter(System):
     name = "ferricflowd"
 
     def __init__(self, runner: str = "auto", lease_ms: int = 30_000,
-                 threads: int = THREADS) -> None:
-        super().__init__()
+                 threads: int = THREADS, handlers: str = "sync") -> None:
+        super().__init__(handlers)
         self.threads = threads  # concurrency per process where SETTINGS says None
         self.runner_choice = runner  # auto | daemon | fallback
         self.lease_ms = lease_ms
@@ -126,9 +126,9 @@ class Adapter(System):
     def _start_fallback(self, kind: str, conc: int, batch: int,
                         env: dict[str, str]) -> ProcGroup:
         cmd = [sys.executable, "-m", "bench.ff_worker", "--url", self.s.url,
-               "--namespace", NAMESPACE, "--kind", kind, "--concurrency", str(conc),
-               "--batch-size", str(batch), "--lease-ms", str(self.lease_ms),
-               "--durability", self.durability]
+               "--namespace", NAMESPACE, "--kind", self.handler_name(kind),
+               "--concurrency", str(conc), "--batch-size", str(batch),
+               "--lease-ms", str(self.lease_ms), "--durability", self.durability]
         runner = "fallback: 2 x bench.ff_worker" + (f" ({self._runner_note})"
                                                      if self._runner_note else "")
         return ProcGroup.spawn([cmd, cmd], runner, self.log_dir, env=env, cwd=REPO)
@@ -186,7 +186,8 @@ class Adapter(System):
         if kind == "chain":
             type_, states, handler = CHAIN_TYPE, '["a", "b", "c"]', "bench.ff_handlers:chain"
         else:
-            type_, states, handler = QUEUE_TYPE, '["queued"]', f"bench.ff_handlers:{kind}"
+            type_, states = QUEUE_TYPE, '["queued"]'
+            handler = f"bench.ff_handlers:{self.handler_name(kind)}"
         config = run_dir / "flows.toml"
         config.write_text(f"""
 [store]
