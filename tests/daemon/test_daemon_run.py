@@ -88,6 +88,29 @@ def test_sigterm_lets_50_running_handlers_finish_and_claims_nothing_more(start_d
             assert record.state == "queued" and not claims, (record, claims)
 
 
+def test_async_handlers_run_on_the_workers_event_loop_and_drain(start_daemon, tmp_path):
+    """`async def` handlers: `concurrency` of them at once as tasks of the worker's one event
+    loop thread; SIGTERM lets the running ones finish, nothing more is claimed."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    daemon = start_daemon(
+        {"aio": {"type": "aio", "states": ["queued"], "handler": f"{H}:asleep",
+                 "concurrency": 20, "batch_size": 20}},
+        daemon={"drain_timeout": "20s"}, env={"FF_TEST_MARKERS": str(markers)},
+    )  # fmt: skip
+    Queue(daemon.client, "aio").enqueue_many([(f"a{i}", b"1") for i in range(30)])
+    wait_for(lambda: len(list(markers.glob("started-*"))) == 20, timeout=10,
+             what="20 async handlers started")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(15) == 0
+
+    records = [daemon.client.get(f"a{i}") for i in range(30)]
+    done = [r for r in records if r.state == "completed"]
+    assert sorted(r.id for r in done) == sorted(p.name[8:] for p in markers.glob("started-*"))
+    assert {r.result for r in done} == {b"ff-asyncio"}
+    assert all(r.state == "queued" for r in records if r not in done)
+
+
 def test_handlers_outliving_drain_timeout_are_released_at_the_deadline(start_daemon):
     daemon = start_daemon(
         {"slow": {"type": "slow", "states": ["queued"], "handler": f"{H}:sleepy"}},

@@ -1,16 +1,19 @@
-"""Well-behaved handlers: a queue function, a client-less workflow, and a slow one.
+"""Well-behaved handlers: a queue function, a client-less workflow, and slow ones.
 
 Tests steer them through the environment the daemon passes on to its workers:
-FF_TEST_MARKERS (a directory) makes `sleepy` sleep only on a Flow's first run.
+FF_TEST_MARKERS (a directory) makes `sleepy` sleep only on a Flow's first run, and
+`asleep` mark each Flow it starts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 from pathlib import Path
 
-from ferricflowd.flow.outcomes import transition
+from ferricflowd.flow.outcomes import complete, transition
 from ferricflowd.flow.workflow import Workflow
 
 
@@ -29,6 +32,15 @@ def sleepy(job: object) -> None:
         marker.touch()
     time.sleep(float(job.payload or b"1"))  # type: ignore[attr-defined]
     return None
+
+
+async def asleep(job: object) -> object:
+    """`async def`: await `payload` seconds; the result names the thread it ran on."""
+    markers = os.environ.get("FF_TEST_MARKERS")
+    if markers:
+        (Path(markers) / f"started-{job.id}").touch()  # type: ignore[attr-defined]
+    await asyncio.sleep(float(job.payload or b"1"))  # type: ignore[attr-defined]
+    return complete(threading.current_thread().name.encode())
 
 
 _hoard: list[bytes] = []
