@@ -84,7 +84,7 @@ def _handler(name: str, url: str, bookkeeping: redis.Redis) -> Callable[[Any], A
 
 
 def measure(profile: str, n: int, reps: int, threads: int, work: Path) -> dict[str, Any]:
-    """Both drains `reps` times, alternating; medians and each repetition's figures."""
+    """Every handler's drain, `reps` rounds in turn; medians and each repetition's figures."""
     runs: dict[str, list[dict[str, float]]] = {h: [] for h in HANDLERS}
     with BenchStore(profile, work / profile) as store:
         for rep in range(reps):

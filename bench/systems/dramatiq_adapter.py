@@ -61,7 +61,7 @@ class Adapter(System):
                        options=options or {})
 
     def enqueue(self, kind: str, job_id: str, payload: bytes) -> None:
-        self.enqueue_many(kind, [(job_id, payload)])
+        self.broker.enqueue(self._message(self.handler_name(kind), _arg(kind, job_id, payload)))
 
     def enqueue_many(self, kind: str, items: Sequence[tuple[str, bytes]]) -> None:
         actor = self.handler_name(kind)
