@@ -354,21 +354,19 @@ class FlowWorker:
 
     def _dispatch(self, jobs: list[Job]) -> None:
         """Hand jobs to the handler threads, or to the event loop for `async def` states."""
-        if not self._async_states:
-            for job in jobs:
-                self._jobs.put(job)
-            return
         later = []
         for job in jobs:
             if job.state in self._async_states:
                 later.append(job)
             else:
                 self._jobs.put(job)
+        if not later:
+            return
         loop = self._loop
         if loop is None:  # the run's loop is gone (past a drain deadline): hand them back
             for job in later:
                 self._outcomes.put((job, _RELEASE, 0.0))
-        elif later:
+        else:
             loop.call_soon_threadsafe(self._admit, later)
 
     def _wait_outstanding_change(self, timeout: float) -> None:
