@@ -404,8 +404,7 @@ class FlowWorker:
             return
         if not self._drain_requested:
             self._stopping.clear()
-        threads = self.concurrency if len(self._async_states) < len(self.states) else 0
-        for i in range(threads):
+        for i in range(self._handler_threads):
             t = threading.Thread(target=self._handler_loop, name=f"ff-handler-{i}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -417,6 +416,11 @@ class FlowWorker:
         t = threading.Thread(target=self._flusher_loop, name="ff-flusher", daemon=True)
         t.start()
         self._threads.append(t)
+
+    @property
+    def _handler_threads(self) -> int:
+        """Handler threads a run starts: none when every state's handler is `async def`."""
+        return self.concurrency if len(self._async_states) < len(self.states) else 0
 
     def _handler_loop(self) -> None:
         get, put, stopping = self._jobs.get, self._outcomes.put, self._stopping
@@ -698,7 +702,7 @@ class FlowWorker:
             self._loop.call_soon_threadsafe(self._pump)
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         finished = self._wait_outstanding(remaining)
-        for _ in range(self.concurrency):
+        for _ in range(self._handler_threads):  # one each; none when every state is async
             self._jobs.put(_STOP)
         self._outcomes.put(_STOP)
         loop, self._loop = self._loop, None
