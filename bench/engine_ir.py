@@ -30,7 +30,8 @@ import redis
 
 from bench.common import free_port
 from ferricflowd import complete, transition
-from ferricflowd.flow.client import CreateSpec, FlowClient, KeepLease
+from ferricflowd.flow.client import CreateSpec, FlowClient
+from ferricflowd.flow.wire import LeaseRequest
 
 PAYLOAD = b"x" * 100  # the fixed 100-byte payload
 # Inclusive cost centres of redis-server 7 (exported symbols): the whole script call, the
@@ -109,13 +110,13 @@ def _drive(fc: FlowClient, pid: int, n: int, claim_batch: int,
     def claim_all(type_: str, states: list[str]) -> list[Any]:
         jobs: list[Any] = []
         while len(jobs) < n:
-            got = fc.claim(type_, states, "w1", lease_ms=60_000, limit=claim_batch).jobs
+            got = fc.claim(type_, LeaseRequest("w1", states, 60_000), limit=claim_batch).jobs
             if not got:
                 raise RuntimeError(f"claimed {len(jobs)} of {n}")
             jobs += got
         return jobs
 
-    def outcomes(jobs: list[Any], outcome: Any, keep: KeepLease | None = None) -> list[Any]:
+    def outcomes(jobs: list[Any], outcome: Any, keep: LeaseRequest | None = None) -> list[Any]:
         replies: list[Any] = []
         for i in range(0, len(jobs), outcome_batch):
             batch = jobs[i:i + outcome_batch]
@@ -124,7 +125,7 @@ def _drive(fc: FlowClient, pid: int, n: int, claim_batch: int,
 
     # Warm up: load the scripts and create the partition's keys outside the counts.
     fc.create_many([CreateSpec(f"warm{i}", "q", "queued", PAYLOAD) for i in range(10)])
-    outcomes(fc.claim("q", ["queued"], "w1", lease_ms=60_000, limit=10).jobs, complete())
+    outcomes(fc.claim("q", LeaseRequest("w1", ["queued"], 60_000), limit=10).jobs, complete())
     steps: list[str] = []
 
     def step(name: str) -> None:
@@ -145,7 +146,7 @@ def _drive(fc: FlowClient, pid: int, n: int, claim_batch: int,
                         for i in range(b, min(n, b + 1000))])
     jobs = claim_all("chain", ["a", "b", "c"])
     ctl("-z")
-    keep = KeepLease("w1", ("a", "b", "c"), 60_000)
+    keep = LeaseRequest("w1", ("a", "b", "c"), 60_000)
     kept = outcomes(jobs, transition("b"), keep)
     step("transition_kept")
     if not all(hasattr(k, "lease_token") for k in kept):

@@ -9,7 +9,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .flow.client import ChildSpec, CreateSpec, FlowClient
+    from .flow.client import FlowClient
     from .flow.errors import (
         ConfigError,
         DurabilityError,
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
         FlowAlreadyExists,
         FlowError,
         FlowNotFound,
-        HandlerError,
         IdempotencyConflict,
         InvalidArgument,
         StaleLease,
@@ -31,22 +30,24 @@ if TYPE_CHECKING:
     from .flow.policy import ExceptionPolicy, RetryPolicy
     from .flow.queue import Queue, QueueClient
     from .flow.records import FlowRecord, FlowStats, HistoryEvent, Job
-    from .flow.worker import FlowWorker, WorkerHooks
+    from .flow.runner import FlowWorker, Runner, RunnerHooks, WorkerHooks
+    from .flow.wire import ChildSpec, CreateSpec, LeaseRequest
     from .flow.workflow import Workflow, WorkflowClient
 
 # Where each public name lives. They load on first use, so that `ferricflowd run` (the
 # supervisor, which never needs the client) starts its workers without importing redis-py.
 _EXPORTS = {
-    ".flow.client": ("ChildSpec", "CreateSpec", "FlowClient"),
+    ".flow.client": ("FlowClient",),
     ".flow.errors": ("ConfigError", "DurabilityError", "FerricflowdError", "FlowAlreadyExists",
-                     "FlowError", "FlowNotFound", "HandlerError", "IdempotencyConflict",
+                     "FlowError", "FlowNotFound", "IdempotencyConflict",
                      "InvalidArgument", "StaleLease", "StateMismatch", "StoreError",
                      "TerminalFlow", "ValueConflict", "WrongState"),
     ".flow.outcomes": ("complete", "fail", "retry", "transition"),
     ".flow.policy": ("ExceptionPolicy", "RetryPolicy"),
     ".flow.queue": ("Queue", "QueueClient"),
     ".flow.records": ("FlowRecord", "FlowStats", "HistoryEvent", "Job"),
-    ".flow.worker": ("FlowWorker", "WorkerHooks"),
+    ".flow.runner": ("FlowWorker", "Runner", "RunnerHooks", "WorkerHooks"),
+    ".flow.wire": ("ChildSpec", "CreateSpec", "LeaseRequest"),
     ".flow.workflow": ("Workflow", "WorkflowClient"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
@@ -70,9 +71,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ChildSpec", "ConfigError", "CreateSpec", "DurabilityError", "ExceptionPolicy",
     "FerricflowdError", "FlowAlreadyExists", "FlowClient", "FlowError", "FlowNotFound",
-    "FlowRecord", "FlowStats", "FlowWorker", "HandlerError", "HistoryEvent",
-    "IdempotencyConflict", "InvalidArgument", "Job", "Queue", "QueueClient", "RetryPolicy",
-    "StaleLease", "StateMismatch", "StoreError", "TerminalFlow", "ValueConflict",
+    "FlowRecord", "FlowStats", "FlowWorker", "HistoryEvent", "IdempotencyConflict",
+    "InvalidArgument", "Job", "LeaseRequest", "Queue", "QueueClient", "RetryPolicy", "Runner",
+    "RunnerHooks", "StaleLease", "StateMismatch", "StoreError", "TerminalFlow", "ValueConflict",
     "Workflow", "WorkflowClient", "WorkerHooks", "WrongState", "__version__", "complete",
     "fail", "retry", "transition",
 ]

@@ -8,6 +8,7 @@ command failed (not found, conflict, ...), 2 usage or config error, 5 store unre
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -20,15 +21,10 @@ import click
 from . import exitcodes
 from .config import ConfigError, load_config
 from .flow.errors import FerricflowdError, FlowError, StoreError
-from .flow.records import FlowRecord, HistoryEvent
+from .flow.records import RUNNING, TERMINAL_STATES, FlowRecord, HistoryEvent
 
 if TYPE_CHECKING:  # the client (and redis-py) load on first use: `ferricflowd run` starts sooner
     from .flow.client import FlowClient
-
-
-def embedded_url(data_dir: Path) -> str:
-    """Where the daemon's embedded store listens (see supervisor/embedded.py)."""
-    return f"unix://{Path(data_dir).absolute() / 'redis' / 'redis.sock'}"
 
 
 def _initial_state(ctx: click.Context, type: str) -> str:
@@ -49,18 +45,20 @@ def _config(ctx: click.Context) -> Any:
 
 
 def _client(ctx: click.Context) -> FlowClient:
+    """The config's client (its [store], the embedded store's socket when it has no url),
+    or a client of --url with durability relaxed (a shell command writes nothing that a
+    non-durable store would lose beyond what the operator sees)."""
     opts = ctx.obj
-    url, namespace, durability = opts["url"], opts["namespace"], "relaxed"
+    url, namespace = opts["url"], opts["namespace"]
     if url is None:
         if opts["config"] is None:
             raise click.UsageError("give --config FILE (or FERRICFLOWD_CONFIG) or --url URL")
         cfg = _config(ctx)
-        url = cfg.store.url or embedded_url(cfg.daemon.data_dir)
-        namespace = namespace or cfg.store.namespace
-        durability = cfg.store.durability
+        store = dataclasses.replace(cfg.store, namespace=namespace) if namespace else cfg.store
+        return store.client(cfg.store_url)
     from .flow.client import FlowClient
 
-    return FlowClient.from_url(url, namespace=namespace or "ff", durability=durability)
+    return FlowClient.from_url(url, namespace=namespace or "ff", durability="relaxed")
 
 
 def _run(ctx: click.Context, fn: Callable[[FlowClient], Any]) -> Any:
@@ -218,7 +216,7 @@ def children(ctx: click.Context, flow_id: str, **common_opts: Any) -> None:
 
 @click.command()
 @click.argument("type")
-@click.option("--state", type=click.Choice(["completed", "failed", "cancelled"]), default=None,
+@click.option("--state", type=click.Choice(TERMINAL_STATES), default=None,
               help="Only this terminal state.")
 @click.option("--count", default=100, show_default=True, help="At most this many, newest first.")
 @common
@@ -259,7 +257,7 @@ def stats(ctx: click.Context, types: tuple[str, ...], **common_opts: Any) -> Non
                 age = v["oldest_due_age_ms"]
                 rows.append(f"{t:16} {st:16} {v['count']:>8} {v['due_now']:>8} "
                             f"{'-' if age is None else f'{age / 1000:.1f}s':>11}")
-            for st in ("running", "completed", "failed", "cancelled"):
+            for st in (RUNNING, *TERMINAL_STATES):
                 n = s["running"] if st == "running" else s["counts"].get(st, 0)
                 rows.append(f"{t:16} {st:16} {n:>8}")
         return rows

@@ -28,9 +28,12 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime, time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ferricflowd.flow.errors import ConfigError
+
+if TYPE_CHECKING:  # flow.client pulls in redis-py: only the processes that talk to Redis load it
+    from ferricflowd.flow.client import FlowClient
 
 __all__ = [
     "ENV_PREFIX",
@@ -67,6 +70,18 @@ class StoreConfig:
     def embedded(self) -> bool:
         return self.url is None
 
+    def client(self, url: str) -> FlowClient:
+        """The FlowClient of this store at `url` (store.url, or the embedded store's socket:
+        Config.store_url), with every [store] setting applied; it connects on first use.
+        The one way the daemon's processes and the CLI build a client from a config."""
+        from ferricflowd.flow.client import FlowClient
+
+        return FlowClient.from_url(
+            url, namespace=self.namespace, durability=self.durability,
+            min_replicas=self.min_replicas, partitions=self.partitions,
+            socket_timeout_s=self.socket_timeout_s, retention_ms=round(self.retention_s * 1000),
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class DaemonConfig:
@@ -82,6 +97,11 @@ class DaemonConfig:
     maintenance_interval_s: float
     log_format: str
     log_level: str
+
+    @property
+    def embedded_socket(self) -> Path:
+        """The unix socket of the embedded store (supervisor/embedded.py runs it there)."""
+        return self.data_dir.absolute() / "redis" / "redis.sock"
 
 
 @dataclass(frozen=True)
@@ -107,6 +127,11 @@ class Config:
     store: StoreConfig
     daemon: DaemonConfig
     groups: tuple[GroupConfig, ...]
+
+    @property
+    def store_url(self) -> str:
+        """Where the store is: store.url, or the embedded store's socket under data_dir."""
+        return self.store.url or f"unix://{self.daemon.embedded_socket}"
 
     def group(self, name: str) -> GroupConfig:
         """The group called `name`; a ConfigError naming the known groups otherwise."""

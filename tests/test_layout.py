@@ -71,7 +71,7 @@ def test_flow_modules_import_nothing_of_the_daemon() -> None:
     ("from ferricflowd.supervisor.arbiter import Arbiter", True),
     ("import ferricflowd.config", True),
     ("from .. import cli", True),
-    ("from .worker import FlowWorker", False),  # ferricflowd.flow.worker is flow's own
+    ("from .runner import Runner", False),  # ferricflowd.flow.runner is flow's own
     ("from . import records", False),
     ("import ferricflowd.flow.client", False),
 ])

@@ -24,6 +24,7 @@ from bench.common import REPO, Unavailable, free_port_for_bench, log, wait_count
 from bench.ff_handlers import CHAIN_TYPE, QUEUE_TYPE, chain
 from bench.systems.base import THREADS, ProcGroup, System, tail
 from ferricflowd import FlowClient, QueueClient
+from ferricflowd.flow.wire import LeaseRequest
 
 NAMESPACE = "bench"
 
@@ -33,7 +34,7 @@ NAMESPACE = "bench"
 SETTINGS = {"noop": (None, 100), "lat": (None, 100), "chain": (None, 100), "sleep": (50, 50)}
 
 # The fast profile runs without AOF on purpose: no "relaxed durability" warning per client.
-logging.getLogger("ferricflowd.store").setLevel(logging.ERROR)
+logging.getLogger("ferricflowd.flow.store").setLevel(logging.ERROR)
 
 _daemon_verdict: str | None = None  # "" = the daemon works; otherwise why not
 
@@ -317,8 +318,8 @@ lease = "{self.lease_ms}ms"
         for i in range(reps + 2):
             u0 = server_usec()
             t0 = time.perf_counter()
-            got = self.c.claim(QUEUE_TYPE, ["queued"], f"s1-claimer-{os.getpid()}",
-                               lease_ms=600_000, limit=100)
+            lease = LeaseRequest(f"s1-claimer-{os.getpid()}", ["queued"], 600_000)
+            got = self.c.claim(QUEUE_TYPE, lease, limit=100)
             took = (time.perf_counter() - t0) * 1000
             inside = (server_usec() - u0) / 1000
             if len(got.jobs) != 100:

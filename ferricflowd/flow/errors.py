@@ -5,7 +5,6 @@
     ├── InvalidArgument            (also a ValueError; names the argument)
     ├── StoreError                 (connection, timeout, unexpected reply)
     │   └── DurabilityError        (store not configured for durable writes)
-    ├── HandlerError               (a handler could not be loaded or returned garbage)
     └── FlowError                  (an engine error reply; `.reply` is the upstream string)
         ├── FlowNotFound           ERR flow not found
         ├── FlowAlreadyExists      ERR flow already exists
@@ -49,10 +48,6 @@ class StoreError(FerricflowdError):
 
 class DurabilityError(StoreError):
     """The store would acknowledge writes it has not made durable."""
-
-
-class HandlerError(FerricflowdError):
-    """A handler could not be loaded, or its return value cannot be stored."""
 
 
 class FlowError(FerricflowdError):

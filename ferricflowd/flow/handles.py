@@ -5,20 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .client import (
-    CreateSpec,
-    FlowClient,
+from .checks import (
+    as_bytes,
+    as_values,
+    check_bool,
     check_id,
+    check_int,
     check_name,
     check_names,
     check_state,
-    plain_spec,
+    delay_to_run_at,
 )
+from .client import FlowClient
 from .errors import FlowError, InvalidArgument
-from .outcomes import as_bytes, as_values, check_bool, check_int, delay_to_run_at
 from .policy import ExceptionPolicy, RetryPolicy
 from .records import FlowRecord, FlowStats, HistoryEvent
-from .worker import WorkerHooks
+from .runner import RunnerHooks
+from .wire import CreateSpec, plain_spec
 
 WORKER_OPTIONS = ("concurrency", "batch_size", "lease_ms", "block_ms", "claim_values",
                   "value_max_bytes", "exception_policy", "worker_id", "hooks", "payload_cap")
@@ -54,8 +57,8 @@ def worker_options(options: Mapping[str, Any]) -> dict[str, Any]:
     if options.get("worker_id") is not None:
         check_id("worker_id", options["worker_id"])
     hooks = options.get("hooks")
-    if hooks is not None and not isinstance(hooks, WorkerHooks):
-        raise TypeError(f"hooks must be a WorkerHooks, not {type(hooks).__name__}")
+    if hooks is not None and not isinstance(hooks, RunnerHooks):
+        raise TypeError(f"hooks must be a RunnerHooks, not {type(hooks).__name__}")
     return dict(options)
 
 
@@ -145,7 +148,7 @@ class TypeHandle:
             if kw:
                 raise TypeError(f"unexpected item field(s): {', '.join(sorted(kw))}")
         if plain:
-            return client._create_checked(specs)
+            return client.create_checked(specs)
         return client.create_many(specs)
 
     # -- inspection and control ---------------------------------------------------------------

@@ -6,73 +6,11 @@ one of these. Outcomes are plain frozen values; the worker turns them into store
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .errors import InvalidArgument
-
-
-def as_bytes(name: str, value: object, *, allow_none: bool = True) -> bytes | None:
-    """bytes stay, str is UTF-8 encoded, None passes when allowed; anything else is an error."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    raise TypeError(f"{name} must be bytes or str, not {type(value).__name__}")
-
-
-def as_values(name: str, values: Mapping[str, object] | None) -> dict[str, bytes]:
-    if values is None:
-        return {}
-    if not isinstance(values, Mapping):
-        raise TypeError(f"{name} must be a mapping of name to bytes, not {type(values).__name__}")
-    out: dict[str, bytes] = {}
-    for key, data in values.items():
-        if not isinstance(key, str) or not key:
-            raise InvalidArgument(name, f"value names must be non-empty str, got {key!r}")
-        out[key] = as_bytes(f"{name}[{key!r}]", data, allow_none=False)  # type: ignore[assignment]
-    return out
-
-
-def check_int(name: str, value: object, *, low: int = 0, optional: bool = False) -> int | None:
-    """An int (not a bool) >= `low`; None passes when `optional`. Names `name` otherwise."""
-    if value is None and optional:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be int, not {type(value).__name__}")
-    if value < low:
-        raise InvalidArgument(name, f"must be >= {low}, got {value}")
-    return value
-
-
-def check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be bool, not {type(value).__name__}")
-    return value
-
-
-def check_priority(name: str, value: object, *, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value not in (0, 1, 2):
-        raise InvalidArgument(name, f"must be 0, 1 or 2, got {value!r}")  # 1.0 too: a key part
-    return value
-
-
-def delay_to_run_at(delay_ms: object) -> int:
-    """`delay_ms` (a number of milliseconds >= 0) from now, as an absolute run_at_ms."""
-    if not isinstance(delay_ms, (int, float)) or isinstance(delay_ms, bool):
-        raise TypeError(f"delay_ms must be int or float milliseconds, not "
-                        f"{type(delay_ms).__name__}")
-    if not delay_ms >= 0 or delay_ms == float("inf"):  # nan and inf too
-        raise InvalidArgument("delay_ms", f"must be a finite number >= 0, got {delay_ms!r}")
-    return int(time.time() * 1000) + int(delay_ms)
+from .checks import as_bytes, as_values, check_int, check_priority, delay_to_run_at
 
 
 def _set(obj: object, name: str, value: object) -> None:
@@ -127,6 +65,12 @@ class Retry:
 Outcome = Transition | Complete | Fail | Retry
 KINDS: dict[type, str] = {Complete: "complete", Transition: "transition", Retry: "retry",
                           Fail: "fail"}
+# What each stored outcome kind counts as, in a Runner's statistics and the daemon's
+# ferricflowd_flows_<name>_total counters. "exhausted" is a retry the policy turned into a
+# failure; "stale" and "error" (outcomes the store rejected) count as neither.
+COUNTED_AS: Mapping[str, str] = MappingProxyType({
+    "complete": "completed", "transition": "transitioned", "retry": "retried",
+    "fail": "failed", "exhausted": "failed"})
 
 
 def kind_of(outcome: object) -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 from dataclasses import asdict, dataclass
 
+from .checks import NAME_RE
 from .errors import InvalidArgument
+from .records import RUNNING
 
 BACKOFFS = ("exponential", "fixed", "linear", "none")
-_STATE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")  # client.NAME_RE (client imports us)
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class RetryPolicy:
             raise InvalidArgument("jitter_pct", "must be <= 100")
         if not isinstance(self.exhausted_to, str):
             raise TypeError(f"exhausted_to must be str, not {type(self.exhausted_to).__name__}")
-        if not _STATE_RE.match(self.exhausted_to) or self.exhausted_to == "running":
+        if not NAME_RE.match(self.exhausted_to) or self.exhausted_to == RUNNING:
             raise InvalidArgument("exhausted_to", f"{self.exhausted_to!r} is not a state name "
                                   "(1-128 of A-Z a-z 0-9 _ . -, not 'running')")
 

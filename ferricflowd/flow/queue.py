@@ -16,7 +16,7 @@ from .errors import FlowError
 from .handles import TypeHandle, state_list, worker_options
 from .policy import RetryPolicy
 from .records import Job
-from .worker import FlowWorker
+from .runner import Runner
 
 
 class QueueClient:
@@ -66,27 +66,29 @@ class Queue(TypeHandle):
         return self._create_many(items, idempotent)
 
     def worker(self, *, state: str | None = None, states: Sequence[str] | None = None,
-               **options: Any) -> QueueWorker:
-        return QueueWorker(self, state_list(state, states, [self.default_state]),
+               **options: Any) -> QueueRunner:
+        """A Runner of this queue's state(s) in this process (the daemon runs them in its
+        worker processes); `options` are Runner's (concurrency, batch_size, lease_ms, ...)."""
+        return QueueRunner(self, state_list(state, states, [self.default_state]),
                            worker_options(options))
 
 
-class QueueWorker:
+class QueueRunner:
     """Runs one handler function for the queue's state(s)."""
 
     def __init__(self, queue: Queue, states: list[str], options: dict[str, Any]) -> None:
         self.queue = queue
         self.states = states
         self.options = options
-        self._worker: FlowWorker | None = None
+        self._runner: Runner | None = None
 
-    def _make(self, handler: Callable[[Job], Any]) -> FlowWorker:
+    def _make(self, handler: Callable[[Job], Any]) -> Runner:
         if not callable(handler):
             raise TypeError("handler must be callable")
         self.queue.register()
-        self._worker = FlowWorker(self.queue.client, type=self.queue.type, states=self.states,
-                                  handlers={s: handler for s in self.states}, **self.options)
-        return self._worker
+        self._runner = Runner(self.queue.client, type=self.queue.type, states=self.states,
+                              handlers={s: handler for s in self.states}, **self.options)
+        return self._runner
 
     def run(self, handler: Callable[[Job], Any]) -> int:
         return self._make(handler).run()
@@ -98,5 +100,8 @@ class QueueWorker:
         return self._make(handler).run_until_idle(timeout)
 
     def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.stop()
+        if self._runner is not None:
+            self._runner.stop()
+
+
+QueueWorker = QueueRunner  # the 0.x name

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgpack
 
-if TYPE_CHECKING:
-    from .client import FlowHandle
-
+# The engine's own states: a claimed Flow rests in RUNNING; the terminal ones end it. No
+# handler state may take these names (checks.check_state).
+RUNNING = "running"
 TERMINAL_STATES = ("completed", "failed", "cancelled")
+RESERVED_STATES = frozenset({RUNNING, *TERMINAL_STATES})
 
 
 # The record's fields by position, as lua/_lib.lua numbers them (its ID .. SI constants).
@@ -150,6 +151,23 @@ class FlowStats:
         return sum(s.due_now for s in self.states.values())
 
 
+class JobFlow(Protocol):
+    """`job.flow`: what a handler may do to its own Flow while it holds the lease
+    (client.FlowHandle implements it; typed here so records.py needs no client)."""
+
+    id: str
+    partition: int
+
+    def spawn_children(self, children: Sequence[Any], *, wait_state: str, wait: str = "all",
+                       on_child_failed: str = "fail_parent", group: str = "children") -> bool: ...
+
+    def extend_lease(self, lease_ms: int) -> int: ...
+
+    def put_value(self, name: str, data: bytes, *, override: bool = False) -> None: ...
+
+    def signal(self, flow_id: str, signal: str, **options: Any) -> bool: ...
+
+
 @dataclass(frozen=True)
 class Job:
     """A claimed Flow as a handler sees it. `flow` offers spawn_children, signal,
@@ -158,7 +176,9 @@ class Job:
     id: str
     type: str
     state: str
-    payload: bytes
+    # Kept out of repr: a payload or value may hold personal data, and a Job's repr ends up in
+    # tracebacks, logs and error reports (Sentry frame locals).
+    payload: bytes = field(repr=False)
     attempt: int
     fencing_token: int
     lease_token: str
@@ -166,8 +186,8 @@ class Job:
     priority: int
     parent_id: str | None
     attempts_total: int
-    values: Mapping[str, bytes]
+    values: Mapping[str, bytes] = field(repr=False)
     partition: int
-    flow: FlowHandle = field(repr=False, compare=False)
+    flow: JobFlow = field(repr=False, compare=False)
     crash_count: int = 0
-    crash_suspect: bool = False  # one more worker crash would fail it (see FlowWorker)
+    crash_suspect: bool = False  # one more worker crash would fail it (see runner.Runner)

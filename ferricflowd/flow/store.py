@@ -30,7 +30,7 @@ from redis.retry import Retry
 from .errors import DurabilityError, InvalidArgument, StoreError
 from .urls import check_url, redact
 
-log = logging.getLogger("ferricflowd.store")
+log = logging.getLogger(__name__)
 
 SCRIPTS = ("create", "claim", "extend", "complete", "transition", "fail", "retry", "cancel",
            "signal", "spawn", "deliver", "reclaim", "release", "cleanup", "stats",
@@ -287,8 +287,31 @@ class Store:
             pipe.execute_command("FCALL", FUNCTIONS[c.script], 1, c.prefix, *c.args)
         return list(pipe.execute(raise_on_error=False))
 
+    def batch(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """Plain commands (the reads, and setup's and upkeep's few direct writes) in one round
+        trip per node, replies in order (redis-py's reply parsing: HGETALL a dict, SMEMBERS a
+        set, ...). Any failure, an error reply included, is a StoreError."""
+        if not commands:
+            return []
+
+        def run(client: Any) -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(pipe.execute())
+
+        return self.execute(run)
+
+    def wait_for_wake(self, conn: Any, lists: Sequence[str], timeout_s: float) -> bool:
+        """BLPOP on wake lists, on a connection from blocking_client(); True if woken."""
+        try:
+            return conn.blpop(list(lists), timeout=timeout_s) is not None
+        except rexc.RedisError as exc:
+            raise StoreError(f"{self.safe_url}: {exc}") from exc
+
     def execute(self, fn: Any) -> Any:
-        """Run plain reads through `fn(client)`, mapping store failures to StoreError."""
+        """Run `fn(client)` on the redis-py client, mapping store failures to StoreError:
+        batch() is built on it; tests and tools use it for raw access."""
         try:
             return fn(self.client)
         except rexc.RedisError as exc:

@@ -18,12 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .client import FlowClient, check_names, check_state
+from .checks import check_names, check_state
+from .client import FlowClient
 from .errors import FlowError, InvalidArgument
 from .handles import TypeHandle, state_list, worker_options
 from .policy import ExceptionPolicy, RetryPolicy
 from .records import Job
-from .worker import FlowWorker
+from .runner import Runner
 
 Handler = Callable[[Job], Any]
 
@@ -125,7 +126,9 @@ class Workflow(TypeHandle):
                                   f"{self.type!r} (declared: {', '.join(sorted(declared))})")
 
     def worker(self, *, state: str | None = None, states: Sequence[str] | None = None,
-               **options: Any) -> WorkflowWorker:
+               **options: Any) -> WorkflowRunner:
+        """A Runner of this workflow's states (default: every state with a handler) in this
+        process; `options` are Runner's (concurrency, batch_size, lease_ms, ...)."""
         chosen = state_list(state, states, sorted(self.handlers))
         missing = [s for s in chosen if s not in self.handlers]
         if missing:
@@ -134,7 +137,7 @@ class Workflow(TypeHandle):
                                   f"{self.type!r} (handlers: {', '.join(sorted(self.handlers))})")
         if not chosen:
             raise InvalidArgument("states", f"workflow {self.type!r} has no state handlers yet")
-        return WorkflowWorker(self, chosen, worker_options(options))
+        return WorkflowRunner(self, chosen, worker_options(options))
 
     def declared(self) -> frozenset[str] | None:
         if self.declared_states is None:
@@ -142,26 +145,26 @@ class Workflow(TypeHandle):
         return self.declared_states | set(self.handlers) | {self.initial_state}
 
 
-class WorkflowWorker:
+class WorkflowRunner:
     """Runs the workflow's state handlers for the chosen states."""
 
     def __init__(self, workflow: Workflow, states: list[str], options: dict[str, Any]) -> None:
         self.workflow = workflow
         self.states = states
         self.options = options
-        self._worker: FlowWorker | None = None
+        self._runner: Runner | None = None
 
-    def _make(self) -> FlowWorker:
+    def _make(self) -> Runner:
         wf = self.workflow
         wf.register()
         options = dict(self.options)
         policy = options.pop("exception_policy", None)
         policies: dict[str, ExceptionPolicy] = {s: policy for s in self.states if policy}
         policies.update({s: p for s, p in wf.exception_policies.items() if s in self.states})
-        self._worker = FlowWorker(wf.client, type=wf.type, states=self.states,
-                                  handlers=wf.handlers, exception_policy=policies,
-                                  declared_states=wf.declared(), **options)
-        return self._worker
+        self._runner = Runner(wf.client, type=wf.type, states=self.states,
+                              handlers=wf.handlers, exception_policy=policies,
+                              declared_states=wf.declared(), **options)
+        return self._runner
 
     def run(self) -> int:
         return self._make().run()
@@ -173,5 +176,8 @@ class WorkflowWorker:
         return self._make().run_until_idle(timeout)
 
     def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.stop()
+        if self._runner is not None:
+            self._runner.stop()
+
+
+WorkflowWorker = WorkflowRunner  # the 0.x name

@@ -40,12 +40,12 @@ from ferricflowd.supervisor.children import (
 )
 from ferricflowd.supervisor.embedded import EmbeddedStore, EmbeddedStoreError
 from ferricflowd.supervisor.http import Health, HealthServer
-from ferricflowd.supervisor.maintenance import Maintenance, make_client
+from ferricflowd.supervisor.maintenance import Maintenance
 from ferricflowd.supervisor.metrics import MultiprocessMetrics
 
 __all__ = ["HaltServer", "Supervisor"]
 
-log = logging.getLogger("ferricflowd.supervisor")
+log = logging.getLogger(__name__)
 
 LOOP_INTERVAL_S = 0.25  # longest sleep between turns; signals wake the loop at once
 BOOT_TIMEOUT_S = 60.0  # a worker must report ready within this (slow imports are common)
@@ -123,7 +123,7 @@ class Supervisor:
         for name in SIGNALS:
             signal.signal(getattr(signal, f"SIG{name}"), self.signal)
         if self.config.store.embedded:
-            self.embedded = EmbeddedStore(daemon.data_dir)
+            self.embedded = EmbeddedStore(daemon.embedded_socket)
             try:
                 self.embedded.start()
             except EmbeddedStoreError as exc:
@@ -136,13 +136,14 @@ class Supervisor:
             self.http.start()
         except OSError as exc:
             raise HaltServer(f"cannot listen on {daemon.listen}: {exc}", exitcodes.CONFIG) from None
-        store, url = self.config.store, self.store_url
-        # Created now (a dead worker's reclaim can be queued at once), started in finish_boot.
-        self.maintenance = Maintenance(
-            lambda: make_client(store, url), self._types(), daemon.maintenance_interval_s
-        )
         for group in self.config.groups:
             self.groups[group.name] = GroupState.of(self.config, group)
+        store, url = self.config.store, self.store_url
+        # Created now (a dead worker's reclaim can be queued at once), started in finish_boot;
+        # after the groups, whose types it sweeps.
+        self.maintenance = Maintenance(
+            lambda: store.client(url), self._types(), daemon.maintenance_interval_s
+        )
         self.boot_started = time.monotonic()
         self.manage_children(self.boot_started)
         log.info(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 __all__ = ["EmbeddedStore", "EmbeddedStoreError", "RedisServerMissing"]
 
-log = logging.getLogger("ferricflowd.supervisor")
+log = logging.getLogger(__name__)
 
 _UNIX_PATH_MAX = 104  # sun_path is 108 bytes on Linux; keep a margin
 
@@ -35,11 +35,12 @@ class RedisServerMissing(EmbeddedStoreError):
 
 
 class EmbeddedStore:
-    """A supervised redis-server on a unix socket under `data_dir/redis`."""
+    """A supervised redis-server on the unix socket `socket_path` (DaemonConfig's
+    embedded_socket, under data_dir), keeping its files in that socket's directory."""
 
-    def __init__(self, data_dir: Path, startup_timeout_s: float = 10.0) -> None:
-        self.dir = Path(data_dir).absolute() / "redis"
-        self.socket_path = self.dir / "redis.sock"
+    def __init__(self, socket_path: Path, startup_timeout_s: float = 10.0) -> None:
+        self.socket_path = Path(socket_path)
+        self.dir = self.socket_path.parent
         self.pidfile = self.dir / "redis.pid"
         self.logfile = self.dir / "redis.log"
         self.startup_timeout_s = startup_timeout_s

@@ -24,7 +24,7 @@ from ferricflowd.supervisor.metrics import MultiprocessMetrics
 
 __all__ = ["Health", "HealthServer", "parse_listen"]
 
-log = logging.getLogger("ferricflowd.supervisor")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

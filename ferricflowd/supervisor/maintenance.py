@@ -22,12 +22,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ferricflowd.config import StoreConfig
 from ferricflowd.metrics import SupervisorMetrics
 
-__all__ = ["Maintenance", "Reclaim", "make_client"]
+__all__ = ["Maintenance", "Reclaim"]
 
-log = logging.getLogger("ferricflowd.maintenance")
+log = logging.getLogger(__name__)
 
 CLEANUP_EVERY_S = 60.0  # retention is in days; a minute of slack costs nothing
 _STOP = object()
@@ -185,20 +184,6 @@ class Maintenance:
         running = getattr(stats, "running", None)
         if isinstance(running, int):
             self._metrics.running.labels(flow_type).set(running)
-
-
-def make_client(store: StoreConfig, url: str) -> Any:
-    """A FlowClient for the configured store at `url` (connects lazily, on first use)."""
-    from ferricflowd.flow.client import FlowClient
-
-    return FlowClient.from_url(
-        url,
-        namespace=store.namespace,
-        durability=store.durability,
-        min_replicas=store.min_replicas,
-        partitions=store.partitions,
-        socket_timeout_s=store.socket_timeout_s,
-    )
 
 
 def _call(fn: Callable[..., Any], *args: Any) -> Any:

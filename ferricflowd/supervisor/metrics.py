@@ -23,7 +23,7 @@ from pathlib import Path
 __all__ = ["ENV_VAR", "MultiprocessMetrics"]
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
-log = logging.getLogger("ferricflowd.supervisor")
+log = logging.getLogger(__name__)
 
 
 class MultiprocessMetrics:

@@ -7,9 +7,9 @@
 The supervisor starts it by fork+exec. It loads the config, imports `daemon.imports` and the
 group's handler ("pkg.mod:obj": a function is a queue-style handler for every state of the
 group; a Workflow object lends its `@state` handlers, bound to the daemon's store), then runs
-a FlowWorker until told to stop. Exit codes are the contract of ferricflowd/exitcodes.py: a
-broken handler module is BOOT_IMPORT and a config/handler mismatch is BOOT_CONFIG, so the
-supervisor does not restart it in a loop.
+a Runner (ferricflowd/flow/runner/) until told to stop. Exit codes are the contract of
+ferricflowd/exitcodes.py: a broken handler module is BOOT_IMPORT and a config/handler
+mismatch is BOOT_CONFIG, so the supervisor does not restart it in a loop.
 
 Signals (handlers only enqueue; the control thread acts):
     TERM        drain: no more claims, unstarted claims released, running handlers finish
@@ -43,15 +43,16 @@ from setproctitle import setproctitle
 
 from ferricflowd import exitcodes
 from ferricflowd.config import Config, ConfigError, GroupConfig, load_config
+from ferricflowd.flow.outcomes import COUNTED_AS
 from ferricflowd.logs import flow_event, init_sentry, setup_logging
 from ferricflowd.metrics import WorkerMetrics, observe_many, worker_metrics
 
 if TYPE_CHECKING:
-    from ferricflowd.flow.worker import OutcomeEvent
+    from ferricflowd.flow.runner import OutcomeEvent
 
 __all__ = ["BootError", "LoadedHandlers", "load_handlers", "main"]
 
-log = logging.getLogger("ferricflowd.worker")
+log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
 PARENT_DEATH_SIGNAL = signal.SIGUSR1
@@ -236,7 +237,7 @@ class InFlight:
 
 
 class WorkerProcess:
-    """Boot, run a FlowWorker, report to the supervisor, exit with a contract code."""
+    """Boot, run a Runner, report to the supervisor, exit with a contract code."""
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -250,7 +251,7 @@ class WorkerProcess:
         self.exit_code = exitcodes.OK
         self.config: Config | None = None
         self.group: GroupConfig | None = None
-        self.worker: Any = None
+        self.runner: Any = None
         self.metrics: WorkerMetrics | None = None
         self.in_flight: InFlight | None = None
         self.sentry: Any = None
@@ -261,8 +262,6 @@ class WorkerProcess:
 
     def load(self) -> GroupConfig:
         overrides: dict[str, Any] = {}
-        if self.args.store_url:
-            overrides["store.url"] = self.args.store_url
         for key in ("log_format", "log_level"):
             if getattr(self.args, key):
                 overrides[f"daemon.{key}"] = getattr(self.args, key)
@@ -277,18 +276,12 @@ class WorkerProcess:
         return self.group
 
     def connect(self) -> Any:
-        from ferricflowd.flow.client import FlowClient
         from ferricflowd.flow.errors import DurabilityError, StoreError
 
         assert self.config is not None
-        store = self.config.store
-        if store.url is None:
-            raise BootError(exitcodes.BOOT_CONFIG, "no store.url and no --store-url given")
-        client = FlowClient.from_url(
-            store.url, namespace=store.namespace, durability=store.durability,
-            min_replicas=store.min_replicas, partitions=store.partitions,
-            socket_timeout_s=store.socket_timeout_s,
-        )  # fmt: skip
+        # The supervisor passes --store-url for its embedded store; Config.store_url finds
+        # the same socket under data_dir when a worker is started by hand.
+        client = self.config.store.client(self.args.store_url or self.config.store_url)
         try:
             client.connect()
         except DurabilityError as exc:  # restarting will not make the store durable
@@ -297,14 +290,14 @@ class WorkerProcess:
             raise BootError(exitcodes.STORE_UNREACHABLE, f"store unreachable: {exc}") from None
         return client
 
-    def build_worker(self, client: Any, loaded: LoadedHandlers) -> Any:
+    def build_runner(self, client: Any, loaded: LoadedHandlers) -> Any:
         from ferricflowd.flow.errors import StoreError
-        from ferricflowd.flow.worker import FlowWorker, WorkerHooks
+        from ferricflowd.flow.runner import Runner, RunnerHooks
 
         group = self.group
         assert group is not None
         self.metrics = worker_metrics()
-        hooks = WorkerHooks(
+        hooks = RunnerHooks(
             on_claimed=self.on_claimed,
             on_outcomes=self.on_outcomes,
             on_released=self.on_released,
@@ -319,7 +312,7 @@ class WorkerProcess:
                 workflow.register()
             except StoreError as exc:
                 raise BootError(exitcodes.STORE_UNREACHABLE, f"store unreachable: {exc}") from None
-        return FlowWorker(
+        return Runner(
             client, type=group.type, states=list(group.states),
             handlers={s: self._instrument(s, fn) for s, fn in loaded.handlers.items()},
             concurrency=group.concurrency, batch_size=group.batch_size,
@@ -340,7 +333,7 @@ class WorkerProcess:
             self._title("booting")
             client = self.connect()
             loaded = load_handlers(group, client)
-            self.worker = self.build_worker(client, loaded)
+            self.runner = self.build_runner(client, loaded)
         except BootError as exc:
             # The import's traceback points at the failing line of the user's module.
             log.error("%s", exc, exc_info=exc.__cause__)
@@ -355,13 +348,13 @@ class WorkerProcess:
         )  # fmt: skip
         if self.stopping:  # a signal arrived while booting
             return self.exit_code
-        self.worker.run()
+        self.runner.run()
         self._report()
         log.info("worker %s exiting (%s)", self.worker_id, exitcodes.describe_exit_code(
             self.exit_code))
         return self.exit_code
 
-    # ---- hooks (called on FlowWorker threads; cheap, never blocking)
+    # ---- hooks (called on the Runner's threads; cheap, never blocking)
 
     def on_tick(self) -> None:
         self.last_tick = time.monotonic()
@@ -388,9 +381,6 @@ class WorkerProcess:
             if warn or info:
                 self._log_outcome(job, kind, duration_s, error, warn)
 
-    def on_outcome(self, job: Any, kind: str, duration_s: float, error: str | None) -> None:
-        self.on_outcomes([(job, kind, duration_s, error)])
-
     @staticmethod
     def _count_outcomes(m: WorkerMetrics, events: list[OutcomeEvent]) -> None:
         durations: dict[tuple[str, str], list[float]] = {}
@@ -398,7 +388,7 @@ class WorkerProcess:
         for job, kind, duration_s, _ in events:
             key = (job.type, job.state)
             durations.setdefault(key, []).append(duration_s)
-            counter = _OUTCOME_COUNTERS.get(kind)
+            counter = COUNTED_AS.get(kind)
             if counter is not None:
                 ckey = (counter, job.type, job.state)
                 counts[ckey] = counts.get(ckey, 0) + 1
@@ -466,9 +456,9 @@ class WorkerProcess:
         self.stopping = True
         self.control.send(t="draining")
         self._title("draining")
-        if self.worker is None:  # still booting: nothing claimed yet
+        if self.runner is None:  # still booting: nothing claimed yet
             self._exit(self.exit_code)
-        self.worker.drain(deadline_s)
+        self.runner.drain(deadline_s)
         if deadline_s is not None:
             backstop = threading.Timer(deadline_s + EXIT_BACKSTOP_S, self._exit, (self.exit_code,))
             backstop.daemon = True
@@ -492,7 +482,7 @@ class WorkerProcess:
     def _report(self) -> None:
         if self.in_flight is not None:
             self.in_flight.publish()
-        stats = self.worker.statistics()
+        stats = self.runner.statistics()
         self.control.send(
             t="hb", busy=stats.in_flight, conc=stats.concurrency, handled=stats.handled,
             rss=_rss(), tick_age=round(time.monotonic() - self.last_tick, 3),
@@ -509,13 +499,6 @@ class WorkerProcess:
         finish(self.sentry, code)
 
 
-_OUTCOME_COUNTERS = {
-    "complete": "completed",
-    "transition": "transitioned",
-    "retry": "retried",
-    "fail": "failed",
-    "exhausted": "failed",
-}
 _WARNING_KINDS = frozenset({"fail", "exhausted", "stale", "error"})
 _OUTCOME_WORDS = {
     "complete": "completed",

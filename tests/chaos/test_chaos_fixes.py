@@ -25,8 +25,9 @@ import pytest
 from ferricflowd.config import load_config
 from ferricflowd.flow.client import FlowClient
 from ferricflowd.flow.errors import StoreError
+from ferricflowd.flow.runner import FlowWorker
 from ferricflowd.flow.store import Store
-from ferricflowd.flow.worker import FlowWorker
+from ferricflowd.flow.wire import LeaseRequest
 from ferricflowd.supervisor.children import BACKOFF_BASE_S, CRASH_LOOP_RETRY_S, GroupState
 from ferricflowd.supervisor.maintenance import Maintenance
 from tests.daemon.conftest import wait_for
@@ -155,7 +156,7 @@ def test_a_flow_one_crash_from_failing_runs_alone(redis_server: Any, namespace: 
         for fid in suspects:
             client.create(fid, "q", "queued")
         for n in range(2):  # two worker deaths while holding them: crash_count 2 of max 3
-            claimed = client.claim("q", ["queued"], f"dead{n}", lease_ms=60_000, limit=10)
+            claimed = client.claim("q", LeaseRequest(f"dead{n}", ["queued"], 60_000), limit=10)
             assert {j.id for j in claimed.jobs} == set(suspects)
             assert client.reclaim_worker(f"dead{n}", "killed") == (3, 0)
         for i in range(6):

@@ -29,8 +29,8 @@ def test_json_logs_name_the_flow(start_daemon):
     records = [json.loads(line) for line in daemon.log().splitlines() if line.strip()]
     event = next(r for r in records if r.get("id") == "j1")
     assert event["type"] == "q" and event["state"] == "queued" and event["attempt"] == 1
-    assert event["event"] == "completed" and event["logger"] == "ferricflowd.worker"
-    assert any(r["logger"] == "ferricflowd.supervisor" for r in records)
+    assert event["event"] == "completed" and event["logger"] == "ferricflowd.worker.process"
+    assert any(r["logger"] == "ferricflowd.supervisor.arbiter" for r in records)
 
 
 def test_seed_style_module_runs_against_the_daemons_store(start_daemon):

@@ -35,6 +35,7 @@ from ferricflowd import (
 from ferricflowd.flow import store as store_module
 from ferricflowd.flow.client import CreateSpec
 from ferricflowd.flow.records import Job
+from ferricflowd.flow.wire import LeaseRequest
 from tests.engine.util import assert_failed_after_retries, events, running, wait_for
 
 T = "misc"
@@ -48,7 +49,7 @@ def _server_ms(fc: FlowClient) -> int:
 
 def _claim(fc: FlowClient, states: list[str], limit: int = 100, type: str = T,
            worker: str = "w", lease_ms: int = 60_000) -> list[Job]:
-    return fc.claim(type, states, worker, lease_ms=lease_ms, limit=limit).jobs
+    return fc.claim(type, LeaseRequest(worker, states, lease_ms), limit=limit).jobs
 
 
 def _one(fc: FlowClient, state: str = "queued", type: str = T) -> Job:
@@ -86,7 +87,7 @@ def test_priorities_across_partitions(flow_client: FlowClient) -> None:
         first.setdefault(fc.partition_for(f"x{i}"), f"x{i}")
     fc.create(first[0], T, "queued", priority=0)
     fc.create(first[1], T, "queued", priority=2)
-    jobs = fc.claim(T, ["queued"], "w", lease_ms=60_000, limit=1, start=0).jobs
+    jobs = fc.claim(T, LeaseRequest("w", ["queued"], 60_000), limit=1, start=0).jobs
     assert [j.priority for j in jobs] == [2]
 
 
@@ -108,7 +109,7 @@ def test_run_at_scheduling(flow_client: FlowClient) -> None:
     run_at = _server_ms(fc) + 400
     fc.create("later", T, "queued", run_at_ms=run_at)
     fc.create("now", T, "queued")
-    first = fc.claim(T, ["queued"], "w", lease_ms=60_000, limit=10)
+    first = fc.claim(T, LeaseRequest("w", ["queued"], 60_000), limit=10)
     assert [j.id for j in first.jobs] == ["now"]
     assert first.next_due_ms is not None and first.next_due_ms <= run_at
     assert fc.get("later").next_run_at_ms == run_at  # type: ignore[union-attr]
@@ -565,7 +566,7 @@ def test_strict_durability_refuses_a_non_durable_store(make_redis_server: Any,
         FlowClient.from_url(everysec.url, namespace=namespace).connect()
 
     relaxed = FlowClient.from_url(server.url, namespace=namespace, durability="relaxed")
-    with caplog.at_level(logging.WARNING, logger="ferricflowd.store"):
+    with caplog.at_level(logging.WARNING, logger="ferricflowd.flow.store"):
         assert relaxed.create("x", T, "queued") is True
     assert any("appendonly" in r.getMessage() for r in caplog.records)
     assert relaxed.get("x").state == "queued"  # type: ignore[union-attr]
@@ -852,7 +853,7 @@ def test_a_claimed_job_has_every_field_of_job(flow_client: FlowClient) -> None:
 
 
 def test_plain_spec_equals_the_dataclass_built_one() -> None:
-    from ferricflowd.flow.client import plain_spec
+    from ferricflowd.flow.wire import plain_spec
 
     spec = plain_spec("i", "t", "queued", b"p", True)
     assert spec == CreateSpec("i", "t", "queued", b"p", idempotent=True)
@@ -864,8 +865,8 @@ def test_a_spawned_child_keeps_the_digest_a_create_of_it_would_have(
         flow_client: FlowClient) -> None:
     """spawn.lua stores each local child's create digest (an idempotent re-create of the
     child compares against it); the client computes it as create does."""
-    from ferricflowd.flow.client import _create_digest
     from ferricflowd.flow.records import record_fields
+    from ferricflowd.flow.wire import create_digest
 
     flow_client.create("dp", T, "queued")
     job = _one(flow_client)
@@ -874,7 +875,7 @@ def test_a_spawned_child_keeps_the_digest_a_create_of_it_would_have(
     raw = flow_client.store.execute(
         lambda r: r.get(flow_client.keys.flow(job.partition, "dk")))
     stored = record_fields(raw)[b"digest"].decode()
-    assert stored == _create_digest(flow_client._child_spec(job, child))
+    assert stored == create_digest(flow_client._child_spec(job, child))
     assert len(stored) == 16
 
 

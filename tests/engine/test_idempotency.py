@@ -17,6 +17,7 @@ from ferricflowd import (
     complete,
     transition,
 )
+from ferricflowd.flow.wire import LeaseRequest
 
 
 def _snapshot(fc: FlowClient, flow_id: str) -> tuple[Any, Any, Any]:
@@ -49,7 +50,7 @@ def test_idempotent_create_compares_with_the_original_not_the_current_record(
     fc = queues.flow_client
     mail = queues.queue(type="mail")
     mail.enqueue("m1", payload=b"v1", idempotent=True)
-    job = fc.claim("mail", ["queued"], "w", lease_ms=60_000, limit=1).jobs[0]
+    job = fc.claim("mail", LeaseRequest("w", ["queued"], 60_000), limit=1).jobs[0]
     fc.apply_outcome(job, transition("sending", payload=b"v2"))
     assert mail.enqueue("m1", payload=b"v1", idempotent=True) is False
     with pytest.raises(IdempotencyConflict):
@@ -128,7 +129,7 @@ def test_signal_idempotency(queues: QueueClient) -> None:
     # Passive signals with keys; a key repeated after the Flow finished is still OK.
     assert fc.signal("a1", "note", idempotency_key="k2") is True
     assert fc.signal("a1", "note", idempotency_key="k2") is False
-    job = fc.claim("approval", ["approved"], "w", lease_ms=60_000, limit=1).jobs[0]
+    job = fc.claim("approval", LeaseRequest("w", ["approved"], 60_000), limit=1).jobs[0]
     fc.apply_outcome(job, complete())
     done = fc.history("a1")
     assert fc.signal("a1", "note", idempotency_key="k2") is False
@@ -140,7 +141,7 @@ def test_signal_idempotency(queues: QueueClient) -> None:
 def test_respawning_the_same_children_is_ok(queues: QueueClient) -> None:
     fc = queues.flow_client
     fc.create("parent", "batch", "split")
-    job = fc.claim("batch", ["split"], "w", lease_ms=60_000, limit=1).jobs[0]
+    job = fc.claim("batch", LeaseRequest("w", ["split"], 60_000), limit=1).jobs[0]
     kids = [ChildSpec(id=f"kid-{i}", type="part", payload=b"%d" % i) for i in range(3)]
     assert job.flow.spawn_children(kids, wait_state="merge") is True
     history = fc.history("parent")

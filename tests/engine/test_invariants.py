@@ -46,8 +46,9 @@ from ferricflowd import (
     retry,
     transition,
 )
-from ferricflowd.flow.client import KeepLease
 from ferricflowd.flow.records import Job, record_fields
+from ferricflowd.flow.store import Call, Store
+from ferricflowd.flow.wire import LeaseRequest
 
 TYPE = "prop"
 STATES = ["a", "b", "c"]
@@ -75,6 +76,7 @@ class FlowMachine(RuleBasedStateMachine):
         super().__init__()
         self.fc = FlowClient.from_url(self.url, namespace="h" + secrets.token_hex(5),
                                       partitions=2)
+        self._fix_clock()
         self.fc.register_policy(TYPE, RetryPolicy(max_retries=2, backoff="none",
                                                   max_crashes=2))
         self.flows: dict[str, str | None] = {}  # id -> partition_key
@@ -86,6 +88,19 @@ class FlowMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.fc.close()
+
+    def _fix_clock(self) -> None:
+        """Run every script at a logical time, 1 s later per call (their now_ms override).
+        Claim order is (due, id): on the wall clock, whether two Flows made due by
+        consecutive commands share a millisecond decides which one a claim takes, and
+        hypothesis needs every example to replay exactly."""
+        store, clock = self.fc.store, iter(range(10**9, 10**12, 1000))
+
+        def call_many(calls: Any, *, mutating: bool = True) -> list[Any]:
+            timed = [Call(c.script, c.prefix, [next(clock), *c.args[1:]]) for c in calls]
+            return Store.call_many(store, timed, mutating=mutating)
+
+        store.call_many = call_many  # type: ignore[method-assign]
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -128,7 +143,7 @@ class FlowMachine(RuleBasedStateMachine):
     @rule(worker=st.sampled_from(WORKERS), wanted=st.sets(states, min_size=1),
           limit=st.integers(1, 3))
     def claim(self, worker: str, wanted: set[str], limit: int) -> None:
-        jobs = self.fc.claim(TYPE, sorted(wanted), worker, lease_ms=600_000, limit=limit).jobs
+        jobs = self.fc.claim(TYPE, LeaseRequest(worker, sorted(wanted), 600_000), limit=limit).jobs
         assert len(jobs) <= limit
         self.exercised["claimed"] += len(jobs)
         for job in jobs:
@@ -145,7 +160,7 @@ class FlowMachine(RuleBasedStateMachine):
         self.spent.append(job)
         self.sent[id(job)] = (kind, to)
         # With keep, a transition may come back as the next Job, leased on to WORKERS[0].
-        lease = KeepLease(WORKERS[0], STATES, 600_000) if keep else None
+        lease = LeaseRequest(WORKERS[0], STATES, 600_000) if keep else None
         reply = self.fc.apply_outcomes([(job, _outcome(kind, to))], keep=lease)[0]
         if isinstance(reply, StaleLease):  # taken away by a cascade (parent failed/cancelled)
             record = self.fc.get(job.id, partition_key=self.flows[job.id])

@@ -1,12 +1,12 @@
 """Kept transitions: a worker that handles the next state gets the Flow leased straight on
-(apply_outcomes(..., keep=KeepLease(...))), with the same record, history and counts as a
+(apply_outcomes(..., keep=LeaseRequest(...))), with the same record, history and counts as a
 transition followed by a claim."""
 
 from __future__ import annotations
 
 from ferricflowd import ChildSpec, FlowClient, complete, transition
-from ferricflowd.flow.client import KeepLease
 from ferricflowd.flow.records import Job
+from ferricflowd.flow.wire import LeaseRequest
 from tests.engine.util import assert_versions, events
 
 TYPE = "keep-test"
@@ -15,13 +15,13 @@ WORKER = "keeper-1"
 
 def _start(fc: FlowClient, flow_id: str = "k1", state: str = "a") -> Job:
     fc.create(flow_id, TYPE, state, b"payload")
-    jobs = fc.claim(TYPE, [state], WORKER, lease_ms=60_000, limit=1).jobs
+    jobs = fc.claim(TYPE, LeaseRequest(WORKER, [state], 60_000), limit=1).jobs
     assert [j.id for j in jobs] == [flow_id]
     return jobs[0]
 
 
-def _keep(*states: str) -> KeepLease:
-    return KeepLease(worker=WORKER, states=states, lease_ms=60_000)
+def _keep(*states: str) -> LeaseRequest:
+    return LeaseRequest(worker=WORKER, states=states, lease_ms=60_000)
 
 
 def test_transition_to_a_handled_state_is_leased_on(flow_client: FlowClient) -> None:
@@ -40,7 +40,7 @@ def test_transition_to_a_handled_state_is_leased_on(flow_client: FlowClient) -> 
     assert stats.running == 1 and stats.counts.get("running") == 1
     assert not stats.counts.get("a") and not stats.counts.get("b") and stats.due_now == 0
     # Nobody else can claim it, and the kept Job completes like a claimed one.
-    assert fc.claim(TYPE, ["b"], "other", lease_ms=60_000, limit=10).jobs == []
+    assert fc.claim(TYPE, LeaseRequest("other", ["b"], 60_000), limit=10).jobs == []
     assert fc.apply_outcome(nxt, complete(b"done")) == b"ok"
     assert fc.get("k1").state == "completed"  # type: ignore[union-attr]
     assert fc.stats(TYPE).counts.get("completed") == 1
@@ -64,7 +64,7 @@ def test_not_kept_when_the_worker_does_not_handle_it_or_it_is_not_due(
     assert fc.apply_outcomes([(job, transition("c"))], keep=_keep("b")) == [b"ok"]
     assert fc.get("k1").state == "c"  # type: ignore[union-attr]
     later = _start(fc, "k2")
-    run_at = fc.claim(TYPE, ["a"], WORKER, lease_ms=1, limit=1).now_ms + 60_000
+    run_at = fc.claim(TYPE, LeaseRequest(WORKER, ["a"], 1), limit=1).now_ms + 60_000
     assert fc.apply_outcomes([(later, transition("b", run_at_ms=run_at))],
                              keep=_keep("b")) == [b"ok"]
     record = fc.get("k2")

@@ -19,6 +19,7 @@ from ferricflowd import (
     transition,
 )
 from ferricflowd.flow.records import Job
+from ferricflowd.flow.wire import LeaseRequest
 from tests.engine.util import events, wait_for
 
 TYPE = "lease-test"
@@ -26,7 +27,7 @@ TYPE = "lease-test"
 
 def _claim_one(fc: FlowClient, worker: str, lease_ms: int = 60_000,
                states: tuple[str, ...] = ("queued",)) -> Job:
-    result = fc.claim(TYPE, list(states), worker, lease_ms=lease_ms, limit=1)
+    result = fc.claim(TYPE, LeaseRequest(worker, list(states), lease_ms), limit=1)
     assert len(result.jobs) == 1, f"{worker} claimed {len(result.jobs)} jobs"
     return result.jobs[0]
 
@@ -196,7 +197,7 @@ def test_release(flow_client: FlowClient) -> None:
     fc = flow_client
     for i in range(3):
         fc.create(f"f{i}", TYPE, "queued")
-    jobs = fc.claim(TYPE, ["queued"], "w1", lease_ms=60_000, limit=3).jobs
+    jobs = fc.claim(TYPE, LeaseRequest("w1", ["queued"], 60_000), limit=3).jobs
     assert len(jobs) == 3
     keep, *back = sorted(jobs, key=lambda j: j.id)
     assert fc.release(back, "drain") == [b"ok", b"ok"]
@@ -208,7 +209,7 @@ def test_release(flow_client: FlowClient) -> None:
         assert [e.details.get("cause") for e in fc.history(job.id)][-1] == "drain"
     assert all(isinstance(r, StaleLease) for r in fc.release(back, "drain"))
     assert fc.get(keep.id).state == "running"  # type: ignore[union-attr]
-    again = fc.claim(TYPE, ["queued"], "w2", lease_ms=60_000, limit=10).jobs
+    again = fc.claim(TYPE, LeaseRequest("w2", ["queued"], 60_000), limit=10).jobs
     assert sorted(j.id for j in again) == sorted(j.id for j in back)
     assert all(j.fencing_token == 2 for j in again)
 
@@ -233,7 +234,7 @@ def test_reclaim_worker_counts_crashes_and_fails_poison_pills(flow_client: FlowC
 
     fc.register_policy("strict", RetryPolicy(max_crashes=1))
     fc.create("once", "strict", "queued")
-    fc.claim("strict", ["queued"], "w9", lease_ms=60_000, limit=1)
+    fc.claim("strict", LeaseRequest("w9", ["queued"], 60_000), limit=1)
     assert fc.reclaim_worker("w9", "oom") == (0, 1)
     assert b"crashed worker 1 times" in fc.get("once").error  # type: ignore[operator,union-attr]
 
@@ -258,7 +259,7 @@ def test_worker_counts_stale_outcome_after_reclaim(queues: QueueClient) -> None:
     release.set()
     thread.join(15)
     assert result == [2]  # the refused run and the re-run after the reclaim
-    assert worker._worker is not None and worker._worker.stats.stale == 1
+    assert worker._runner is not None and worker._runner.stats.stale == 1
     record = fc.get("f1")
     assert record is not None and record.state == "completed" and record.crash_count == 1
     assert record.fencing_token == 2  # completed by the second claim, not the stale one
@@ -285,7 +286,7 @@ def test_worker_extends_leases_of_long_handlers(queues: QueueClient) -> None:
     thread.start()
     stolen: list[Job] = []
     while not done.wait(0.05):  # a competitor that would take over any expired lease
-        stolen.extend(fc.claim(TYPE, ["queued"], "thief", lease_ms=60_000, limit=1).jobs)
+        stolen.extend(fc.claim(TYPE, LeaseRequest("thief", ["queued"], 60_000), limit=1).jobs)
         fc.reclaim_expired(TYPE)
     thread.join(5)
     assert stolen == [] and handled == [1]
@@ -330,7 +331,7 @@ def test_worker_claims_on_while_outcomes_are_flushed_and_caps_its_leases(
         assert fc.stats(TYPE).counts == {"queued": 30 - cap, "running": cap}
     finally:
         release.set()
-        assert worker._worker is not None
-        worker._worker.stop()
+        assert worker._runner is not None
+        worker._runner.stop()
         thread.join(10)
     assert not thread.is_alive()

@@ -27,6 +27,7 @@ from ferricflowd import (
     retry,
     transition,
 )
+from ferricflowd.flow.wire import LeaseRequest
 from tests.engine.util import assert_versions, events, running, terminal, wait_for
 
 Opts = tuple[str, dict[str, Any]]
@@ -326,7 +327,7 @@ def test_failure_model(url_and_opts: Opts, closing: Opened) -> None:
     # A worker that dies holding a lease: its Flow is reclaimed, re-run, and the dead worker's
     # late outcome is refused.
     fc.create("pay-crash", "payment", "charge", b"good card")
-    dead = fc.claim("payment", ["charge"], "dead-worker", lease_ms=60_000, limit=1)
+    dead = fc.claim("payment", LeaseRequest("dead-worker", ["charge"], 60_000), limit=1)
     assert [j.id for j in dead.jobs] == ["pay-crash"]
     assert fc.reclaim_worker("dead-worker", "process exited") == (1, 0)
     reclaimed = payments.get("pay-crash")

@@ -35,6 +35,7 @@ from ferricflowd import (
     transition,
 )
 from ferricflowd.config import ConfigError, load_config
+from ferricflowd.flow.wire import LeaseRequest
 from tests.daemon.conftest import daemon_env
 from tests.hardening.conftest import flow_keys, run_many
 from tests.unit.test_config import EXAMPLE, FUZZ_SEEDS, make_case
@@ -61,7 +62,7 @@ def ctx(redis_server: Any, namespace: str, closing: Any) -> Ctx:
     workflow = workflows.workflow(type="wf", initial_state="a", states=["a", "b"])
     workflow.state("a")(lambda job: None)
     queue.enqueue("parent")
-    job = fc.claim(T, ["queued"], "w", lease_ms=60_000, limit=1).jobs[0]
+    job = fc.claim(T, LeaseRequest("w", ["queued"], 60_000), limit=1).jobs[0]
     return Ctx(fc, redis_server.url, queues, workflows, queue, workflow, job)
 
 
@@ -234,9 +235,9 @@ WRONG: list[tuple[str, str, C]] = [
     ("terminals", "count", lambda c: c.queue.terminals(count="all")),  # type: ignore[arg-type]
     ("terminals", "count", lambda c: c.queue.terminals(count=-1)),
     ("put_value", "values", lambda c: c.queue.put_value("parent", "v", 1)),  # type: ignore
-    ("claim", "states", lambda c: c.fc.claim(T, "queued", "w", lease_ms=1000, limit=1)),
-    ("claim", "lease_ms", lambda c: c.fc.claim(T, ["queued"], "w", lease_ms="1s", limit=1)),  # type: ignore
-    ("claim", "limit", lambda c: c.fc.claim(T, ["queued"], "w", lease_ms=1000, limit=0)),
+    ("claim", "states", lambda c: c.fc.claim(T, LeaseRequest("w", "queued", 1000), limit=1)),
+    ("claim", "lease_ms", lambda c: c.fc.claim(T, LeaseRequest("w", ["queued"], "1s"), limit=1)),  # type: ignore
+    ("claim", "limit", lambda c: c.fc.claim(T, LeaseRequest("w", ["queued"], 1000), limit=0)),
 ]
 
 
@@ -298,7 +299,7 @@ def test_oversize_input_is_refused_at_every_entry_point_and_nothing_is_written(
     q.enqueue("host")
     refused("values['v']", lambda: q.signal("host", "s", values={"v": big_value}))
     refused("values['v']", lambda: q.put_value("host", "v", big_value))
-    job = fc.claim(T, ["queued"], "w", lease_ms=60_000, limit=1).jobs[0]
+    job = fc.claim(T, LeaseRequest("w", ["queued"], 60_000), limit=1).jobs[0]
     refused("payload", lambda: job.flow.spawn_children(
         [ChildSpec("o6", T), ChildSpec("o7", T, payload=big_payload)], wait_state="queued"))
     refused("values['v']", lambda: job.flow.put_value("v", big_value))
@@ -347,7 +348,7 @@ def test_a_transition_payload_of_one_nul_byte_is_stored(ctx: Ctx) -> None:
                                      ("n3", transition("a"), b"orig"),
                                      ("n4", transition("a", payload=b"\0\0x"), b"\0\0x")):
         fc.create(flow_id, "nul", "start", b"orig")
-        job = fc.claim("nul", ["start"], "w", lease_ms=60_000, limit=1).jobs[0]
+        job = fc.claim("nul", LeaseRequest("w", ["start"], 60_000), limit=1).jobs[0]
         assert job.id == flow_id
         assert fc.apply_outcome(job, outcome) == b"ok"
         assert fc.get(flow_id).payload == expect, flow_id  # type: ignore[union-attr]
@@ -372,7 +373,7 @@ def test_unknown_states_are_refused_before_anything_is_stuck(ctx: Ctx, redis_ser
         with pytest.raises(InvalidArgument, match="reserved"):
             ctx.queue.signal("parent", "s", if_state="queued", transition_to=reserved)
     with pytest.raises(InvalidArgument, match="states"):
-        ctx.fc.claim(T, [], "w", lease_ms=1000, limit=1)
+        ctx.fc.claim(T, LeaseRequest("w", [], 1000), limit=1)
     with redis_server.client() as r:
         assert flow_keys(r, namespace, "u1") == [] and flow_keys(r, namespace, "u3") == []
 

@@ -166,7 +166,7 @@ def test_lease_extension_keeps_a_long_handler_and_a_second_worker_never_runs_it(
         claimed = [e.details for e in fc.history(flow_id) if e.event == "claimed"]
         assert claimed[0]["worker"] == "first" and claimed[0]["fencing"] == 1
         assert_versions(fc, flow_id)
-    assert second._worker is not None and second._worker.stats.claimed == 0
+    assert second._runner is not None and second._runner.stats.claimed == 0
 
 
 # -- returning after the lease was reclaimed (in-process: the log line) -----------------------
@@ -186,14 +186,14 @@ def test_stale_outcome_is_logged_with_the_flow_and_the_worker_goes_on(
 
     worker = q.worker(worker_id="w-stale", block_ms=50, concurrency=4)
     thread = threading.Thread(target=worker.run, args=(handler,), daemon=True)
-    with caplog.at_level(logging.WARNING, logger="ferricflowd.worker"):
+    with caplog.at_level(logging.WARNING, logger="ferricflowd.flow.runner"):
         thread.start()
         assert started.wait(10)
         assert fc.reclaim_worker("w-stale", "test: presumed dead") == (1, 0)
         wait_for(lambda: fc.get("slow one").state == "completed", timeout=10,
                  what="the re-run completed")
         release.set()
-        wait_for(lambda: worker._worker is not None and worker._worker.stats.stale == 1,
+        wait_for(lambda: worker._runner is not None and worker._runner.stats.stale == 1,
                  timeout=10, what="the late outcome refused")
         q.enqueue_many([f"after-{i}" for i in range(10)])
         wait_for(lambda: fc.stats(T).counts.get("completed") == 11, timeout=10,

@@ -6,7 +6,7 @@ import pytest
 
 from ferricflowd import complete, transition
 from ferricflowd.flow.outcomes import Complete, Transition
-from ferricflowd.flow.worker import to_outcome
+from ferricflowd.flow.runner import to_outcome
 
 
 def test_plain_outcomes_equal_fresh_ones_and_cannot_be_changed() -> None:

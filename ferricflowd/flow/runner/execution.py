@@ -1,0 +1,233 @@
+"""Handler execution: plain functions on `concurrency` threads, `async def` handlers as tasks
+on one asyncio event loop thread, and what a handler's return value or exception becomes.
+
+Every finished (or handed back) job leaves as `(job, outcome, duration_s)` on the outcomes
+queue, where the flusher takes it: `outcome` is an Outcome to store, None (the exception
+policy RAISE: leave the Flow to its lease) or RELEASE (hand it back unstarted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ..checks import check_state
+from ..outcomes import COMPLETE, KINDS, Complete, Fail, Outcome, Retry, Transition
+from ..policy import ExceptionPolicy
+from ..records import Job
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Job], Any]
+STOP = object()  # on the jobs queue: a handler thread exits; on the outcomes queue: the flusher
+RELEASE = object()  # in place of an outcome: hand the job back unstarted
+
+
+def to_outcome(value: Any, declared: frozenset[str] | None = None) -> Outcome:
+    """Map a handler's return value to an outcome; garbage becomes a Fail with the reason."""
+    if isinstance(value, Transition):
+        try:
+            check_state("to_state", value.to_state)
+        except (TypeError, ValueError) as exc:
+            return Fail(f"handler returned an invalid transition: {exc}".encode())
+        if declared is not None and value.to_state not in declared:
+            return Fail(f"handler returned a transition to undeclared state "
+                        f"{value.to_state!r}".encode())
+        return value
+    if isinstance(value, (Complete, Fail, Retry)):
+        return value
+    if value is None:
+        return COMPLETE
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return Complete(bytes(value))
+    if isinstance(value, str):
+        return Complete(value.encode("utf-8"))
+    return Fail(f"handler returned an unsupported {type(value).__name__}; return an outcome, "
+                f"bytes, str or None".encode())
+
+
+def exception_outcome(exc: BaseException, policy: ExceptionPolicy) -> Outcome | None:
+    """What an exception escaping a handler becomes under `policy` (None: RAISE)."""
+    text = f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")[:4096]
+    if policy is ExceptionPolicy.FAIL:
+        return Fail(text)
+    if policy is ExceptionPolicy.RAISE:
+        return None
+    return Retry(text)
+
+
+class Execution:
+    """The handler threads and the event loop of one Runner."""
+
+    def __init__(self, handlers: Mapping[str, Handler], states: list[str], concurrency: int,
+                 outcomes: queue.SimpleQueue[Any], stopping: threading.Event, *,
+                 storable: Callable[[Outcome], Outcome],
+                 exception_policy: ExceptionPolicy | Mapping[str, ExceptionPolicy] | None,
+                 declared: frozenset[str] | None,
+                 on_error: Callable[[Job, BaseException], None] | None) -> None:
+        self.handlers = dict(handlers)
+        self.concurrency = concurrency
+        self.outcomes = outcomes
+        self.stopping = stopping
+        self.storable = storable
+        self.declared = declared
+        self.on_error = on_error
+        self._policy = exception_policy
+        self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.async_states = frozenset(s for s in states
+                                      if inspect.iscoroutinefunction(self.handlers[s]))
+        # Handler threads a run starts: none when every state's handler is `async def`.
+        self.thread_count = concurrency if len(self.async_states) < len(states) else 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # Owned by the loop thread: async jobs not started yet, and the tasks running.
+        self._waiting: collections.deque[Job] = collections.deque()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> list[threading.Thread]:
+        """Start the handler threads (and the event loop thread, if any state is async)."""
+        threads = []
+        for i in range(self.thread_count):
+            t = threading.Thread(target=self._handler_loop, name=f"ff-handler-{i}", daemon=True)
+            t.start()
+            threads.append(t)
+        if self.async_states:
+            self.loop = loop = asyncio.new_event_loop()
+            t = threading.Thread(target=loop.run_forever, name="ff-asyncio", daemon=True)
+            t.start()
+            threads.append(t)
+        return threads
+
+    def dispatch(self, jobs: list[Job]) -> None:
+        """Hand jobs to the handler threads, or to the event loop for `async def` states."""
+        later = []
+        for job in jobs:
+            if job.state in self.async_states:
+                later.append(job)
+            else:
+                self.jobs.put(job)
+        if not later:
+            return
+        loop = self.loop
+        if loop is None:  # the run's loop is gone (past a drain deadline): hand them back
+            for job in later:
+                self.outcomes.put((job, RELEASE, 0.0))
+        else:
+            loop.call_soon_threadsafe(self._admit, later)
+
+    def unstarted(self) -> list[Job]:
+        """Stopping: take back the jobs queued for the threads that no thread started; the
+        event loop hands its own waiting jobs back (see _pump)."""
+        jobs = []
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not STOP:
+                jobs.append(job)
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._pump)
+        return jobs
+
+    def stop(self) -> asyncio.AbstractEventLoop | None:
+        """Tell every handler thread and the loop to end; returns the loop (to close)."""
+        for _ in range(self.thread_count):
+            self.jobs.put(STOP)
+        loop, self.loop = self.loop, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+        return loop
+
+    # -- handler threads ----------------------------------------------------------------------
+
+    def _handler_loop(self) -> None:
+        get, put, stopping = self.jobs.get, self.outcomes.put, self.stopping
+        while True:
+            job = get()
+            if job is STOP:
+                return
+            if stopping.is_set():
+                put((job, RELEASE, 0.0))
+                continue
+            put(self.handle(job))
+
+    def handle(self, job: Job) -> tuple[Job, Outcome | None, float]:
+        """Run the job's handler: (job, the outcome to store or None, duration in s)."""
+        started = time.perf_counter()
+        try:
+            value = self.handlers[job.state](job)
+            if value is not None and type(value) not in KINDS and inspect.isawaitable(value):
+                value = asyncio.run(_await(value))  # a plain function that returned one
+            outcome = self._outcome(job, value)
+        except Exception as exc:  # noqa: BLE001 - a handler may raise anything
+            outcome = self._raised(job, exc)
+        return job, outcome, time.perf_counter() - started
+
+    async def _handle_async(self, job: Job) -> None:
+        """handle() for an `async def` handler, on the loop; the result goes to the flusher."""
+        started = time.perf_counter()
+        try:
+            outcome = self._outcome(job, await self.handlers[job.state](job))
+        except Exception as exc:  # noqa: BLE001 - a handler may raise anything
+            outcome = self._raised(job, exc)
+        self.outcomes.put((job, outcome, time.perf_counter() - started))
+
+    def _outcome(self, job: Job, value: Any) -> Outcome | None:
+        outcome: Outcome | None = self.storable(to_outcome(value, self.declared))
+        if outcome is not value and isinstance(outcome, Fail):  # not the handler's own
+            log.error("flow %s %s state=%s attempt=%d: %s", job.type, job.id, job.state,
+                      job.attempt, outcome.error.decode("utf-8", "replace"))
+        return outcome
+
+    def _raised(self, job: Job, exc: Exception) -> Outcome | None:
+        log.warning("flow %s %s state=%s attempt=%d raised %s: %s", job.type, job.id,
+                    job.state, job.attempt, type(exc).__name__, exc, exc_info=True)
+        if self.on_error:
+            self.on_error(job, exc)
+        return exception_outcome(exc, self._exception_policy(job.state))
+
+    def _exception_policy(self, state: str) -> ExceptionPolicy:
+        policy = self._policy
+        if isinstance(policy, Mapping):
+            policy = policy.get(state)
+        return policy or ExceptionPolicy.RETRY
+
+    # -- the event loop (its own thread) ------------------------------------------------------
+
+    def _admit(self, jobs: list[Job]) -> None:
+        self._waiting.extend(jobs)
+        self._pump()
+
+    def _pump(self) -> None:
+        """Start waiting async jobs while fewer than `concurrency` run; once stopping, hand
+        them all back unstarted, as the handler threads do."""
+        waiting, tasks = self._waiting, self._tasks
+        if self.stopping.is_set():
+            while waiting:
+                self.outcomes.put((waiting.popleft(), RELEASE, 0.0))
+            return
+        loop = asyncio.get_running_loop()
+        while waiting and len(tasks) < self.concurrency:
+            task = loop.create_task(self._handle_async(waiting.popleft()))
+            tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._pump()
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a thread or a task slot."""
+        return self.jobs.qsize() + len(self._waiting)
+
+
+async def _await(value: Any) -> Any:
+    return await value
