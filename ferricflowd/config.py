@@ -119,6 +119,7 @@ class GroupConfig:
     max_jobs: int  # 0: no recycling after N jobs
     claim_values: tuple[str, ...]
     value_max_bytes: int | None
+    timeout_s: float | None = None  # a handler's time limit; None: none
 
 
 @dataclass(frozen=True)
@@ -528,6 +529,11 @@ SETTINGS: tuple[Setting, ...] = (
       _check_value_names, convert=tuple, inherit=True),
     S("group", "value_max_bytes", SIZE, None, "Largest value a handler may store; 0 = no cap.",
       convert=_unset_zero, inherit=True),
+    S("group", "timeout", OPT_DURATION, None,
+      "Time limit of one handler run; past it the Flow is retried or failed under its "
+      "policy, an async handler is cancelled, a hung thread's worker is replaced. "
+      "Off by default; a workflow state's own timeout= wins.", _positive("s"),
+      "timeout_s", inherit=True),
 )
 del S
 # fmt: on

@@ -24,7 +24,8 @@ from .runner import RunnerHooks
 from .wire import CreateSpec, plain_spec
 
 WORKER_OPTIONS = ("concurrency", "batch_size", "lease_ms", "block_ms", "claim_values",
-                  "value_max_bytes", "exception_policy", "worker_id", "hooks", "payload_cap")
+                  "value_max_bytes", "exception_policy", "worker_id", "hooks", "payload_cap",
+                  "timeout")
 
 
 def _run_at(run_at_ms: int | None, delay_ms: int | None) -> int | None:
@@ -56,6 +57,10 @@ def worker_options(options: Mapping[str, Any]) -> dict[str, Any]:
     check_int("value_max_bytes", options.get("value_max_bytes"), optional=True)
     if options.get("worker_id") is not None:
         check_id("worker_id", options["worker_id"])
+    timeout = options.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not timeout > 0):
+        raise InvalidArgument("timeout", f"must be a number of seconds > 0, got {timeout!r}")
     hooks = options.get("hooks")
     if hooks is not None and not isinstance(hooks, RunnerHooks):
         raise TypeError(f"hooks must be a RunnerHooks, not {type(hooks).__name__}")

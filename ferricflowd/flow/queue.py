@@ -86,8 +86,10 @@ class QueueRunner:
         if not callable(handler):
             raise TypeError("handler must be callable")
         self.queue.register()
+        options = dict(self.options)
+        options["timeouts"] = options.pop("timeout", None)
         self._runner = Runner(self.queue.client, type=self.queue.type, states=self.states,
-                              handlers={s: handler for s in self.states}, **self.options)
+                              handlers={s: handler for s in self.states}, **options)
         return self._runner
 
     def run(self, handler: Callable[[Job], Any]) -> int:

@@ -63,13 +63,19 @@ class Workflow(TypeHandle):
         self.initial_state = initial_state
         self.handlers: dict[str, Handler] = {}
         self.exception_policies: dict[str, ExceptionPolicy] = {}
+        self.timeouts: dict[str, float] = {}  # per state handler time limits, seconds
         self.declared_states = (frozenset(check_names("states", states, states=True))
                                 if states is not None else None)
 
     def state(self, name: str, *, exception_policy: ExceptionPolicy | None = None,
-              retry_policy: RetryPolicy | None = None) -> Callable[[Handler], Handler]:
-        """Decorator: register the handler of state `name`."""
+              retry_policy: RetryPolicy | None = None,
+              timeout: float | None = None) -> Callable[[Handler], Handler]:
+        """Decorator: register the handler of state `name`. `timeout` (seconds): past it the
+        handler is given up (see Runner) and the Flow retried or failed under its policy."""
         check_state("state", name)
+        if timeout is not None and (isinstance(timeout, bool)
+                                    or not isinstance(timeout, (int, float)) or not timeout > 0):
+            raise InvalidArgument("timeout", f"must be a number of seconds > 0, got {timeout!r}")
         if exception_policy is not None and not isinstance(exception_policy, ExceptionPolicy):
             raise TypeError("exception_policy must be an ExceptionPolicy")
         if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
@@ -83,6 +89,8 @@ class Workflow(TypeHandle):
                 self.exception_policies[name] = exception_policy
             if retry_policy is not None:
                 self.state_policies[name] = retry_policy
+            if timeout is not None:
+                self.timeouts[name] = float(timeout)
             return fn
 
         return register
@@ -93,6 +101,7 @@ class Workflow(TypeHandle):
                          retry_policy=self.retry_policy, client=client)
         bound.handlers = self.handlers
         bound.exception_policies = self.exception_policies
+        bound.timeouts = self.timeouts
         bound.state_policies = self.state_policies
         bound.declared_states = self.declared_states
         return bound
@@ -161,9 +170,13 @@ class WorkflowRunner:
         policy = options.pop("exception_policy", None)
         policies: dict[str, ExceptionPolicy] = {s: policy for s in self.states if policy}
         policies.update({s: p for s, p in wf.exception_policies.items() if s in self.states})
+        # A state's own timeout wins over the worker's (the group's) for every state.
+        timeout = options.pop("timeout", None)
+        timeouts: dict[str, float | None] = dict.fromkeys(self.states, timeout)
+        timeouts.update({s: t for s, t in wf.timeouts.items() if s in self.states})
         self._runner = Runner(wf.client, type=wf.type, states=self.states,
                               handlers=wf.handlers, exception_policy=policies,
-                              declared_states=wf.declared(), **options)
+                              declared_states=wf.declared(), timeouts=timeouts, **options)
         return self._runner
 
     def run(self) -> int:

@@ -178,6 +178,10 @@ class Supervisor:
             for message in child.read_control(now):
                 if message.get("t") == "ready":
                     log.info("worker %s (pid %d) ready", child.worker_id, child.pid)
+                elif message.get("t") == "recycle" and child.kill_at is None:
+                    log.info("worker %s is recycling itself: %s", child.worker_id,
+                             message.get("why"))
+                    child.kill_at = now + self._retire_grace()  # its drain is bounded too
         self.murder_children(now)
         if self.booting and (now - self.boot_started > BOOT_DEFER_S
                              or all(c.ready for c in self.children.values())):

@@ -6,9 +6,12 @@ object per line on that pipe (ferricflowd/worker/process.py is the other side):
 
     {"t": "ready"}                                      boot done, claiming
     {"t": "hb", "busy": 3, "conc": 16, "handled": 812,  status, about once a second;
-     "rss": 51200000, "tick_age": 0.2}                  tick_age = seconds since the claim
-                                                        loop last turned
+     "rss": 51200000, "tick_age": 0.2, "live": 16}      tick_age = seconds since the claim
+                                                        loop last turned; live = handler
+                                                        slots not hung past a timeout
     {"t": "draining"}                                   SIGTERM seen, no more claims
+    {"t": "recycle", "why": "..."}                      a handler hung past its timeout:
+                                                        draining to be replaced (planned)
 
 A `GroupState` is the supervisor's bookkeeping for one `[groups.NAME]`: the target strength,
 the config generation, the crash history that drives backoff and crash-loop detection, and
@@ -64,6 +67,7 @@ class Child:
     concurrency: int = 0
     handled: int = 0
     rss: int = 0
+    live: int | None = None  # handler slots able to run a job (None: not reported yet)
     draining: bool = False
     # what the supervisor asked of it
     retire_reason: str | None = None  # set once the child is on its way out
@@ -123,9 +127,14 @@ class Child:
             self.concurrency = int(message.get("conc", self.concurrency))
             self.handled = int(message.get("handled", self.handled))
             self.rss = int(message.get("rss", self.rss))
+            self.live = int(message.get("live", 1))
             self.last_tick = max(self.last_tick, now - float(message.get("tick_age", 0.0)))
         elif kind == "draining":
             self.draining = True
+        elif kind == "recycle":  # it drains and exits by itself: a planned recycle
+            self.retire_reason = self.retire_reason or f"recycle: {message.get('why', '')}"
+            if self.term_sent_at is None:  # as if told to (no SIGTERM needed)
+                self.term_sent_at = now
 
     def send(self, sig: int) -> bool:
         """Send a signal; False if the process is already gone (not yet reaped)."""
@@ -247,8 +256,9 @@ class GroupState:
 
     def readiness(self, children: list[Child]) -> tuple[dict[str, Any], str | None]:
         """(status for /readyz, why the group is not ready or None)."""
-        ready = sum(
-            1 for c in children if c.ready and not c.retiring and c.generation == self.generation
+        ready = sum(  # a worker whose every handler slot hung serves nothing: not ready
+            1 for c in children if c.ready and c.live != 0 and not c.retiring
+            and c.generation == self.generation
         )
         doc: dict[str, Any] = {"target": self.target, "ready": ready}
         if self.boot_failure is not None:

@@ -303,6 +303,7 @@ class WorkerProcess:
             on_released=self.on_released,
             on_tick=self.on_tick,
             on_handler_error=self.on_handler_error,
+            on_hung=self.on_hung,
         )
         workflow = loaded.workflow
         if workflow is not None:
@@ -320,7 +321,7 @@ class WorkerProcess:
             claim_values=group.claim_values, value_max_bytes=group.value_max_bytes,
             exception_policy=getattr(workflow, "exception_policies", None),
             declared_states=_declared_states(workflow),
-            worker_id=self.worker_id, hooks=hooks,
+            worker_id=self.worker_id, hooks=hooks, timeouts=_timeouts(group, workflow),
         )  # fmt: skip
 
     # ---- run
@@ -404,6 +405,17 @@ class WorkerProcess:
         level = logging.WARNING if warn else logging.INFO
         flow_event(log, level, _OUTCOME_WORDS.get(kind, kind), job, detail, duration_s=duration_s)
 
+    def on_hung(self, job: Any, limit_s: float) -> None:
+        """A handler thread passed its timeout: it cannot be killed, so this process stops
+        claiming, lets its other handlers finish and exits to be replaced (a planned
+        recycle for the supervisor, not a crash; only the hung Flow was blamed)."""
+        if self.stopping:
+            return
+        why = f"handler of flow {job.id} passed its timeout of {limit_s:g}s"
+        log.warning("worker %s recycling: %s", self.worker_id, why)
+        self.control.send(t="recycle", why=why)
+        self.signals.put_nowait(signal.SIGTERM)
+
     def on_handler_error(self, job: Any, exc: BaseException) -> None:
         if self.metrics is not None:
             self.metrics.handler_errors.labels(job.type, job.state).inc()
@@ -485,6 +497,7 @@ class WorkerProcess:
         stats = self.runner.statistics()
         self.control.send(
             t="hb", busy=stats.in_flight, conc=stats.concurrency, handled=stats.handled,
+            live=stats.live_slots,
             rss=_rss(), tick_age=round(time.monotonic() - self.last_tick, 3),
         )  # fmt: skip
         self._title(f"{'draining' if self.stopping else 'busy'} {stats.in_flight}/"
@@ -509,6 +522,14 @@ _OUTCOME_WORDS = {
     "stale": "outcome rejected (lease lost)",
     "error": "outcome rejected",
 }
+
+
+def _timeouts(group: GroupConfig, workflow: Any) -> dict[str, float | None]:
+    """Per state time limits: the group's `timeout`, unless the workflow state has its own."""
+    limits: dict[str, float | None] = dict.fromkeys(group.states, group.timeout_s)
+    own = getattr(workflow, "timeouts", {})
+    limits.update({s: t for s, t in own.items() if s in limits})
+    return limits
 
 
 def _declared_states(workflow: Any) -> frozenset[str] | None:

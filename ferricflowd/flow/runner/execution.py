@@ -4,6 +4,12 @@ on one asyncio event loop thread, and what a handler's return value or exception
 Every finished (or handed back) job leaves as `(job, outcome, duration_s)` on the outcomes
 queue, where the flusher takes it: `outcome` is an Outcome to store, None (the exception
 policy RAISE: leave the Flow to its lease) or RELEASE (hand it back unstarted).
+
+A state may have a time limit. An `async def` handler past it is cancelled. A thread cannot
+be killed: the watchdog (overdue(), run by the flusher) takes the job from its thread, sends
+its timeout outcome at once and counts the thread as hung; whatever the handler returns
+later is dropped. The Runner's owner decides what a hung thread means (the daemon's worker
+process drains and is replaced, as Celery does past a hard time limit).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
+import itertools
 import logging
 import queue
 import threading
@@ -63,6 +70,13 @@ def exception_outcome(exc: BaseException, policy: ExceptionPolicy) -> Outcome | 
     return Retry(text)
 
 
+def timeout_outcome(job: Job, limit_s: float, policy: ExceptionPolicy) -> Outcome:
+    """A handler past its time limit: retried or failed under `policy`. RAISE (leave the
+    Flow to its lease) would leave it to a lease its own worker keeps renewing: retry."""
+    exc = TimeoutError(f"handler of {job.type}.{job.state} passed its timeout of {limit_s:g}s")
+    return exception_outcome(exc, policy) or Retry(f"TimeoutError: {exc}".encode())
+
+
 class Execution:
     """The handler threads and the event loop of one Runner."""
 
@@ -71,8 +85,11 @@ class Execution:
                  storable: Callable[[Outcome], Outcome],
                  exception_policy: ExceptionPolicy | Mapping[str, ExceptionPolicy] | None,
                  declared: frozenset[str] | None,
-                 on_error: Callable[[Job, BaseException], None] | None) -> None:
+                 on_error: Callable[[Job, BaseException], None] | None,
+                 timeouts: Mapping[str, float] | None = None) -> None:
         self.handlers = dict(handlers)
+        # Per state time limit in seconds; a state not in it has none.
+        self.timeouts = {s: float(t) for s, t in (timeouts or {}).items() if t}
         self.concurrency = concurrency
         self.outcomes = outcomes
         self.stopping = stopping
@@ -89,14 +106,24 @@ class Execution:
         # Owned by the loop thread: async jobs not started yet, and the tasks running.
         self._waiting: collections.deque[Job] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Jobs running on a handler thread: run number -> (job, monotonic start, thread
+        # index). The thread and the watchdog both pop the entry when done with it; whoever
+        # gets it owns the outcome (dict.pop is atomic), so a run never has two. Keyed by
+        # run, not Flow id: after a reclaim one runner may run the same Flow twice at once.
+        self.running: dict[int, tuple[Job, float, int]] = {}
+        self._runs = itertools.count()
+        self.hung: set[int] = set()  # handler threads stuck past a time limit
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> list[threading.Thread]:
         """Start the handler threads (and the event loop thread, if any state is async)."""
         threads = []
         for i in range(self.thread_count):
-            t = threading.Thread(target=self._handler_loop, name=f"ff-handler-{i}", daemon=True)
+            t = threading.Thread(target=self._handler_loop, args=(i,), name=f"ff-handler-{i}",
+                                 daemon=True)
             t.start()
             threads.append(t)
+        self._threads = list(threads)
         if self.async_states:
             self.loop = loop = asyncio.new_event_loop()
             t = threading.Thread(target=loop.run_forever, name="ff-asyncio", daemon=True)
@@ -147,8 +174,10 @@ class Execution:
 
     # -- handler threads ----------------------------------------------------------------------
 
-    def _handler_loop(self) -> None:
-        get, put, stopping = self.jobs.get, self.outcomes.put, self.stopping
+    def _handler_loop(self, index: int) -> None:
+        get, put, stopping, running = self.jobs.get, self.outcomes.put, self.stopping, \
+            self.running
+        monotonic, runs = time.monotonic, self._runs
         while True:
             job = get()
             if job is STOP:
@@ -156,7 +185,44 @@ class Execution:
             if stopping.is_set():
                 put((job, RELEASE, 0.0))
                 continue
-            put(self.handle(job))
+            run = next(runs)
+            running[run] = (job, monotonic(), index)
+            result = self.handle(job)
+            if running.pop(run, None) is None:  # the watchdog took it: past its limit
+                log.warning("flow %s %s state=%s attempt=%d: handler returned after its "
+                            "timeout; its result is dropped", job.type, job.id, job.state,
+                            job.attempt)
+                return  # this thread was counted as hung; it does not come back
+            put(result)
+
+    def overdue(self, now: float) -> list[tuple[Job, float]]:
+        """The watchdog: take every thread-run job past its state's limit from its thread,
+        queue its timeout outcome, and count the thread as hung. Returns (job, limit)."""
+        late = []
+        for run, (job, started, index) in list(self.running.items()):
+            limit = self.timeouts.get(job.state)
+            if limit is None or now - started < limit:
+                continue
+            if self.running.pop(run, None) is None:
+                continue  # it finished meanwhile
+            self.hung.add(index)
+            policy = self._exception_policy(job.state)
+            self.outcomes.put((job, timeout_outcome(job, limit, policy), now - started))
+            log.error("flow %s %s state=%s attempt=%d: handler passed its timeout of %gs; "
+                      "its thread is abandoned", job.type, job.id, job.state, job.attempt, limit)
+            late.append((job, limit))
+        return late
+
+    def live_slots(self) -> int:
+        """Handler slots that can still run a job: live, not hung threads, plus the event
+        loop's `concurrency` task slots while its thread is alive."""
+        threads = sum(1 for i, t in enumerate(self._threads)
+                      if t.is_alive() and i not in self.hung)
+        return threads + (self.concurrency if self.loop is not None else 0)
+
+    def hung_threads(self) -> set[threading.Thread]:
+        """The handler threads abandoned past a time limit: not worth joining."""
+        return {t for i, t in enumerate(self._threads) if i in self.hung}
 
     def handle(self, job: Job) -> tuple[Job, Outcome | None, float]:
         """Run the job's handler: (job, the outcome to store or None, duration in s)."""
@@ -166,16 +232,28 @@ class Execution:
             if value is not None and type(value) not in KINDS and inspect.isawaitable(value):
                 value = asyncio.run(_await(value))  # a plain function that returned one
             outcome = self._outcome(job, value)
-        except Exception as exc:  # noqa: BLE001 - a handler may raise anything
-            outcome = self._raised(job, exc)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit in a library must not kill
+            outcome = self._raised(job, exc)  # the thread and strand the Flow under its lease
         return job, outcome, time.perf_counter() - started
 
     async def _handle_async(self, job: Job) -> None:
         """handle() for an `async def` handler, on the loop; the result goes to the flusher."""
         started = time.perf_counter()
+        limit = self.timeouts.get(job.state)
         try:
-            outcome = self._outcome(job, await self.handlers[job.state](job))
-        except Exception as exc:  # noqa: BLE001 - a handler may raise anything
+            async with asyncio.timeout(limit) as scope:
+                value = await self.handlers[job.state](job)
+            outcome = self._outcome(job, value)
+        except TimeoutError as exc:
+            if limit is None or not scope.expired():
+                outcome = self._raised(job, exc)  # the handler's own TimeoutError
+            else:
+                log.error("flow %s %s state=%s attempt=%d: handler passed its timeout of %gs; "
+                          "cancelled", job.type, job.id, job.state, job.attempt, limit)
+                outcome = timeout_outcome(job, limit, self._exception_policy(job.state))
+        except asyncio.CancelledError:
+            raise  # the loop is shutting down (past a drain deadline)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit must not stop the loop
             outcome = self._raised(job, exc)
         self.outcomes.put((job, outcome, time.perf_counter() - started))
 
@@ -186,7 +264,7 @@ class Execution:
                       job.attempt, outcome.error.decode("utf-8", "replace"))
         return outcome
 
-    def _raised(self, job: Job, exc: Exception) -> Outcome | None:
+    def _raised(self, job: Job, exc: BaseException) -> Outcome | None:
         log.warning("flow %s %s state=%s attempt=%d raised %s: %s", job.type, job.id,
                     job.state, job.attempt, type(exc).__name__, exc, exc_info=True)
         if self.on_error:

@@ -53,8 +53,16 @@ class Flusher:
 
     def _loop(self) -> None:
         next_extend = time.monotonic() + self.lease_ms / 3000.0
+        # Time limits are checked at a tenth of the shortest one (at most every 0.5 s).
+        limits = self.runner.execution.timeouts.values()
+        watch_every = min(0.5, min(limits) / 10) if limits else None
+        next_watch = time.monotonic() + (watch_every or 0.0)
         while True:
-            batch = self._collect(next_extend)
+            until = next_extend if watch_every is None else min(next_extend, next_watch)
+            batch = self._collect(until)
+            if watch_every is not None and time.monotonic() >= next_watch:
+                self.runner.watch(time.monotonic())  # queues timeout outcomes: next batch
+                next_watch = time.monotonic() + watch_every
             stop = STOP in batch
             batch = [b for b in batch if b is not STOP]
             if batch:

@@ -53,6 +53,8 @@ class RunnerHooks:
     on_released: Callable[[str, str, int], None] | None = None
     on_tick: Callable[[], None] | None = None
     on_handler_error: Callable[[Job, BaseException], None] | None = None
+    # A handler thread passed its state's timeout and is abandoned: (its job, the limit s).
+    on_hung: Callable[[Job, float], None] | None = None
     # Called instead of on_outcome, once per flushed batch: per-batch metric updates are
     # much cheaper than per-job ones when the handlers are short.
     on_outcomes: Callable[[list[OutcomeEvent]], None] | None = None
@@ -71,7 +73,25 @@ class RunnerStatistics:
     in_flight: int = 0
     queued: int = 0
     concurrency: int = 0
+    live_slots: int = 0  # handler slots still able to run a job (hung threads are not)
+    timed_out: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
+
+
+def _per_state(timeouts: float | Mapping[str, float | None] | None,
+               states: Sequence[str]) -> dict[str, float]:
+    """A time limit for every state (one number) or per state (a mapping); None: none."""
+    if timeouts is None:
+        return {}
+    if isinstance(timeouts, Mapping):
+        chosen = {s: t for s, t in timeouts.items() if s in states and t is not None}
+    else:
+        chosen = dict.fromkeys(states, timeouts)
+    for state, limit in chosen.items():
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not limit > 0:
+            raise ValueError(f"timeout of state {state!r} must be a number of seconds > 0, "
+                             f"got {limit!r}")
+    return {s: float(t) for s, t in chosen.items()}
 
 
 def default_worker_id(suffix: str = "") -> str:
@@ -90,7 +110,8 @@ class Runner:
                  exception_policy: ExceptionPolicy | Mapping[str, ExceptionPolicy] | None = None,
                  declared_states: frozenset[str] | None = None, worker_id: str | None = None,
                  hooks: RunnerHooks | None = None, payload_cap: int = 64 << 10,
-                 flush_interval_ms: int = 2) -> None:
+                 flush_interval_ms: int = 2,
+                 timeouts: float | Mapping[str, float | None] | None = None) -> None:
         missing = [s for s in states if s not in handlers]
         if missing:
             raise FerricflowdError(f"no handler for state(s) {', '.join(missing)} of {type}")
@@ -119,7 +140,8 @@ class Runner:
         self.execution = Execution(handlers, self.states, concurrency, outcomes, self.stopping,
                                    storable=client.storable, exception_policy=exception_policy,
                                    declared=declared_states,
-                                   on_error=self.hooks.on_handler_error)
+                                   on_error=self.hooks.on_handler_error,
+                                   timeouts=_per_state(timeouts, self.states))
         self.flusher = Flusher(self, self.ledger, outcomes, self.lease,
                                flush_interval_ms / 1000.0)
         self._threads: list[threading.Thread] = []
@@ -198,7 +220,15 @@ class Runner:
         queued = self.execution.queued
         self.stats.in_flight = max(0, self.ledger.outstanding - queued)
         self.stats.queued = queued
+        self.stats.live_slots = self.execution.live_slots()
         return self.stats
+
+    def watch(self, now: float) -> None:
+        """Time limits (called by the flusher): abandon handler threads past theirs."""
+        for job, limit in self.execution.overdue(now):
+            self.stats.timed_out += 1
+            if self.hooks.on_hung:
+                self.hooks.on_hung(job, limit)
 
     # -- the claim loop -----------------------------------------------------------------------
 
@@ -333,8 +363,10 @@ class Runner:
         loop = self.execution.stop()
         self._outcomes.put(STOP)
         if finished:
+            hung = self.execution.hung_threads()
             for t in self._threads:
-                t.join(timeout=5.0)
+                if t not in hung:
+                    t.join(timeout=5.0)
             if loop is not None and not loop.is_running():
                 loop.close()  # not when abandoned handlers are still on it
         else:
