@@ -1,9 +1,9 @@
 --[[ lib/children.lua: terminal Flows and children groups.
 
-finish() tells a Flow's parent, whose group may then fail it, which cancels its children:
-finish, child_done, settle_group and cascade_cancel call each other, so they live together.
-Uses everything before it: call.lua, keys.lua, record.lua, history.lua, lease.lua (rest,
-unrest).
+finish() tells the Flow's parent (child_done), whose resolved group can fail it in turn
+(settle_group, finish), and a failed or cancelled Flow cancels its children (cascade_cancel,
+finish): these functions call each other, so they live together. Uses every include before
+it: call.lua, keys.lua, record.lua, history.lua and lease.lua (rest, unrest).
 ]]
 
 local finish, cascade_cancel

@@ -4,10 +4,10 @@ Uses call.lua, keys.lua, record.lua and history.lua (event); claim.lua and trans
 grant leases, retry.lua and reclaim.lua read policies.
 ]]
 
--- A reply's empty list, shared (never written).
+-- grant()'s "none" for the names and values it leaves out or sends (never written to).
 local EMPTY = {}
 
--- A state's retry policy: p:<type> field <state>, else '*', else this.
+-- A state's retry policy: kpolicy(type) field <state>, else field '*', else this.
 local DEFAULT_POLICY = {max_retries = 3, backoff = 'exponential', base_ms = 1000,
                         max_ms = 30000, jitter_pct = 20, exhausted_to = 'failed', max_crashes = 3}
 
