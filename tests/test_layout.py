@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import fnmatch
 import subprocess
 import sys
 import tomllib
@@ -81,15 +80,27 @@ def test_the_import_check_itself(source: str, bad: bool) -> None:
 
 
 def _lua_on_disk() -> set[str]:
-    return {p.name for p in (FLOW / "lua").glob("*.lua")}
+    """Every Lua file under lua/, as a path relative to it (lib/record.lua)."""
+    lua = FLOW / "lua"
+    return {str(p.relative_to(lua)) for p in lua.rglob("*.lua")}
 
 
 def test_package_resources_list_every_lua_file() -> None:
     lua = resources.files("ferricflowd.flow").joinpath("lua")
     listed = {entry.name for entry in lua.iterdir() if entry.name.endswith(".lua")}
+    listed |= {f"lib/{entry.name}" for entry in lua.joinpath("lib").iterdir()
+               if entry.name.endswith(".lua")}
     assert listed == _lua_on_disk()
-    # one file per command, plus the shared library
-    assert listed == {f"{name}.lua" for name in store.SCRIPTS} | {"_lib.lua"}
+    # one file per command, plus the library's includes
+    assert listed == ({f"{name}.lua" for name in store.SCRIPTS}
+                      | {f"lib/{name}.lua" for name in store.INCLUDES})
+
+
+def test_lua_includes_say_what_they_hold_and_use() -> None:
+    for name in store.INCLUDES:
+        header = (FLOW / "lua" / "lib" / f"{name}.lua").read_text("utf-8").split("]]", 1)[0]
+        assert header.startswith(f"--[[ lib/{name}.lua: "), name
+        assert "Uses " in header or "uses nothing" in header, f"lib/{name}.lua: what it uses"
 
 
 def test_lua_headers_document_the_command() -> None:
@@ -104,8 +115,9 @@ def test_lua_headers_document_the_command() -> None:
 def test_package_data_globs_cover_every_lua_file() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
     globs = config["tool"]["setuptools"]["package-data"]["ferricflowd.flow"]
-    for name in _lua_on_disk():
-        assert any(fnmatch.fnmatch(f"lua/{name}", g) for g in globs), name
+    # Expanded as setuptools does (a glob's * stops at a /), not with fnmatch.
+    covered = {str(p.relative_to(FLOW / "lua")) for g in globs for p in FLOW.glob(g)}
+    assert covered == _lua_on_disk()
 
 
 def test_built_package_ships_every_lua_file(tmp_path: Path) -> None:
@@ -116,7 +128,8 @@ def test_built_package_ships_every_lua_file(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
-    built = {p.name for p in (tmp_path / "lib" / "ferricflowd" / "flow" / "lua").glob("*.lua")}
+    lua = tmp_path / "lib" / "ferricflowd" / "flow" / "lua"
+    built = {str(p.relative_to(lua)) for p in lua.rglob("*.lua")}
     assert built == _lua_on_disk()
 
 

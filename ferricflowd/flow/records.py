@@ -15,7 +15,7 @@ TERMINAL_STATES = ("completed", "failed", "cancelled")
 RESERVED_STATES = frozenset({RUNNING, *TERMINAL_STATES})
 
 
-# The record's fields by position, as lua/_lib.lua numbers them (its ID .. SI constants).
+# The record's fields by position, as lua/lib/record.lua numbers them (its ID .. SI constants).
 # Position 0 holds no field (the engine keeps the id there in memory); "si" is a map of
 # signal idempotency key -> digest, read back as fields "si:<key>".
 FIELDS = (None, "type", "state", "run_state", "attempt", "ver", "created", "updated", "digest",

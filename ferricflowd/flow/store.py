@@ -1,12 +1,12 @@
 """The only module that talks to Redis: connections, the function library, FCALL calls.
 
-The engine is one Redis Functions library: `lua/_lib.lua` then every `lua/<name>.lua` as the
-body of a function, named after a digest of the whole text so that two versions of
-ferricflowd can share a store (not a namespace: see README.md, Compatibility). FUNCTION
-LOAD goes to every primary of a cluster, and again when a restarted or new store answers
-"Function not found". A batch of calls is one round trip per node: on a single node they
-are packed with hiredis and streamed on one connection (Store._stream), on a cluster they
-go through redis-py's cluster pipeline.
+The engine is one Redis Functions library: the includes `lua/lib/*.lua` (INCLUDES, in that
+order) then every `lua/<name>.lua` as the body of a function, named after a digest of the
+whole text so that two versions of ferricflowd can share a store (not a namespace: see
+README.md, Compatibility). FUNCTION LOAD goes to every primary of a cluster, and again
+when a restarted or new store answers "Function not found". A batch of calls is one round
+trip per node: on a single node they are packed with hiredis and streamed on one connection
+(Store._stream), on a cluster they go through redis-py's cluster pipeline.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 SCRIPTS = ("create", "claim", "extend", "complete", "transition", "fail", "retry", "cancel",
            "signal", "spawn", "deliver", "reclaim", "release", "cleanup", "stats",
            "put_value")
+# The library's includes (lua/lib/), in load order: each may use what the ones before define.
+INCLUDES = ("call", "keys", "record", "history", "lease", "children", "grant")
 
 Arg = str | bytes | int | float
 
@@ -48,15 +50,21 @@ class Call:
     args: Sequence[Arg]
 
 
+def library_head() -> str:
+    """The includes of `lua/lib/` in INCLUDES order: the library before its functions."""
+    lib = resources.files("ferricflowd.flow").joinpath("lua", "lib")
+    return "".join(lib.joinpath(f"{name}.lua").read_text("utf-8") for name in INCLUDES)
+
+
 def _build_library() -> tuple[str, str, dict[str, str]]:
     """The library's name, its source and the function name of every script."""
     lua = resources.files("ferricflowd.flow").joinpath("lua")
+    head = library_head()
     bodies = {name: lua.joinpath(f"{name}.lua").read_text("utf-8") for name in SCRIPTS}
-    text = lua.joinpath("_lib.lua").read_text("utf-8") + "".join(bodies.values())
-    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    digest = hashlib.sha1((head + "".join(bodies.values())).encode()).hexdigest()[:12]
     functions = {name: f"ff_{digest}_{name}" for name in SCRIPTS}
     library = f"ferricflow_{digest}"
-    parts = [f"#!lua name={library}\n", lua.joinpath("_lib.lua").read_text("utf-8")]
+    parts = [f"#!lua name={library}\n", head]
     for name, body in bodies.items():
         parts.append(f"\nredis.register_function('{functions[name]}', function(keys, args)\n"
                      f"begin(keys, args)\n{body}\nend)\n")

@@ -254,7 +254,7 @@ class FlowMachine(RuleBasedStateMachine):
         known = sorted(self.flows)
         seen_states = set(STATES)
         for p in range(keys.partitions):
-            members = fc.store.execute(lambda r, p=p: r.smembers(f"{keys.prefix(p)}s:{TYPE}"))
+            members = fc.store.execute(lambda r, p=p: r.smembers(keys.states(p, TYPE)))
             seen_states.update(m.decode() for m in members)
         live_states = sorted(seen_states - set(TERMINAL) - {"running"})
 
@@ -262,19 +262,18 @@ class FlowMachine(RuleBasedStateMachine):
             pipe = r.pipeline(transaction=False)
             for fid in known:
                 p = fc.partition_for(fid, self.flows[fid])
-                pre = keys.prefix(p)
                 pipe.get(keys.flow(p, fid))
                 pipe.lrange(keys.history(p, fid), 0, -1)
                 for s in live_states:
                     for prio in (0, 1, 2):
-                        pipe.zscore(f"{pre}d:{TYPE}:{s}:{prio}", fid)
-                pipe.zscore(f"{pre}l:{TYPE}", fid)
+                        pipe.zscore(keys.due(p, TYPE, s, prio), fid)
+                pipe.zscore(keys.lease(p, TYPE), fid)
                 for w in WORKERS:
-                    pipe.sismember(f"{pre}w:{w}", fid)
+                    pipe.sismember(keys.worker(p, w), fid)
                 for status in TERMINAL:
                     pipe.zscore(keys.terminal(p, TYPE, status), fid)
             for p in range(keys.partitions):
-                pipe.hgetall(f"{keys.prefix(p)}c:{TYPE}")
+                pipe.hgetall(keys.counts(p, TYPE))
             return pipe.execute()
 
         got = iter(fc.store.execute(read))
@@ -365,7 +364,7 @@ def test_machine_catches_a_broken_invariant(redis_server: Any) -> None:
         machine.records_are_consistent()
         p = machine.fc.partition_for("f0")
         machine.fc.store.execute(
-            lambda r: r.hincrby(f"{machine.fc.keys.prefix(p)}c:{TYPE}", "a", 1))
+            lambda r: r.hincrby(machine.fc.keys.counts(p, TYPE), "a", 1))
         with pytest.raises(AssertionError):
             machine.records_are_consistent()
     finally:

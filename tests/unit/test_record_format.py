@@ -1,4 +1,4 @@
-"""The record's field positions agree between the Lua library and records.FIELDS."""
+"""The record's field positions agree between lua/lib/record.lua and records.FIELDS."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from ferricflowd.flow.records import FIELDS, record_fields
 
 
 def _lua_positions() -> dict[str, int]:
-    text = resources.files("ferricflowd.flow").joinpath("lua/_lib.lua").read_text("utf-8")
+    lua = resources.files("ferricflowd.flow").joinpath("lua", "lib", "record.lua")
+    text = lua.read_text("utf-8")
     block = text[text.index("-- Record positions"):text.index("local CORE")]
     found: dict[str, int] = {}
     for names, values in re.findall(r"local ([A-Z_, ]+) = ([0-9, ]+)\n", block):

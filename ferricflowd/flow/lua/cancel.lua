@@ -1,6 +1,6 @@
 --[[ cancel: cancel Flows; a running Flow needs its lease (token and fencing).
 
-KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see lib/keys.lua)
 ARGV     now_ms override ('' = TIME), n, then n items of 4: id, reason, lease_token ('' =
          none), fencing ('' = none)
 Reply    array of n: 'ok', 'replay' (already cancelled), 'ERR flow not found',

@@ -1,6 +1,6 @@
 --[[ claim: lease up to `limit` due Flows of one type in any of the given states.
 
-KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see lib/keys.lua)
 ARGV     now_ms override ('' = TIME), type, limit, min_priority (only claim priorities >= it),
          then the lease request: worker id, lease_ms, payload_cap (bytes, 0 = no cap),
          value_max_bytes (0 = no cap), n_states, states..., n_values, names...
@@ -20,7 +20,7 @@ local now = now_ms(ARGV[1])
 local ftype, limit, min_prio = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local spec = lease_spec(5)
 local states = spec.states
-local lk = T .. 'l:' .. ftype
+local lk = klease(ftype)
 
 -- Expired leases first: a crashed holder's work should not wait behind fresh work.
 local expired = redis.call('ZRANGEBYSCORE', lk, '-inf', now_str(), 'LIMIT', '0', str(math.max(1, math.floor(limit / 4))))

@@ -1,6 +1,6 @@
 --[[ complete: finish running Flows successfully (the batch form; one Flow is n = 1).
 
-KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see lib/keys.lua)
 ARGV     now_ms override ('' = TIME), n, then n items of 5: id, lease_token, fencing,
          result ('' = none), values (msgpack map or '')
 Reply    array of n: 'ok', 'replay' (the same complete again: nothing written), or

@@ -1,6 +1,6 @@
 --[[ create: create Flows in one partition (the batch form; a single create is n = 1).
 
-KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see lib/keys.lua)
 ARGV[1]  now_ms override ('' = store TIME)
 ARGV[2]  n, the number of items; then per item 7 fields:
          id, type, state, payload, priority, mode, digest

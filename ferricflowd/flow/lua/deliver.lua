@@ -1,6 +1,6 @@
 --[[ deliver: apply outbox notices from other partitions to Flows of this partition.
 
-KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see lib/keys.lua)
 ARGV     now_ms override ('' = TIME), n, then n items of 3: target id, source id, kind
          (kind 'completed' | 'failed' | 'cancelled': a child of target finished;
           kind 'cancel': target's parent was cancelled or failed, so cancel target)

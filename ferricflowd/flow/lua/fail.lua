@@ -1,6 +1,6 @@
 --[[ fail: fail running Flows at once; the retry policy is not consulted.
 
-KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see lib/keys.lua)
 ARGV     now_ms override ('' = TIME), n, then n items of 4: id, lease_token, fencing, error
 Reply    array of n: 'ok', 'replay', 'ERR flow not found' or 'ERR stale flow lease'
 Events   failed; unfinished children are cancelled (other partitions via the outbox) and the

@@ -1,6 +1,6 @@
 --[[ reclaim: release leases so their Flows are due again at once in their logical state.
 
-KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see lib/keys.lua)
 ARGV     now_ms override ('' = TIME), mode ('expired' | 'worker'), type (mode expired) or
          worker id (mode worker), cause (text for the history), limit
 Reply    {released, failed}. Mode worker counts a crash on each Flow (crash_count + 1); one
@@ -12,7 +12,7 @@ local now = now_ms(ARGV[1])
 local mode, subject, cause, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local released, failed = 0, 0
 if mode == 'expired' then
-  local ids = redis.call('ZRANGEBYSCORE', T .. 'l:' .. subject, '-inf', now, 'LIMIT', 0, limit)
+  local ids = redis.call('ZRANGEBYSCORE', klease(subject), '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(ids) do
     local r = load(id)
     if r and r[STATE] == 'running' then
@@ -21,7 +21,7 @@ if mode == 'expired' then
     end
   end
 else
-  local wk = T .. 'w:' .. subject
+  local wk = kworker(subject)
   for _, id in ipairs(redis.call('SMEMBERS', wk)) do
     local r = load(id)
     if r and r[STATE] == 'running' and r[OWNER] == subject then

@@ -1,11 +1,11 @@
 --[[ retry: schedule running Flows again in their logical state, by the stored RetryPolicy.
 
-KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see lib/keys.lua)
 ARGV     now_ms override ('' = TIME), n, then n items of 5: id, lease_token, fencing,
          error, run_at_ms ('' = the policy's backoff)
 Reply    array of n: 'scheduled', 'exhausted', 'replay', 'ERR flow not found' or
          'ERR stale flow lease'
-Policy   p:<type> field <state> or '*' (JSON; defaults in _lib.lua). Retry n (1-based) waits
+Policy   p:<type> field <state> or '*' (JSON; defaults in lib/grant.lua). Retry n (1-based) waits
          base, base*n or base*2^(n-1) ms, capped at max_ms, jittered by +-jitter_pct
          deterministically from the id and attempt. After max_retries the Flow goes to
          exhausted_to: 'failed' (terminal) or a state where it is due at once.

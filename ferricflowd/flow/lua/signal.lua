@@ -1,6 +1,6 @@
 --[[ signal: record a durable signal on a Flow, optionally moving it (guarded by if_state).
 
-KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see lib/keys.lua)
 ARGV     now_ms override ('' = TIME), id, name, values (msgpack map or ''), transition_to
          ('' = passive), run_at_ms ('' = now), idempotency_key (''), request digest,
          n_if_states, if_states...

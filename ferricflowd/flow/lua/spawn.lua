@@ -1,6 +1,6 @@
 --[[ spawn: create a group of children for a running parent and record the group on it.
 
-KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see lib/keys.lua)
 ARGV     now_ms override ('' = TIME), parent id, lease_token, fencing, group name,
          wait_state, wait ('all' | 'any'), on_child_failed ('fail_parent' | 'ignore'),
          group digest, this partition's index, n, then n items of 9: id, type, state,
@@ -34,7 +34,7 @@ for i = 0, n - 1 do
   end
 end
 local out = {'ok'}
-local kk = T .. 'k:' .. pid
+local kk = kchildren(pid)
 local root = p[ROOT] or pid
 for i = 0, n - 1 do
   local a = 12 + i * 9

@@ -1,6 +1,6 @@
 --[[ stats: exact counts for one type in this partition (read-only).
 
-KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see lib/keys.lua)
 ARGV     now_ms override ('' = TIME), type
 Reply    {now_ms, running, counts (flat state, n list), per_state...} where per_state =
          {state, due_now, oldest_due_ms or -1}
@@ -8,8 +8,8 @@ Reply    {now_ms, running, counts (flat state, n list), per_state...} where per_
 
 local now = now_ms(ARGV[1])
 local ftype = ARGV[2]
-local out = {now, redis.call('ZCARD', T .. 'l:' .. ftype), redis.call('HGETALL', T .. 'c:' .. ftype)}
-for _, st in ipairs(redis.call('SMEMBERS', T .. 's:' .. ftype)) do
+local out = {now, redis.call('ZCARD', klease(ftype)), redis.call('HGETALL', kcounts(ftype))}
+for _, st in ipairs(redis.call('SMEMBERS', kstates(ftype))) do
   if not TERMINAL[st] then
     local due, oldest = 0, -1
     for prio = 0, 2 do

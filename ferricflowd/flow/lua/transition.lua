@@ -1,6 +1,6 @@
 --[[ transition: move running Flows to their next state (the batch form).
 
-KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see _lib.lua)
+KEYS[1]  partition prefix "{<ns>:<p>}:" (every key used derives from it; see lib/keys.lua)
 ARGV     now_ms override ('' = TIME), a lease request as in claim.lua (worker '' = none),
          n, then n items of 8: id, lease_token, fencing,
          to_state, payload ('' = keep, '=' .. bytes = set), values (msgpack map or ''), run_at_ms ('' = now),
