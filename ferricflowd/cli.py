@@ -21,6 +21,7 @@ import click
 from ferricflowd import exitcodes
 from ferricflowd.cli_ops import register as register_operator_commands
 from ferricflowd.config import Config, ConfigError, load_config
+from ferricflowd.procenv import worker_env
 
 __all__ = ["cli", "main"]
 
@@ -32,7 +33,6 @@ Exit codes:
   3  every group failed at boot: a handler module does not import
   4  every group failed at boot: invalid worker config (state without handler, ...)
 """
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 class _DefaultRun(click.Group):
@@ -121,9 +121,7 @@ def check(config_path: Path) -> None:
     """Import every group's handler in a fresh process and check that it covers the group's
     states; exits 0 when all load, 1 otherwise, 2 for a config error."""
     config = _load(config_path)
-    env = dict(os.environ)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([*paths, _PACKAGE_ROOT])
+    env = worker_env()  # what the supervisor gives its workers: both import the same modules
     # One fresh interpreter per group, all at once: an import with side effects (or one that
     # calls os._exit) cannot disturb this process or the other groups' checks.
     procs = {

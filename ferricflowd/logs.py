@@ -121,7 +121,7 @@ def init_sentry(dsn: str, **options: Any) -> Any:
     try:
         import sentry_sdk
     except ImportError:
-        logging.getLogger("ferricflowd").warning(
+        logging.getLogger(__name__).warning(
             "sentry_dsn is set but sentry-sdk is not installed (pip install sentry-sdk)"
         )
         return None

@@ -1,6 +1,6 @@
 """Every Prometheus metric of ferricflowd, defined in one place.
 
-The supervisor owns prometheus-client's multiprocess mode (ferricflowd/supervisor/metrics.py):
+The supervisor owns prometheus-client's multiprocess mode (ferricflowd/supervisor/promdir.py):
 it sets PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client and passes it to
 each worker in its environment. prometheus_client picks its value class (mmap files or plain
 memory) when it is first imported, so nothing here imports it at module level: the metric

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ferricflowd.supervisor.metrics import MultiprocessMetrics
+from ferricflowd.supervisor.promdir import PromDir
 
 __all__ = ["Health", "HealthServer", "parse_listen"]
 
@@ -87,7 +87,7 @@ class HealthServer:
         self,
         listen: str,
         health: Callable[[], Health],
-        metrics: MultiprocessMetrics,
+        metrics: PromDir,
         alive_within_s: float,
     ) -> None:
         self.listen = listen

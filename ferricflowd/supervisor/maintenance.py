@@ -1,7 +1,7 @@
 """The supervisor's store thread: lease reclaim, outbox, retention, readiness ping, gauges.
 
 The supervisor loop never talks to the store: a slow or dead Redis must not stop it from
-reaping and restarting children. Everything that needs the store runs here, on a thread with
+reaping and restarting workers. Everything that needs the store runs here, on a thread with
 its own FlowClient:
 
 - `reclaim_worker(worker_id, cause)`, queued by the loop when a worker dies, runs at once

@@ -46,6 +46,7 @@ from ferricflowd.config import Config, ConfigError, GroupConfig, load_config
 from ferricflowd.flow.outcomes import COUNTED_AS
 from ferricflowd.logs import flow_event, init_sentry, setup_logging
 from ferricflowd.metrics import WorkerMetrics, observe_many, worker_metrics
+from ferricflowd.procenv import SUPERVISOR_PID_ENV
 
 if TYPE_CHECKING:
     from ferricflowd.flow.runner import OutcomeEvent
@@ -60,7 +61,6 @@ PARENT_GONE_GRACE_S = 1.0  # the supervisor is gone and reclaims nothing: hand b
 DRAIN_MARGIN_S = 0.5  # exit this much before the supervisor's SIGKILL at drain_timeout
 EXIT_BACKSTOP_S = 2.0  # if run() has not returned this long after its deadline, _exit
 HEARTBEAT_INTERVAL_S = 0.5
-SUPERVISOR_PID_ENV = "FERRICFLOWD_SUPERVISOR_PID"  # set by the supervisor for this check
 
 
 class BootError(Exception):
