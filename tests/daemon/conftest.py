@@ -97,16 +97,31 @@ def write_config(
     return path
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples called `name` whose labels include `labels` (0.0 if none)."""
+class MissingSeries(AssertionError):
+    """No sample of the asked series (name and labels) is in the exposition."""
+
+
+def metric_or_none(text: str, name: str, **labels: str) -> float | None:
+    """Sum of the samples called `name` whose labels include `labels`; None if there is none
+    (for conditions polled while a series may not exist yet)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    ]
+    return sum(values) if values else None
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Like metric_or_none, but a missing series fails the test: it is not a zero."""
+    value = metric_or_none(text, name, **labels)
+    if value is None:
+        shown = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        raise MissingSeries(f"no series {name}{{{shown}}} in /metrics")
+    return value
 
 
 @dataclass
