@@ -32,6 +32,7 @@ from ferricflowd.logs import init_sentry, redact_url
 from ferricflowd.metrics import SupervisorMetrics, supervisor_metrics
 from ferricflowd.procenv import SUPERVISOR_PID_ENV, worker_env
 from ferricflowd.supervisor import systemd
+from ferricflowd.supervisor.datadir import DataDirInUse, DataDirLock
 from ferricflowd.supervisor.embedded import EmbeddedStore, EmbeddedStoreError
 from ferricflowd.supervisor.groups import GroupState, reconcile_groups
 from ferricflowd.supervisor.http import Health, HealthServer
@@ -77,6 +78,7 @@ class Supervisor:
         self.stop_deadline = 0.0
         self.stop_started = 0.0
         self.hostname = socket.gethostname()
+        self.datadir = DataDirLock(config.daemon.data_dir)
         self.metrics_dir = PromDir(config.daemon.data_dir)
         self.metrics: SupervisorMetrics | None = None
         self.embedded: EmbeddedStore | None = None
@@ -114,7 +116,10 @@ class Supervisor:
         start is CPU-bound (three interpreters importing on two cores)."""
         daemon = self.config.daemon
         setproctitle(f"ferricflowd: supervisor {self.config.path.name}")
-        daemon.data_dir.mkdir(parents=True, exist_ok=True)
+        try:  # first: a second daemon on this data_dir must touch nothing of the first's
+            self.datadir.acquire()
+        except (DataDirInUse, OSError) as exc:
+            raise HaltServer(str(exc), exitcodes.CONFIG) from None
         self.metrics_dir.prepare()
         for name in SIGNALS:
             signal.signal(getattr(signal, f"SIG{name}"), self.signal)
@@ -190,6 +195,8 @@ class Supervisor:
 
     def shutdown(self) -> None:
         """After the loop (or a halt): no worker left behind, leases handed back, helpers off."""
+        if not self.datadir.held:
+            return  # stopped before it started anything (data_dir in use)
         if self.workers:
             self._stop_remaining()
         if self.maintenance is not None and self.maintenance.is_alive():
@@ -204,6 +211,7 @@ class Supervisor:
         if self._sentry is not None:
             self._sentry.flush(timeout=2.0)
         systemd.status("stopped")
+        self.datadir.release()
 
     # ------------------------------------------------------------------ signals
 
