@@ -4,6 +4,7 @@ keep a group serving when its workers are killed from outside."""
 from __future__ import annotations
 
 import signal
+import time
 
 from ferricflowd.flow.queue import Queue
 from tests.daemon.conftest import free_port, run_cli, wait_for
@@ -47,3 +48,23 @@ def test_a_stale_lock_file_does_not_block_a_start(start_daemon, tmp_path):
     assert (tmp_path / "data" / "ferricflowd.lock").read_text().strip() == str(daemon.pid)
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit(10) == 0
+
+
+def test_an_idle_daemon_stops_in_well_under_a_second(start_daemon):
+    """Workers blocked in their claim wait (block = 5s) are woken by the drain, not waited
+    out; nothing is in flight, so there is nothing to wait for."""
+    daemon = start_daemon({
+        "q": {"type": "q", "states": ["queued"], "handler": f"{H}:echo", "processes": 2,
+              "block": "5s"},
+        "w": {"type": "order", "states": ["created", "charged"], "handler": f"{H}:order",
+              "block": "5s"},
+    })
+    Queue(daemon.client, "q").enqueue("one")  # one job, so the workers have been busy once
+    wait_for(lambda: daemon.client.stats("q").counts.get("completed") == 1, timeout=10)
+    time.sleep(0.5)  # into the blocked wait
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(10) == 0
+    elapsed = time.monotonic() - started
+    print(f"idle stop took {elapsed:.3f}s")
+    assert elapsed < 0.8, f"an idle daemon took {elapsed:.2f}s to stop"

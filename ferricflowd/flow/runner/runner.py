@@ -187,12 +187,9 @@ class Runner:
         self.deadline = None if deadline_s is None else time.monotonic() + deadline_s
         self._drain_requested = True
         self.stopping.set()
-        conn = self._blocking
-        if conn is not None:  # interrupt a BLPOP in progress
-            try:
-                conn.connection_pool.disconnect()
-            except Exception:  # noqa: BLE001 - best effort wake-up
-                pass
+        waiter = self._blocking
+        if waiter is not None:  # end a claim wait in progress: an idle runner stops at once
+            waiter.interrupt()
 
     def statistics(self) -> RunnerStatistics:
         queued = self.execution.queued
@@ -222,17 +219,12 @@ class Runner:
         if result.next_due_ms is not None:
             timeout_ms = min(timeout_ms, max(1, result.next_due_ms - result.now_ms))
         if self._blocking is None:
-            self._blocking = self.client.store.blocking_client(self.block_ms / 1000.0)
+            self._blocking = self.client.store.wake_wait(self.block_ms / 1000.0)
+            if self.stopping.is_set():  # drain() ran before there was a waiter to interrupt
+                return
         self._rotate += 1
-        try:
-            self.client.wait_for_work(self._blocking, self.type, self.states, timeout_ms,
-                                      self._rotate)
-        except Exception:
-            # drain() disconnects this connection from another thread to end the BLPOP; the
-            # interrupted read then fails with whatever the socket layer raises (a RedisError,
-            # or a TypeError once the socket is gone), which is expected while stopping.
-            if not self.stopping.is_set():
-                raise
+        self.client.wait_for_work(self._blocking, self.type, self.states, timeout_ms,
+                                  self._rotate)
 
     def _claim(self, limit: int, detail: bool = False) -> Any:
         if self.stopping.is_set() or limit <= 0:
