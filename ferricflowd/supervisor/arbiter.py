@@ -510,7 +510,8 @@ class Supervisor:
             return
         was_looping = group.crash_looping
         delay = group.record_crash(
-            now, self.config.daemon.max_restarts, self._window(), was_ready=worker.ready
+            now, self.config.daemon.max_restarts, self._window(), was_ready=worker.ready,
+            made_progress=worker.made_progress,
         )
         log.error("worker %s died: %s; restarting in %.2fs", worker.worker_id, how, delay)
         self._count_restart(group, label)

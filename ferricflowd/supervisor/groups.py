@@ -55,7 +55,8 @@ class GroupState:
         return self.config.name
 
     def record_crash(
-        self, now: float, max_restarts: int, window_s: float, *, was_ready: bool = False
+        self, now: float, max_restarts: int, window_s: float, *, was_ready: bool = False,
+        made_progress: bool = False,
     ) -> float:
         """Note an unexpected death; returns the delay before the next spawn.
 
@@ -64,9 +65,20 @@ class GroupState:
         reported ready (`was_ready`: killed from outside, OOM, a crash in a handler) is
         replaced after BACKOFF_BASE_S without doubling: its group would otherwise lose its
         capacity for up to BACKOFF_MAX_S after a few such deaths. More than `max_restarts`
-        crashes within `window_s` mark the group crash-looping, ready or not; it is then
-        retried every CRASH_LOOP_RETRY_S until a worker stays up for STABLE_AFTER_S.
+        counted crashes within `window_s` mark the group crash-looping; it is then retried
+        every CRASH_LOOP_RETRY_S until a worker stays up for STABLE_AFTER_S.
+
+        A worker that `made_progress` (ready, and it finished work) is not counted: its code
+        boots and works, so its death (an OOM kill, an operator's kill, a kill storm) is no
+        sign of a crash loop, and marking the group would leave it with no worker for
+        CRASH_LOOP_RETRY_S. Boot failures and deaths without progress still count.
         """
+        if made_progress:
+            self.last_crash_at = now
+            delay = BACKOFF_BASE_S if not self.crash_looping else CRASH_LOOP_RETRY_S
+            delay *= random.uniform(0.75, 1.25)
+            self.next_spawn_at = now + delay
+            return delay
         self.crashes.append(now)
         while self.crashes and self.crashes[0] < now - window_s:
             self.crashes.popleft()

@@ -9,6 +9,7 @@ on its control pipe. Workers write one small JSON object per line on that pipe
     {"t": "hb", "busy": 3, "conc": 16, "handled": 812,  status, about once a second;
      "rss": 51200000, "tick_age": 0.2}                  tick_age = seconds since the claim
                                                         loop last turned
+    {"t": "progress"}                                   its first outcomes were stored
     {"t": "draining"}                                   SIGTERM seen, no more claims
 
 The group-level bookkeeping (strength, backoff, crash loops) is in groups.py.
@@ -56,6 +57,7 @@ class Worker:
     handled: int = 0
     rss: int = 0
     draining: bool = False
+    progressed: bool = False  # finished work at least once ("progress")
     # what the supervisor asked of it
     retire_reason: str | None = None  # set once the worker is on its way out
     marked_at: float | None = None  # recycle: when its replacement was asked for
@@ -119,6 +121,11 @@ class Worker:
         return self.ready_at is not None
 
     @property
+    def made_progress(self) -> bool:
+        """It booted and finished work: its death says nothing against its group's code."""
+        return self.ready and self.progressed
+
+    @property
     def retiring(self) -> bool:
         return self.retire_reason is not None
 
@@ -166,6 +173,8 @@ class Worker:
             self.handled = int(message.get("handled", self.handled))
             self.rss = int(message.get("rss", self.rss))
             self.last_tick = max(self.last_tick, now - float(message.get("tick_age", 0.0)))
+        elif kind == "progress":
+            self.progressed = True
         elif kind == "draining":
             self.draining = True
 

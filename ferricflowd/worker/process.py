@@ -257,6 +257,7 @@ class WorkerProcess:
         self.sentry: Any = None
         self.last_tick = time.monotonic()
         self.stopping = False
+        self.progressed = False  # finished work at least once (told the supervisor)
 
     # ---- boot
 
@@ -372,6 +373,9 @@ class WorkerProcess:
         """Once per flushed batch: each counter once per (type, state, kind) and one log line
         per outcome only where its level is enabled (per-job metric updates are mmap writes
         under prometheus_client's one lock, a noticeable share of a short job's cost)."""
+        if not self.progressed:  # at once, not at the next heartbeat: see supervisor/groups.py
+            self.progressed = True
+            self.control.send(t="progress")
         m = self.metrics
         if m is not None:
             self._count_outcomes(m, events)

@@ -6,8 +6,11 @@ from __future__ import annotations
 import signal
 import time
 
+import psutil
+
+from ferricflowd.flow.policy import RetryPolicy
 from ferricflowd.flow.queue import Queue
-from tests.daemon.conftest import free_port, run_cli, wait_for
+from tests.daemon.conftest import free_port, metric, run_cli, wait_for
 
 H = "tests.daemon.handlers.basic"
 
@@ -68,3 +71,50 @@ def test_an_idle_daemon_stops_in_well_under_a_second(start_daemon):
     elapsed = time.monotonic() - started
     print(f"idle stop took {elapsed:.3f}s")
     assert elapsed < 0.8, f"an idle daemon took {elapsed:.2f}s to stop"
+
+
+def _healthy_workers(daemon, group: str) -> list:
+    """Workers that booted and reported work (their title turns "busy" at the first
+    heartbeat after ready)."""
+    found = []
+    for proc in daemon.workers(group).values():
+        try:
+            if " busy " in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_a_kill_storm_never_leaves_a_group_without_workers(start_daemon):
+    """One healthy worker killed from outside every 300 ms for 6 s (an OOM killer, an
+    operator): each had made progress, so none counts toward crash-loop detection
+    (max_restarts is 5 here); a worker is always there to kill, nothing is lost, and every
+    flow completes once. (Poison-pill detection is a separate, per-Flow rule: a Flow held by
+    `max_crashes` dead workers fails. Flows here are held by several killed workers on
+    purpose, so the type allows more crashes than the default 3.)"""
+    daemon = start_daemon({"q": {"type": "storm", "states": ["queued"],
+                                 "handler": f"{H}:sleepy", "processes": 2, "concurrency": 4}})
+    daemon.client.register_policy("storm", RetryPolicy(max_crashes=50))
+    total = 1500
+    Queue(daemon.client, "storm").enqueue_many([(f"s{i}", b"0.02") for i in range(total)])
+    kills = 0
+    end = time.monotonic() + 6.0
+    while time.monotonic() < end:
+        victims = wait_for(lambda: _healthy_workers(daemon, "q"), timeout=1.5, interval=0.02,
+                           what=f"a healthy worker to kill after {kills} kills")
+        victims[0].send_signal(signal.SIGKILL)
+        kills += 1
+        time.sleep(0.3)
+    assert kills >= 10
+    wait_for(lambda: daemon.client.stats("storm").counts.get("completed") == total,
+             timeout=60, interval=0.2, what=f"{total} flows completed")
+    for i in range(total):
+        events = [e.event for e in daemon.client.history(f"s{i}")]
+        assert events.count("completed") == 1, (i, events)
+    text = daemon.metrics()
+    assert metric(text, "ferricflowd_group_crash_looping", group="q") == 0
+    assert metric(text, "ferricflowd_worker_restarts_total", group="q") >= kills
+    wait_for(daemon.ready, timeout=10, what="/readyz 200 after the storm")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(10) == 0

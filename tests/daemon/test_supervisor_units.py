@@ -169,3 +169,26 @@ def test_health_endpoints(tmp_path: Path) -> None:
         assert get("/nope")[0] == 404
     finally:
         server.stop()
+
+
+def test_deaths_after_progress_do_not_mark_a_crash_loop(config) -> None:
+    group = GroupState.of(config, config.group("g"))
+    for i in range(20):  # a kill storm: each worker had booted and finished work
+        delay = group.record_crash(100.0 + i * 0.3, 5, 60.0, was_ready=True, made_progress=True)
+        assert delay <= BACKOFF_BASE_S * 1.25
+    assert not group.crash_looping and len(group.crashes) == 0
+    for i in range(6):  # deaths without progress still count
+        group.record_crash(110.0 + i, 5, 60.0, was_ready=True)
+    assert group.crash_looping
+
+
+def test_a_worker_made_progress_once_ready_and_it_reported_stored_outcomes() -> None:
+    worker, w = make_worker()
+    os.write(w, b'{"t": "progress"}\n')  # (cannot come before ready; tested for the rule)
+    worker.read_control(101.0)
+    assert worker.progressed and not worker.made_progress
+    os.write(w, b'{"t": "ready"}\n')
+    worker.read_control(102.0)
+    assert worker.made_progress
+    os.close(w)
+    os.close(worker.control_fd)
