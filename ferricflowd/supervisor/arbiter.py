@@ -164,6 +164,7 @@ class Supervisor:
             return
         self.metrics_dir.activate()
         self.metrics = supervisor_metrics()
+        self.metrics.preinit(list(self.groups))
         # Process-level events (a worker killed by a signal) go to Sentry from here.
         self._sentry = init_sentry(self.config.daemon.sentry_dsn)
         assert self.maintenance is not None
@@ -316,6 +317,8 @@ class Supervisor:
         for name in reconcile_groups(self.groups, new):
             for worker in self.workers_of(name):
                 worker.retire("group removed", self._retire_grace(), now)
+        if self.metrics is not None:
+            self.metrics.preinit(list(self.groups))
         self.config = new
         if self.maintenance is not None:
             self.maintenance.set_types(self._types())

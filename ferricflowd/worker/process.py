@@ -298,6 +298,7 @@ class WorkerProcess:
         group = self.group
         assert group is not None
         self.metrics = worker_metrics()
+        self.metrics.preinit(group.type, group.states)
         hooks = RunnerHooks(
             on_claimed=self.on_claimed,
             on_outcomes=self.on_outcomes,

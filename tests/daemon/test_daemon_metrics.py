@@ -40,3 +40,35 @@ def test_a_missing_series_fails_instead_of_reading_as_zero() -> None:
         assert 'type="b"' in str(exc)
     else:
         raise AssertionError("a missing series read as a value")
+
+
+def test_labelled_counters_exist_at_zero_before_their_first_event(start_daemon):
+    """increase() over a series that appears with its first event misses that event: the
+    first restart of a group and the first failure of a state must be a step from 0."""
+    daemon = start_daemon({
+        "q": {"type": "q", "states": ["queued"], "handler": f"{H}:echo"},
+        "w": {"type": "order", "states": ["created", "charged"], "handler": f"{H}:order"},
+    })
+    text = daemon.metrics()
+    for group in ("q", "w"):
+        for reason in ("boot", "crash", "signal", "hang"):
+            assert metric(text, "ferricflowd_worker_restarts_total", group=group,
+                          reason=reason) == 0
+        for trigger in ("max_jobs", "max_memory"):
+            assert metric(text, "ferricflowd_recycles_total", group=group, trigger=trigger) == 0
+    for flow_type, state in (("q", "queued"), ("order", "created"), ("order", "charged")):
+        for name in ("claimed", "completed", "failed", "retried", "transitioned", "released"):
+            assert metric(text, f"ferricflowd_flows_{name}_total", type=flow_type,
+                          state=state) == 0
+        assert metric(text, "ferricflowd_handler_errors_total", type=flow_type, state=state) == 0
+        assert metric(text, "ferricflowd_handler_duration_seconds_count", type=flow_type,
+                      state=state) == 0
+    for cause in ("crash", "signal", "hang", "expired"):
+        assert metric(text, "ferricflowd_leases_reclaimed_total", cause=cause) == 0
+
+    (pid,) = daemon.workers("q")
+    daemon.workers("q")[pid].send_signal(signal.SIGKILL)
+    wait_for(lambda: metric(daemon.metrics(), "ferricflowd_worker_restarts_total", group="q",
+                            reason="signal") == 1, timeout=10, what="the first restart counted")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(10) == 0
