@@ -143,10 +143,32 @@ def check(config_path: Path) -> None:
         group = config.group(name)
         why = err.strip() or exitcodes.describe_returncode(proc.returncode)
         click.echo(f"FAILED: group {name!r} ({group.handler}): {why}", err=True)
+    _report_unserved(config)
     if failed:
         click.echo(f"{failed} of {len(procs)} group(s) failed the check", err=True)
         sys.exit(exitcodes.FAILURE)
     click.echo(f"all {len(procs)} group(s) ok")
+
+
+def _report_unserved(config: Config) -> None:
+    """Warn about Flows due in a (type, state) that no group of the config claims: they wait
+    forever (a typo'd type, a state missing from `states`). Needs the store; a warning only."""
+    from ferricflowd.flow.errors import FerricflowdError
+
+    served = {(g.type, s) for g in config.groups for s in g.states}
+    client = config.store.client(config.store_url)
+    try:
+        due = [(t, s.state, s.due_now) for t in client.types()
+               for s in client.stats(t).states.values() if s.due_now]
+    except FerricflowdError as exc:
+        click.echo(f"note: due backlog not checked (store: {exc})", err=True)
+        return
+    finally:
+        client.close()
+    for flow_type, state, n in due:
+        if (flow_type, state) not in served:
+            click.echo(f"warning: {n} Flow(s) of type {flow_type!r} due in state {state!r}, "
+                       "which no group of this config handles", err=True)
 
 
 # ======================================================================================

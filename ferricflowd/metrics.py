@@ -68,6 +68,7 @@ class SupervisorMetrics:
     group_workers: Any
     group_crash_looping: Any
     backlog: Any
+    unserved: Any
     oldest_due_age: Any
     running: Any
     store_up: Any
@@ -160,6 +161,12 @@ def supervisor_metrics() -> SupervisorMetrics:
         ),
         backlog=gauge(
             "backlog", "Flows due now, by type and state.", ("type", "state"), "livemostrecent"
+        ),
+        unserved=gauge(
+            "unserved_backlog",
+            "Flows due now in a type and state that no group of this daemon claims.",
+            ("type", "state"),
+            "livemostrecent",
         ),
         oldest_due_age=gauge(
             "oldest_due_age_seconds",

@@ -143,7 +143,8 @@ class Supervisor:
         # Created now (a dead worker's reclaim can be queued at once), started in finish_boot;
         # after the groups, whose types it sweeps.
         self.maintenance = Maintenance(
-            lambda: store.client(url), self._types(), daemon.maintenance_interval_s
+            lambda: store.client(url), self._types(), daemon.maintenance_interval_s,
+            served=self._served(),
         )
         self.boot_started = time.monotonic()
         self.manage_workers(self.boot_started)
@@ -321,7 +322,7 @@ class Supervisor:
             self.metrics.preinit(list(self.groups))
         self.config = new
         if self.maintenance is not None:
-            self.maintenance.set_types(self._types())
+            self.maintenance.set_types(self._types(), self._served())
         systemd.ready()
         log.info("reloaded %s", new.path)
 
@@ -585,3 +586,6 @@ class Supervisor:
 
     def _types(self) -> list[str]:
         return [g.config.type for g in self.groups.values()]
+
+    def _served(self) -> list[tuple[str, str]]:
+        return [(g.config.type, s) for g in self.groups.values() for s in g.config.states]

@@ -8,8 +8,10 @@ its own FlowClient:
   (the queue wakes the thread), so that worker's Flows are due again well under a second
   after the death instead of after the lease; failures are retried every interval;
 - every `interval_s`: ping (cached for /readyz), reclaim expired leases of the configured
-  types, deliver the cross-partition outbox, backlog gauges from `stats`; retention cleanup
-  runs less often because it walks the terminal indexes.
+  types, deliver the cross-partition outbox, backlog gauges from `stats` for every type in
+  the store (the unserved gauge: Flows due in a (type, state) no group of this daemon
+  claims, such as a typo'd type or a state missing from the config); retention cleanup runs
+  less often because it walks the terminal indexes.
 """
 
 from __future__ import annotations
@@ -50,9 +52,11 @@ class Maintenance:
         types: Iterable[str],
         interval_s: float,
         metrics: SupervisorMetrics | None = None,
+        served: Iterable[tuple[str, str]] = (),
     ) -> None:
         self._client_factory = client_factory
         self._types = tuple(sorted(set(types)))
+        self._served = frozenset(served)  # (type, state) pairs the groups claim
         self.interval_s = interval_s
         self._metrics = metrics
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -80,9 +84,11 @@ class Maintenance:
             self._pending += 1
         self._queue.put(Reclaim(worker_id, cause, label))
 
-    def set_types(self, types: Iterable[str]) -> None:
-        """The Flow types to sweep (after a reload); the tuple swap is atomic."""
+    def set_types(self, types: Iterable[str], served: Iterable[tuple[str, str]] = ()) -> None:
+        """The Flow types to sweep and the (type, state) pairs served (after a reload);
+        each swap is atomic."""
         self._types = tuple(sorted(set(types)))
+        self._served = frozenset(served)
 
     def store_ok(self, within_s: float) -> bool:
         """Did the latest ping succeed, and within the last `within_s` seconds? (A store
@@ -167,7 +173,9 @@ class Maintenance:
                 self._metrics.leases_reclaimed.labels("expired").inc(count)
             if count:
                 log.info("reclaimed %d expired lease(s) of type %s", count, flow_type)
-            self._export_stats(flow_type, _call(client.stats, flow_type))
+        if self._metrics is not None:
+            for flow_type in sorted(set(self._types) | set(_call(client.types) or ())):
+                self._export_stats(flow_type, _call(client.stats, flow_type))
         _call(client.deliver_outbox)
         if time.monotonic() - self._last_cleanup >= CLEANUP_EVERY_S:
             self._last_cleanup = time.monotonic()
@@ -179,6 +187,8 @@ class Maintenance:
             return
         for state, per_state in (getattr(stats, "states", None) or {}).items():
             self._metrics.backlog.labels(flow_type, state).set(per_state.due_now)
+            unserved = 0 if (flow_type, state) in self._served else per_state.due_now
+            self._metrics.unserved.labels(flow_type, state).set(unserved)
             age_ms = per_state.oldest_due_age_ms or 0
             self._metrics.oldest_due_age.labels(flow_type, state).set(age_ms / 1000.0)
         running = getattr(stats, "running", None)

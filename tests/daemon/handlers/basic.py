@@ -84,3 +84,12 @@ def orphan(job: object) -> None:
     import subprocess
 
     subprocess.run("sleep 0.2 &", shell=True, check=True)
+
+
+strict_order = Workflow(type="strict", initial_state="created", states=["created", "done"])
+
+
+@strict_order.state("created")
+def lost_way(job: object) -> object:
+    """A transition to a state the workflow does not declare (a typo)."""
+    return transition("no_such_state")
