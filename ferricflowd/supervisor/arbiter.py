@@ -295,10 +295,7 @@ class Supervisor:
         self.stop_deadline = min(self.stop_deadline or now + 3600, now + FAST_STOP_GRACE_S)
         log.info("fast stop of %d worker(s)", len(self.workers))
         for worker in self.workers.values():
-            worker.retire_reason = worker.retire_reason or "stop"
-            worker.term_sent_at = worker.term_sent_at or now
-            worker.kill_at = min(worker.kill_at or self.stop_deadline, self.stop_deadline)
-            worker.send(signal.SIGQUIT)
+            worker.quit(self.stop_deadline, now)
 
     def reload(self) -> None:
         """Re-read the config; an invalid or unreloadable one keeps the running config."""

@@ -31,6 +31,7 @@ __all__ = ["Maintenance", "Reclaim"]
 log = logging.getLogger(__name__)
 
 CLEANUP_EVERY_S = 60.0  # retention is in days; a minute of slack costs nothing
+CLEANUP_SLACK = 0.1  # ...but a short retention is kept to within a tenth of itself
 _STOP = object()
 
 
@@ -177,7 +178,9 @@ class Maintenance:
             for flow_type in sorted(set(self._types) | set(_call(client.types) or ())):
                 self._export_stats(flow_type, _call(client.stats, flow_type))
         _call(client.deliver_outbox)
-        if time.monotonic() - self._last_cleanup >= CLEANUP_EVERY_S:
+        retention_s = getattr(client, "retention_ms", 1e12) / 1000.0
+        every = min(CLEANUP_EVERY_S, max(self.interval_s, retention_s * CLEANUP_SLACK))
+        if time.monotonic() - self._last_cleanup >= every:
             self._last_cleanup = time.monotonic()
             _call(client.cleanup)
 

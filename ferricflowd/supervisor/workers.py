@@ -196,6 +196,13 @@ class Worker:
             self.kill_at = now + grace_s
             self.send(signal.SIGTERM)
 
+    def quit(self, kill_at: float, now: float) -> None:
+        """Fast stop: SIGQUIT now (stop claiming, exit), SIGKILL at `kill_at` at the latest."""
+        self.retire_reason = self.retire_reason or "stop"
+        self.term_sent_at = self.term_sent_at or now
+        self.kill_at = min(self.kill_at or kill_at, kill_at)
+        self.send(signal.SIGQUIT)
+
     def recycle_trigger(self, group: GroupConfig, check_rss: bool) -> str | None:
         """Why this worker should be recycled now ("max_jobs ...", "max_memory ..."), or None.
         RSS is measured here (psutil), not taken from the worker's own report."""

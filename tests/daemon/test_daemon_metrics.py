@@ -72,3 +72,16 @@ def test_labelled_counters_exist_at_zero_before_their_first_event(start_daemon):
                             reason="signal") == 1, timeout=10, what="the first restart counted")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit(10) == 0
+
+
+def test_store_retention_removes_finished_flows(start_daemon):
+    """store.retention reaches the daemon's client, and cleanup runs often enough for it."""
+    daemon = start_daemon({"q": {"type": "ret", "states": ["queued"], "handler": f"{H}:echo"}},
+                          store={"retention": "2s"})
+    daemon.client.create("r1", "ret", "queued")
+    wait_for(lambda: (r := daemon.client.get("r1")) is not None and r.state == "completed",
+             timeout=10, what="r1 completed")
+    wait_for(lambda: daemon.client.get("r1") is None, timeout=8, interval=0.2,
+             what="r1 removed after the 2s retention")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(10) == 0
