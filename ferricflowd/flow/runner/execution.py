@@ -78,6 +78,7 @@ class Execution:
         self.stopping = stopping
         self.storable = storable
         self.declared = declared
+        self.mean_duration_s: float | None = None  # moving mean of handler durations
         self.on_error = on_error
         self._policy = exception_policy
         self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -168,7 +169,7 @@ class Execution:
             outcome = self._outcome(job, value)
         except Exception as exc:  # noqa: BLE001 - a handler may raise anything
             outcome = self._raised(job, exc)
-        return job, outcome, time.perf_counter() - started
+        return job, outcome, self._took(started)
 
     async def _handle_async(self, job: Job) -> None:
         """handle() for an `async def` handler, on the loop; the result goes to the flusher."""
@@ -177,7 +178,14 @@ class Execution:
             outcome = self._outcome(job, await self.handlers[job.state](job))
         except Exception as exc:  # noqa: BLE001 - a handler may raise anything
             outcome = self._raised(job, exc)
-        self.outcomes.put((job, outcome, time.perf_counter() - started))
+        self.outcomes.put((job, outcome, self._took(started)))
+
+    def _took(self, started: float) -> float:
+        """The handler's duration; kept as a moving mean for the claim size (runner.py)."""
+        took = time.perf_counter() - started
+        mean = self.mean_duration_s  # a float swap: no lock (threads may lose an update)
+        self.mean_duration_s = took if mean is None else mean + (took - mean) * 0.1
+        return took
 
     def _outcome(self, job: Job, value: Any) -> Outcome | None:
         outcome: Outcome | None = self.storable(to_outcome(value, self.declared))

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PREFETCH_WINDOW_S = 0.05  # claimed beyond the free handler slots: about this much work
+
 
 @dataclass
 class RunnerHooks:
@@ -289,18 +291,29 @@ class Runner:
             self.execution.dispatch([job])
 
     def _room(self) -> int:
-        """How many Flows to claim now, or 0 while enough are unfinished.
+        """How many Flows to claim now: the free handler slots plus a prefetch of about
+        PREFETCH_WINDOW_S of work, or 0 while that many are unfinished.
 
-        Only Flows not yet finished by a handler count against the batch: a finished one
-        whose outcome is queued or being flushed holds its lease for a few ms, and waiting
-        for those acknowledgements left the handler threads idle between batches. The leases
-        held stay capped at two batches (one handled, one flushed) plus the threads'."""
+        A claim leases Flows in priority order, and a leased Flow waits its turn here, so a
+        large claim (batch_size 100 with one thread of 50 ms jobs) ran a higher priority
+        enqueued later after all of them. With at most PREFETCH_WINDOW_S of work waiting it
+        overtakes them within about one handler duration (an expired lease the same); short
+        jobs still claim whole batches, which a durable store needs (each claim is an
+        fsync). Only Flows not yet finished by a handler count: a finished one whose outcome
+        is queued or being flushed holds its lease for a few ms, and waiting for those
+        acknowledgements left the handler threads idle. The leases held stay capped at two
+        batches plus the threads'."""
         batch, threads, ledger = self.batch_size, self.concurrency, self.ledger
+        mean = self.execution.mean_duration_s
+        prefetch = batch if mean is None or mean <= 0 else min(
+            batch, int(threads * PREFETCH_WINDOW_S / mean))
+        if mean is None:
+            prefetch = 0  # nothing measured yet: claim what the threads can start
         unfinished = ledger.outstanding - self._outcomes.qsize() - ledger.flushing
-        if unfinished >= max(threads, batch // 2):
+        cap = threads + prefetch
+        if unfinished >= max(threads, cap // 2):
             return 0
-        return max(0, min(batch, batch + threads - unfinished,
-                          2 * batch + threads - ledger.outstanding))
+        return max(0, min(batch, cap - unfinished, 2 * batch + threads - ledger.outstanding))
 
     # -- threads ------------------------------------------------------------------------------
 
