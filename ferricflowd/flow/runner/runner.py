@@ -305,10 +305,10 @@ class Runner:
         batches plus the threads'."""
         batch, threads, ledger = self.batch_size, self.concurrency, self.ledger
         mean = self.execution.mean_duration_s
-        prefetch = batch if mean is None or mean <= 0 else min(
-            batch, int(threads * PREFETCH_WINDOW_S / mean))
-        if mean is None:
-            prefetch = 0  # nothing measured yet: claim what the threads can start
+        if mean is None:  # nothing measured yet: one round of work beyond the threads
+            prefetch = min(batch, threads)
+        else:
+            prefetch = min(batch, int(threads * PREFETCH_WINDOW_S / max(mean, 1e-6)))
         unfinished = ledger.outstanding - self._outcomes.qsize() - ledger.flushing
         cap = threads + prefetch
         if unfinished >= max(threads, cap // 2):
