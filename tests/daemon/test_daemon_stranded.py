@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 
-from tests.daemon.conftest import metric, metric_or_none, run_cli, wait_for
+from tests.daemon.conftest import metric_or_none, run_cli, wait_for
 
 H = "tests.daemon.handlers.basic"
 GROUPS = {"image": {"type": "image", "states": ["queued"], "handler": f"{H}:echo"}}
@@ -30,15 +30,18 @@ def test_enqueue_of_a_type_no_group_handles_warns_and_strict_refuses(start_daemo
                           cwd=tmp_path)
     assert "in state 'sent' (its groups handle queued)" in wrong_state.stderr
 
-    # the daemon's gauge and `check` name the stranded backlog
-    wait_for(lambda: metric_or_none(daemon.metrics(), "ferricflowd_unserved_backlog",
-                                    type="imgae", state="queued") == 1,
-             timeout=5, interval=0.1, what="unserved gauge for imgae")
-    text = daemon.metrics()
-    assert metric(text, "ferricflowd_unserved_backlog", type="image", state="sent") == 1
-    assert metric(text, "ferricflowd_backlog", type="imgae", state="queued") == 1
-    wait_for(lambda: metric_or_none(daemon.metrics(), "ferricflowd_unserved_backlog",
-                                    type="image", state="queued") == 0, timeout=5)
+    # the daemon's gauge and `check` name the stranded backlog (a sweep updates the gauges
+    # type by type: wait for all three)
+    def gauges() -> tuple[float | None, ...]:
+        text = daemon.metrics()
+        return tuple(metric_or_none(text, name, type=t, state=s) for name, t, s in (
+            ("ferricflowd_unserved_backlog", "imgae", "queued"),
+            ("ferricflowd_unserved_backlog", "image", "sent"),
+            ("ferricflowd_unserved_backlog", "image", "queued"),
+            ("ferricflowd_backlog", "imgae", "queued")))
+
+    wait_for(lambda: gauges() == (1, 1, 0, 1), timeout=15, interval=0.1,
+             what="unserved gauges 1 (imgae, image/sent), 0 (image/queued)")
     check = run_cli("check", "--config", config, cwd=tmp_path)
     assert check.returncode == 0, check.stderr
     assert ("warning: 1 Flow(s) of type 'imgae' due in state 'queued', which no group of this "
