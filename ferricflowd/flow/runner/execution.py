@@ -191,12 +191,14 @@ class Execution:
         outcome: Outcome | None = self.storable(to_outcome(value, self.declared))
         if outcome is not value and isinstance(outcome, Fail):  # not the handler's own
             log.error("flow %s %s state=%s attempt=%d: %s", job.type, job.id, job.state,
-                      job.attempt, outcome.error.decode("utf-8", "replace"))
+                      job.attempt, outcome.error.decode("utf-8", "replace"),
+                      extra=_fields(job, "bad_outcome"))
         return outcome
 
     def _raised(self, job: Job, exc: Exception) -> Outcome | None:
         log.warning("flow %s %s state=%s attempt=%d raised %s: %s", job.type, job.id,
-                    job.state, job.attempt, type(exc).__name__, exc, exc_info=True)
+                    job.state, job.attempt, type(exc).__name__, exc, exc_info=True,
+                    extra={**_fields(job, "raised"), "exception": type(exc).__name__})
         if self.on_error:
             self.on_error(job, exc)
         return exception_outcome(exc, self._exception_policy(job.state))
@@ -239,3 +241,10 @@ class Execution:
 
 async def _await(value: Any) -> Any:
     return await value
+
+
+def _fields(job: Job, event: str) -> dict[str, Any]:
+    """The fields of a log line about a Flow, as the daemon's outcome lines carry them
+    (ferricflowd/logs.py flow_event): JSON logs get them as top-level keys."""
+    return {"event": event, "type": job.type, "id": job.id, "state": job.state,
+            "attempt": job.attempt}
