@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ferricflowd.confschema import (
+    BOOLEAN,
     DURATION,
     ENV_PREFIX,
     INTEGER,
@@ -108,6 +109,8 @@ class DaemonConfig:
     stop_grace_s: float | None
     imports: tuple[str, ...]
     sentry_dsn: str
+    sentry_environment: str
+    sentry_every_attempt: bool
     heartbeat_timeout_s: float
     max_restarts: int
     restart_window_s: float
@@ -182,7 +185,8 @@ class Config:
         worker_daemon = {
             k: v
             for k, v in asdict(self.daemon).items()
-            if k in ("imports", "sentry_dsn", "log_format", "log_level", "heartbeat_timeout_s")
+            if k in ("imports", "sentry_dsn", "sentry_environment", "sentry_every_attempt",
+                     "log_format", "log_level", "heartbeat_timeout_s")
         }
         doc = {
             "group": asdict(self.group(group_name)),
@@ -307,6 +311,10 @@ SETTINGS: tuple[Setting, ...] = (
       _check_imports),
     S("daemon", "sentry_dsn", STRING, "", "Sentry DSN for workers; empty = SENTRY_DSN env.",
       secret=True),
+    S("daemon", "sentry_environment", STRING, "",
+      "Sentry environment; empty = SENTRY_ENVIRONMENT env, else Sentry's default."),
+    S("daemon", "sentry_every_attempt", BOOLEAN, False,
+      "Report a handler exception on every attempt, not only on a Flow's first."),
     S("daemon", "heartbeat_timeout", DURATION, "30s",
       "A worker silent this long is killed and restarted.", positive("s"),
       "heartbeat_timeout_s"),

@@ -30,9 +30,9 @@ from typing import Any
 from ferricflowd.flow.errors import ConfigError
 
 __all__ = [
-    "DURATION", "ENV_PREFIX", "INTEGER", "OPT_DURATION", "OPT_STRING", "REQUIRED", "SIZE",
-    "STRING", "STRING_LIST", "WORD", "Check", "Kind", "Loader", "Setting", "Value", "at_least",
-    "join_key", "one_of", "parse_duration", "parse_size", "positive",
+    "BOOLEAN", "DURATION", "ENV_PREFIX", "INTEGER", "OPT_DURATION", "OPT_STRING", "REQUIRED",
+    "SIZE", "STRING", "STRING_LIST", "WORD", "Check", "Kind", "Loader", "Setting", "Value",
+    "at_least", "join_key", "one_of", "parse_duration", "parse_size", "positive",
 ]  # fmt: skip
 
 ENV_PREFIX = "FERRICFLOWD_"
@@ -155,6 +155,21 @@ def _string(value: object) -> str:
     return value
 
 
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Bad(f"expected true or false, got {_describe(value)}")
+    return value
+
+
+def _boolean_text(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("true", "1", "yes", "on"):
+        return True
+    if word in ("false", "0", "no", "off"):
+        return False
+    raise _Bad(f"expected true or false, got {text!r}")
+
+
 def _word(value: object) -> str:
     """A choice such as "json": case and surrounding blanks are not significant."""
     return _string(value).strip().lower()
@@ -195,6 +210,7 @@ DURATION = Kind('duration ("250ms", "30s", "5m", "1h", "7d")', _duration, parse_
 OPT_DURATION = Kind("duration (empty: unset)", _optional(_duration), _optional(parse_duration))
 SIZE = Kind('size ("64KiB", "512MiB", "1GiB", "100kB"; 0 = off)', _size, parse_size)
 STRING_LIST = Kind("array of strings (env: comma-separated)", _string_list, _comma_list)
+BOOLEAN = Kind("boolean (env: true/false)", _boolean, _boolean_text)
 
 
 # --------------------------------------------------------------------------- validators

@@ -133,11 +133,14 @@ def flow_event(
     logger.log(level, "%s", text, extra={"event": event, **ident, **fields})
 
 
-def init_sentry(dsn: str, **options: Any) -> Any:
+def init_sentry(dsn: str, environment: str = "", **options: Any) -> Any:
     """sentry_sdk, initialised with `dsn`; None when no DSN is set or the SDK is missing.
 
     Each process initialises its own SDK after it starts (never inherited across fork), so
-    no SDK thread or lock is shared between processes.
+    no SDK thread or lock is shared between processes. `release` is this ferricflowd's
+    version; `environment` the config's, else the SDK reads SENTRY_ENVIRONMENT itself.
+    Error log lines become events (the SDK's logging integration), so a caller logs an
+    error once instead of also capturing it.
     """
     if not dsn:
         return None
@@ -148,5 +151,47 @@ def init_sentry(dsn: str, **options: Any) -> Any:
             "sentry_dsn is set but sentry-sdk is not installed (pip install sentry-sdk)"
         )
         return None
-    sentry_sdk.init(dsn=dsn, **options)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = f"ferricflowd@{version('ferricflowd')}"
+    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+        release = None
+    if environment:
+        options["environment"] = environment
+    sentry_sdk.init(dsn=dsn, release=release, **options)
     return sentry_sdk
+
+
+_FILTERED = "[Filtered: Flow payload or value]"
+
+
+def scrub_flow_data(event: dict[str, Any], secrets: list[bytes]) -> dict[str, Any]:
+    """Replace every frame local that holds (or contains) one of `secrets`, a Flow's payload
+    and values, so an event never carries them. Secrets shorter than 4 bytes are matched
+    only as a whole value (a payload b"1" must not filter every local with a 1 in it)."""
+    texts = [(sec.decode("utf-8", "replace"), len(sec) >= 4) for sec in secrets if sec]
+    if not texts:
+        return event
+    for exc in (event.get("exception") or {}).get("values") or []:
+        for frame in (exc.get("stacktrace") or {}).get("frames") or []:
+            local_vars = frame.get("vars")
+            if not isinstance(local_vars, dict):
+                continue
+            for name, value in list(local_vars.items()):
+                if _holds(value, texts):
+                    local_vars[name] = _FILTERED
+    return event
+
+
+def _holds(value: Any, texts: list[tuple[str, bool]]) -> bool:
+    if isinstance(value, bytes | bytearray):
+        shown = bytes(value).decode("utf-8", "replace")
+    elif isinstance(value, str):
+        shown = value
+    else:
+        try:
+            shown = repr(value)[:100_000]
+        except Exception:  # noqa: BLE001 - a broken __repr__: filter rather than risk it
+            return True
+    return any(text in shown if partial else text == shown for text, partial in texts)

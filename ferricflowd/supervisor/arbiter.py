@@ -167,7 +167,8 @@ class Supervisor:
         self.metrics = supervisor_metrics()
         self.metrics.preinit(list(self.groups))
         # Process-level events (a worker killed by a signal) go to Sentry from here.
-        self._sentry = init_sentry(self.config.daemon.sentry_dsn)
+        self._sentry = init_sentry(self.config.daemon.sentry_dsn,
+                                   self.config.daemon.sentry_environment)
         assert self.maintenance is not None
         self.maintenance.start(self.metrics)
 
@@ -514,6 +515,7 @@ class Supervisor:
             now, self.config.daemon.max_restarts, self._window(), was_ready=worker.ready,
             made_progress=worker.made_progress,
         )
+        # An error line is one Sentry event (the SDK's logging integration): no capture here.
         log.error("worker %s died: %s; restarting in %.2fs", worker.worker_id, how, delay)
         self._count_restart(group, label)
         if group.crash_looping and not was_looping:
@@ -521,8 +523,6 @@ class Supervisor:
                 "group %s is crash-looping: %d restarts within %gs; retrying every ~%.0fs",
                 group.name, len(group.crashes), self._window(), delay,
             )  # fmt: skip
-        if code < 0 and self._sentry is not None:
-            self._sentry.capture_message(f"ferricflowd worker {worker.worker_id} {how}")
 
     def _embedded_died(self, status: int) -> None:
         assert self.embedded is not None

@@ -44,7 +44,7 @@ from setproctitle import setproctitle
 from ferricflowd import exitcodes
 from ferricflowd.config import Config, ConfigError, GroupConfig, load_config
 from ferricflowd.flow.outcomes import COUNTED_AS
-from ferricflowd.logs import flow_event, init_sentry, setup_logging
+from ferricflowd.logs import flow_event, init_sentry, scrub_flow_data, setup_logging
 from ferricflowd.metrics import WorkerMetrics, observe_many, worker_metrics
 from ferricflowd.procenv import SUPERVISOR_PID_ENV
 
@@ -332,6 +332,11 @@ class WorkerProcess:
         threading.Thread(target=self._control_loop, name="ff-control", daemon=True).start()
         try:
             group = self.load()
+            assert self.config is not None
+            # Before the handler import, so that a broken module is reported too. No
+            # breadcrumbs: they would carry log lines of other Flows into a Flow's event.
+            self.sentry = init_sentry(self.config.daemon.sentry_dsn,
+                                      self.config.daemon.sentry_environment, max_breadcrumbs=0)
             self._title("booting")
             client = self.connect()
             loaded = load_handlers(group, client)
@@ -340,8 +345,6 @@ class WorkerProcess:
             # The import's traceback points at the failing line of the user's module.
             log.error("%s", exc, exc_info=exc.__cause__)
             return exc.exit_code
-        assert self.config is not None
-        self.sentry = init_sentry(self.config.daemon.sentry_dsn)
         threading.Thread(target=self._report_loop, name="ff-report", daemon=True).start()
         self.control.send(t="ready")
         log.info(
@@ -412,14 +415,18 @@ class WorkerProcess:
     def on_handler_error(self, job: Any, exc: BaseException) -> None:
         if self.metrics is not None:
             self.metrics.handler_errors.labels(job.type, job.state).inc()
-        if self.sentry is None:
+        if self.sentry is None or self.config is None:
             return
+        if job.attempt > 1 and not self.config.daemon.sentry_every_attempt:
+            return  # a retried failure is one issue: its first attempt reported it
+        secrets = [job.payload or b"", *getattr(job, "values", {}).values()]
         with self.sentry.new_scope() as scope:
             scope.set_tag("flow.type", job.type)
             scope.set_tag("flow.state", job.state)
             scope.set_tag("flow.id", job.id)
             scope.set_tag("flow.attempt", job.attempt)
             scope.set_tag("worker_id", self.worker_id)
+            scope.add_event_processor(lambda event, hint: scrub_flow_data(event, secrets))
             self.sentry.capture_exception(exc)
 
     def _instrument(self, state: str, fn: Callable[..., Any]) -> Callable[..., Any]:

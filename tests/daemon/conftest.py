@@ -8,6 +8,7 @@ deadline (`wait_for`), never a bare sleep.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -285,3 +287,22 @@ def start_daemon(
         handle.kill_all()
         handle.client.close()
         print(f"---- {handle.log_path.name} (tail) ----\n{handle.log_tail(60)}")
+
+
+class SentryEnvelopes(BaseHTTPRequestHandler):
+    """A fake Sentry ingest endpoint: keeps every envelope body it is sent."""
+
+    received: list[bytes]
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.server.received.append(body)  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
