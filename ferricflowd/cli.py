@@ -1,6 +1,7 @@
 """The `ferricflowd` command line (click).
 
     ferricflowd [run] --config flows.toml      the daemon (run is the default command)
+    ferricflowd --version | --help             (a bare `ferricflowd` prints the help)
     ferricflowd check --config flows.toml      import every handler in a fresh process
     ferricflowd enqueue|get|history|...        operator commands (cli_ops.py)
 
@@ -32,15 +33,18 @@ Exit codes:
   2  usage or config error; redis-server missing for the embedded store
   3  every group failed at boot: a handler module does not import
   4  every group failed at boot: invalid worker config (state without handler, ...)
+  5  store unreachable (operator commands)
 """
 
 
 class _DefaultRun(click.Group):
-    """A group whose default command is `run`: `ferricflowd --config F` runs the daemon."""
+    """A group whose default command is `run` when the first argument is an option:
+    `ferricflowd --config F` runs the daemon. A bare `ferricflowd` prints the help, and an
+    unknown word is an unknown command (click names it), not an argument of `run`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        help_flags = set(ctx.help_option_names) | {"--version"}
-        if not args or (args[0] not in self.commands and args[0] not in help_flags):
+        own_flags = set(ctx.help_option_names) | {"--version"}
+        if args and args[0].startswith("-") and args[0] not in own_flags:
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
@@ -70,9 +74,14 @@ def _load(path: Path, overrides: dict[str, Any] | None = None) -> Config:
     cls=_DefaultRun,
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=EXIT_CODES_HELP,
+    invoke_without_command=True,
 )
-def cli() -> None:
+@click.version_option(package_name="ferricflowd", prog_name="ferricflowd")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """ferricflowd: durable FerricFlow workflows on Redis, and the daemon that runs them."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 @cli.command()
