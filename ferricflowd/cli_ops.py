@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -227,9 +228,18 @@ def history(ctx: click.Context, flow_id: str, count: int, partition_key: str | N
     _setup(ctx, **common_opts)
     events = [_event(e) for e in _run(ctx, lambda c: c.history(flow_id, count=count,
                                                                partition_key=partition_key))]
+    if not events:  # every Flow has at least its 'created' event
+        click.echo(f"ferricflowd: flow {flow_id!r} not found", err=True)
+        ctx.exit(exitcodes.FAILURE)
     _emit(ctx, events, lambda: [
-        f"{e['version']:>4} {e['at_ms']} {e['event']:18} "
+        f"{e['version']:>4} {_iso(e['at_ms'])} {e['event']:18} "
         + " ".join(f"{k}={v}" for k, v in sorted(e["details"].items())) for e in events])
+
+
+def _iso(at_ms: int) -> str:
+    """'2026-12-06T00:13:04.123Z': ISO 8601 in UTC for people (--json keeps the ms)."""
+    moment = datetime.fromtimestamp(at_ms / 1000.0, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at_ms % 1000:03d}Z"
 
 
 @click.command()
