@@ -1,6 +1,7 @@
 """The `ferricflowd` command line (click).
 
     ferricflowd [run] --config flows.toml      the daemon (run is the default command)
+    ferricflowd --version | --help             (a bare `ferricflowd` prints the help)
     ferricflowd check --config flows.toml      import every handler in a fresh process
     ferricflowd enqueue|get|history|...        operator commands (cli_ops.py)
 
@@ -21,6 +22,7 @@ import click
 from ferricflowd import exitcodes
 from ferricflowd.cli_ops import register as register_operator_commands
 from ferricflowd.config import Config, ConfigError, load_config
+from ferricflowd.procenv import worker_env
 
 __all__ = ["cli", "main"]
 
@@ -31,16 +33,18 @@ Exit codes:
   2  usage or config error; redis-server missing for the embedded store
   3  every group failed at boot: a handler module does not import
   4  every group failed at boot: invalid worker config (state without handler, ...)
+  5  store unreachable (operator commands)
 """
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 class _DefaultRun(click.Group):
-    """A group whose default command is `run`: `ferricflowd --config F` runs the daemon."""
+    """A group whose default command is `run` when the first argument is an option:
+    `ferricflowd --config F` runs the daemon. A bare `ferricflowd` prints the help, and an
+    unknown word is an unknown command (click names it), not an argument of `run`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        help_flags = set(ctx.help_option_names) | {"--version"}
-        if not args or (args[0] not in self.commands and args[0] not in help_flags):
+        own_flags = set(ctx.help_option_names) | {"--version"}
+        if args and args[0].startswith("-") and args[0] not in own_flags:
             args = ["run", *args]
         return super().parse_args(ctx, args)
 
@@ -70,9 +74,14 @@ def _load(path: Path, overrides: dict[str, Any] | None = None) -> Config:
     cls=_DefaultRun,
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog=EXIT_CODES_HELP,
+    invoke_without_command=True,
 )
-def cli() -> None:
+@click.version_option(package_name="ferricflowd", prog_name="ferricflowd")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """ferricflowd: durable FerricFlow workflows on Redis, and the daemon that runs them."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
 
 
 @cli.command()
@@ -121,9 +130,7 @@ def check(config_path: Path) -> None:
     """Import every group's handler in a fresh process and check that it covers the group's
     states; exits 0 when all load, 1 otherwise, 2 for a config error."""
     config = _load(config_path)
-    env = dict(os.environ)
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([*paths, _PACKAGE_ROOT])
+    env = worker_env()  # what the supervisor gives its workers: both import the same modules
     # One fresh interpreter per group, all at once: an import with side effects (or one that
     # calls os._exit) cannot disturb this process or the other groups' checks.
     procs = {
@@ -145,10 +152,32 @@ def check(config_path: Path) -> None:
         group = config.group(name)
         why = err.strip() or exitcodes.describe_returncode(proc.returncode)
         click.echo(f"FAILED: group {name!r} ({group.handler}): {why}", err=True)
+    _report_unserved(config)
     if failed:
         click.echo(f"{failed} of {len(procs)} group(s) failed the check", err=True)
         sys.exit(exitcodes.FAILURE)
     click.echo(f"all {len(procs)} group(s) ok")
+
+
+def _report_unserved(config: Config) -> None:
+    """Warn about Flows due in a (type, state) that no group of the config claims: they wait
+    forever (a typo'd type, a state missing from `states`). Needs the store; a warning only."""
+    from ferricflowd.flow.errors import FerricflowdError
+
+    served = {(g.type, s) for g in config.groups for s in g.states}
+    client = config.store.client(config.store_url)
+    try:
+        due = [(t, s.state, s.due_now) for t in client.types()
+               for s in client.stats(t).states.values() if s.due_now]
+    except FerricflowdError as exc:
+        click.echo(f"note: due backlog not checked (store: {exc})", err=True)
+        return
+    finally:
+        client.close()
+    for flow_type, state, n in due:
+        if (flow_type, state) not in served:
+            click.echo(f"warning: {n} Flow(s) of type {flow_type!r} due in state {state!r}, "
+                       "which no group of this config handles", err=True)
 
 
 # ======================================================================================

@@ -9,10 +9,12 @@ command failed (not found, conflict, ...), 2 usage or config error, 5 store unre
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,30 @@ def _initial_state(ctx: click.Context, type: str) -> str:
             if group.type == type:
                 return group.states[0]
     return "queued"
+
+
+def _check_served(ctx: click.Context, type: str, state: str, strict: bool) -> None:
+    """A Flow that no group handles waits forever: say so (with --strict, refuse)."""
+    if ctx.obj["config"] is None:
+        return
+    config = _config(ctx)
+    if any(g.type == type and state in g.states for g in config.groups):
+        return
+    types = sorted({g.type for g in config.groups})
+    close = difflib.get_close_matches(type, types, n=1)
+    if type in types:
+        states = sorted({s for g in config.groups if g.type == type for s in g.states})
+        hint = f" (its groups handle {', '.join(states)})"
+    elif close:
+        hint = f" (did you mean type {close[0]!r}?)"
+    else:
+        hint = f" (types handled: {', '.join(types)})"
+    problem = f"no group of {config.path} handles type {type!r} in state {state!r}{hint}"
+    if strict:
+        click.echo(f"ferricflowd: refusing to create {type} {ctx.params['flow_id']}: {problem}",
+                   err=True)
+        ctx.exit(exitcodes.CONFIG)
+    click.echo(f"ferricflowd: warning: {problem}; the Flow waits until one does", err=True)
 
 
 def _config(ctx: click.Context) -> Any:
@@ -146,16 +172,20 @@ def _setup(ctx: click.Context, config: str | None, url: str | None, namespace: s
 @click.option("--idempotent", is_flag=True, help="A repeat with the same request is OK.")
 @click.option("--delay", "delay_s", type=float, default=None, help="Due in this many seconds.")
 @click.option("--priority", type=click.IntRange(0, 2), default=0, help="0..2, higher first.")
+@click.option("--strict", is_flag=True,
+              help="With --config: refuse (exit 2) when no group of the config handles TYPE "
+                   "in that state, instead of warning.")
 @common
 @click.pass_context
 def enqueue(ctx: click.Context, type: str, flow_id: str, payload: str | None,
             payload_file: str | None, state: str | None, idempotent: bool,
-            delay_s: float | None, priority: int, **common_opts: Any) -> None:
+            delay_s: float | None, priority: int, strict: bool, **common_opts: Any) -> None:
     """Create a Flow of TYPE with id FLOW_ID (alias: start)."""
     _setup(ctx, **common_opts)
     data = _payload(payload, payload_file)
     run_at = None if delay_s is None else int((time.time() + delay_s) * 1000)
     state = state or _initial_state(ctx, type)
+    _check_served(ctx, type, state, strict)
     created = _run(ctx, lambda c: c.create(flow_id, type, state, data,
                                            run_at_ms=run_at, priority=priority,
                                            idempotent=idempotent))
@@ -198,9 +228,18 @@ def history(ctx: click.Context, flow_id: str, count: int, partition_key: str | N
     _setup(ctx, **common_opts)
     events = [_event(e) for e in _run(ctx, lambda c: c.history(flow_id, count=count,
                                                                partition_key=partition_key))]
+    if not events:  # every Flow has at least its 'created' event
+        click.echo(f"ferricflowd: flow {flow_id!r} not found", err=True)
+        ctx.exit(exitcodes.FAILURE)
     _emit(ctx, events, lambda: [
-        f"{e['version']:>4} {e['at_ms']} {e['event']:18} "
+        f"{e['version']:>4} {_iso(e['at_ms'])} {e['event']:18} "
         + " ".join(f"{k}={v}" for k, v in sorted(e["details"].items())) for e in events])
+
+
+def _iso(at_ms: int) -> str:
+    """'2026-12-06T00:13:04.123Z': ISO 8601 in UTC for people (--json keeps the ms)."""
+    moment = datetime.fromtimestamp(at_ms / 1000.0, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at_ms % 1000:03d}Z"
 
 
 @click.command()

@@ -2,7 +2,9 @@
 
 Every setting is declared once in `SETTINGS` (section, key, type, default, validator, one-line
 description); the loader, the env-var names, the example file's test and the dataclasses are all
-driven by that table. Sources, lowest to highest precedence:
+driven by that table. This module says *what* the settings are; how such a table is read,
+parsed and checked (value kinds, validators, the loader) is in confschema.py. Sources, lowest
+to highest precedence:
 
     built-in default < TOML file < env FERRICFLOWD_<SECTION>_<KEY> < CLI overrides
 
@@ -17,19 +19,38 @@ Every problem is a `ConfigError(file, dotted_key, problem)`; no input produces a
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
 import re
-import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from datetime import date, datetime, time
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ferricflowd.confschema import (
+    BOOLEAN,
+    DURATION,
+    ENV_PREFIX,
+    INTEGER,
+    OPT_DURATION,
+    OPT_STRING,
+    REQUIRED,
+    SIZE,
+    STRING,
+    STRING_LIST,
+    WORD,
+    Kind,
+    Loader,
+    Setting,
+    Value,
+    at_least,
+    join_key,
+    one_of,
+    parse_duration,
+    parse_size,
+    positive,
+)
 from ferricflowd.flow.errors import ConfigError
 
 if TYPE_CHECKING:  # flow.client pulls in redis-py: only the processes that talk to Redis load it
@@ -49,9 +70,6 @@ __all__ = [
     "parse_duration",
     "parse_size",
 ]
-
-ENV_PREFIX = "FERRICFLOWD_"
-
 
 # --------------------------------------------------------------------------- the dataclasses
 
@@ -91,6 +109,8 @@ class DaemonConfig:
     stop_grace_s: float | None
     imports: tuple[str, ...]
     sentry_dsn: str
+    sentry_environment: str
+    sentry_every_attempt: bool
     heartbeat_timeout_s: float
     max_restarts: int
     restart_window_s: float
@@ -140,7 +160,20 @@ class Config:
             if group.name == name:
                 return group
         known = ", ".join(g.name for g in self.groups)
-        raise ConfigError(str(self.path), _join("groups", name), f"no such group (known: {known})")
+        problem = f"no such group (known: {known})"
+        raise ConfigError(str(self.path), join_key("groups", name), problem)
+
+    def needs_restart(self, new: Config) -> str | None:
+        """The first setting that differs in `new` and that a running daemon holds open
+        (the store, data_dir, listen): a HUP cannot apply it. None if there is none."""
+        for key, before, after in (
+            ("store", self.store, new.store),
+            ("daemon.data_dir", self.daemon.data_dir, new.daemon.data_dir),
+            ("daemon.listen", self.daemon.listen, new.daemon.listen),
+        ):
+            if before != after:
+                return key
+        return None
 
     def fingerprint(self, group_name: str) -> str:
         """A stable hash of everything a worker of this group is started with.
@@ -153,7 +186,8 @@ class Config:
         worker_daemon = {
             k: v
             for k, v in asdict(self.daemon).items()
-            if k in ("imports", "sentry_dsn", "log_format", "log_level", "heartbeat_timeout_s")
+            if k in ("imports", "sentry_dsn", "sentry_environment", "sentry_every_attempt",
+                     "log_format", "log_level", "heartbeat_timeout_s")
         }
         doc = {
             "group": asdict(self.group(group_name)),
@@ -164,187 +198,8 @@ class Config:
         return hashlib.sha256(text.encode()).hexdigest()
 
 
-# --------------------------------------------------------------------------- value kinds
-
-
-class _Bad(Exception):
-    """A value problem, not yet located by file and key."""
-
-
-_NUMBER_UNIT_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*")
-_DURATION_UNITS = {"ms": Fraction(1, 1000), "s": Fraction(1), "m": Fraction(60),
-                   "h": Fraction(3600), "d": Fraction(86400)}
-_MAX_DURATION_S = 100 * 365 * 86400  # anything longer is a typo, and keeps ms ints sane
-# kB/MB/GB are powers of 1000, KiB/MiB/GiB powers of 1024; unit case is not significant.
-_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-_MAX_INT = 2**63 - 1  # TOML integers are 64-bit; so is everything we pass to Redis
-
-
-def _describe(value: object) -> str:
-    """`integer 30`, `string 'abc'`: what the user wrote, short enough for one line."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int of more than 4300 digits refuses to be shown
-        text = "(too long to show)"
-    text = text if len(text) <= 40 else text[:37] + "..."
-    return f"{_type_name(value)} {text}"
-
-
-def _type_name(value: object) -> str:
-    names: tuple[tuple[type, str], ...] = (
-        (bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"),
-        (list, "array"), (dict, "table"), (datetime, "datetime"), (date, "date"), (time, "time"),
-    )
-    for cls, name in names:
-        if isinstance(value, cls):
-            return name
-    return type(value).__name__
-
-
-def _is_zero(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == 0
-
-
-def _is_plain_number(value: object) -> bool:
-    """A finite int/float (not a bool): worth a "write it with a unit" hint."""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    return number and abs(value) < 1e15  # type: ignore[arg-type]  # False for nan/inf too
-
-
-def parse_duration(text: str) -> float:
-    """`"250ms"`, `"30s"`, `"5m"`, `"1h"`, `"7d"` (or `"0"`) -> seconds."""
-    match = _NUMBER_UNIT_RE.fullmatch(text)
-    if match and not match.group(2) and Fraction(match.group(1)) == 0:
-        return 0.0
-    unit = _DURATION_UNITS.get(match.group(2).lower()) if match else None
-    if match is None or unit is None:
-        raise _Bad(f'expected a duration with a unit (ms, s, m, h, d) such as "30s", got {text!r}')
-    seconds = Fraction(match.group(1)) * unit
-    if seconds > _MAX_DURATION_S:
-        raise _Bad(f"duration {text!r} is longer than 100 years")
-    return float(seconds)
-
-
-def parse_size(text: str) -> int:
-    """`"512MiB"`, `"1GiB"`, `"64KiB"`, `"100kB"`, `"0"` -> bytes."""
-    match = _NUMBER_UNIT_RE.fullmatch(text)
-    if match and not match.group(2) and Fraction(match.group(1)) == 0:
-        return 0
-    unit = _SIZE_UNITS.get(match.group(2).lower()) if match else None
-    if match is None or unit is None:
-        raise _Bad(f'expected a size with a unit (B, kB, MB, GB, KiB, MiB, GiB) such as "512MiB",'
-                   f" got {text!r}")
-    size = int(Fraction(match.group(1)) * unit)
-    if size > _MAX_INT:
-        raise _Bad(f"size {text!r} is larger than 2**63-1 bytes")
-    return size
-
-
-def _duration(value: object) -> float:
-    if isinstance(value, str):
-        return parse_duration(value)
-    if _is_zero(value):
-        return 0.0
-    hint = f' (write "{value}s" or "{value}ms")' if _is_plain_number(value) else ""
-    raise _Bad(f'expected a duration string such as "30s", got {_describe(value)}{hint}')
-
-
-def _size(value: object) -> int:
-    if isinstance(value, str):
-        return parse_size(value)
-    if _is_zero(value):
-        return 0
-    hint = f' (write "{value}B" or "{value}MiB")' if _is_plain_number(value) else ""
-    raise _Bad(f'expected a size string such as "512MiB", got {_describe(value)}{hint}')
-
-
-def _integer(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _Bad(f"expected an integer, got {_describe(value)}")
-    if abs(value) > _MAX_INT:
-        raise _Bad(f"{_describe(value)} does not fit in 64 bits")
-    return value
-
-
-def _integer_text(text: str) -> int:
-    try:
-        return _integer(int(text.strip()))
-    except ValueError:
-        raise _Bad(f"expected an integer, got {text!r}") from None
-
-
-def _string(value: object) -> str:
-    if not isinstance(value, str):
-        raise _Bad(f"expected a string, got {_describe(value)}")
-    return value
-
-
-def _word(value: object) -> str:
-    """A choice such as "json": case and surrounding blanks are not significant."""
-    return _string(value).strip().lower()
-
-
-def _string_list(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise _Bad(f"expected an array of strings, got {_describe(value)}")
-    for item in value:
-        if not isinstance(item, str):
-            raise _Bad(f"expected an array of strings, got an item {_describe(item)}")
-    return tuple(value)
-
-
-def _comma_list(text: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in text.split(",") if part.strip())
-
-
-def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """An empty string means "unset", so an env var can clear an optional setting."""
-    return lambda value: None if value == "" else parse(value)
-
-
-@dataclass(frozen=True)
-class Kind:
-    """How a setting's value is written (in TOML and as env/CLI text) and parsed."""
-
-    name: str
-    from_toml: Callable[[Any], Any]
-    from_text: Callable[[str], Any]
-
-
-STRING = Kind("string", _string, str)
-OPT_STRING = Kind("string (empty: unset)", _optional(_string), _optional(str))
-WORD = Kind("string", _word, _word)
-INTEGER = Kind("integer", _integer, _integer_text)
-DURATION = Kind('duration ("250ms", "30s", "5m", "1h", "7d")', _duration, parse_duration)
-OPT_DURATION = Kind("duration (empty: unset)", _optional(_duration), _optional(parse_duration))
-SIZE = Kind('size ("64KiB", "512MiB", "1GiB", "100kB"; 0 = off)', _size, parse_size)
-STRING_LIST = Kind("array of strings (env: comma-separated)", _string_list, _comma_list)
-
-
-# --------------------------------------------------------------------------- validators
+# --------------------------------------------------------------------------- checks
 # Each returns the problem as text, or None when the value is fine.
-
-Check = Callable[[Any], str | None]
-
-
-def _at_least(low: float, unit: str = "") -> Check:
-    def check(value: float) -> str | None:
-        if value < low:
-            shown = f"{low:g}{unit}"
-            return f"must be at least {shown}, got {value:g}{unit}"
-        return None
-
-    return check
-
-
-def _positive(unit: str = "") -> Check:
-    return lambda v: None if v > 0 else f"must be greater than 0{unit}, got {v:g}{unit}"
-
-
-def _one_of(*choices: str) -> Check:
-    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}; got {v!r}"
-
 
 _BAD_NAME_CHARS = re.compile(r"[\s{}\x00-\x1f\x7f]")
 
@@ -415,40 +270,6 @@ def _check_data_dir(value: str) -> str | None:
 
 # --------------------------------------------------------------------------- the schema
 
-_REQUIRED = object()  # marks group keys that have no default
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One declared setting. `section` is "store", "daemon" or "group"."""
-
-    section: str
-    key: str
-    kind: Kind
-    default: Any  # as written in TOML; None = unset; _REQUIRED = the group must set it
-    desc: str
-    check: Check | None = None
-    dest: str = ""  # dataclass field name when it differs from `key`
-    convert: Callable[[Any], Any] = lambda value: value
-    inherit: bool = False  # a group setting that [defaults] may also set
-    secret: bool = False  # may hold a password/token: errors never echo its value
-
-    @property
-    def field_name(self) -> str:
-        return self.dest or self.key
-
-    @property
-    def required(self) -> bool:
-        return self.default is _REQUIRED
-
-    def env_var(self, group: str | None = None) -> str:
-        """The env var that sets this (`group=None` for [defaults] of a group setting)."""
-        if self.section != "group":
-            return f"{ENV_PREFIX}{self.section.upper()}_{self.key.upper()}"
-        if group is None:
-            return f"{ENV_PREFIX}DEFAULTS_{self.key.upper()}"
-        return f"{ENV_PREFIX}GROUPS_{_env_part(group)}_{self.key.upper()}"
-
 
 def _ms(seconds: float) -> int:
     return round(seconds * 1000)
@@ -467,64 +288,68 @@ SETTINGS: tuple[Setting, ...] = (
     S("store", "namespace", STRING, "ff", "Key prefix of every Flow key.", _check_name),
     S("store", "durability", WORD, "strict",
       '"strict" refuses a store without appendfsync always; "relaxed" allows it.',
-      _one_of("strict", "relaxed")),
+      one_of("strict", "relaxed")),
     S("store", "min_replicas", INTEGER, 0,
-      "Replicas that must acknowledge each mutating command (WAIT/WAITAOF).", _at_least(0)),
+      "Replicas that must acknowledge each mutating command (WAIT/WAITAOF).", at_least(0)),
     S("store", "partitions", INTEGER, 1,
-      "Partitions of the namespace (fixed when it is first used).", _at_least(1)),
+      "Partitions of the namespace (fixed when it is first used).", at_least(1)),
     S("store", "retention", DURATION, "7d", "How long finished Flows are kept.",
-      _positive("s"), "retention_s"),
+      positive("s"), "retention_s"),
     S("store", "socket_timeout", DURATION, "5s", "Timeout of a store command.",
-      _positive("s"), "socket_timeout_s"),
+      positive("s"), "socket_timeout_s"),
     S("daemon", "data_dir", STRING, "./var/ferricflowd",
       "State directory (embedded store, metrics); relative to the config file's directory.",
       _check_data_dir),
     S("daemon", "listen", STRING, "127.0.0.1:9464", "host:port of /metrics /healthz /readyz.",
       _check_listen),
     S("daemon", "drain_timeout", DURATION, "30s",
-      "How long running handlers may finish on SIGTERM/HUP.", _at_least(0, "s"),
+      "How long running handlers may finish on SIGTERM/HUP.", at_least(0, "s"),
       "drain_timeout_s"),
     S("daemon", "stop_grace", OPT_DURATION, None,
       "Service manager's grace before SIGKILL (TimeoutStopSec); must exceed drain_timeout.",
-      _positive("s"), "stop_grace_s"),
+      positive("s"), "stop_grace_s"),
     S("daemon", "imports", STRING_LIST, [], "Modules every worker imports at start.",
       _check_imports),
     S("daemon", "sentry_dsn", STRING, "", "Sentry DSN for workers; empty = SENTRY_DSN env.",
       secret=True),
+    S("daemon", "sentry_environment", STRING, "",
+      "Sentry environment; empty = SENTRY_ENVIRONMENT env, else Sentry's default."),
+    S("daemon", "sentry_every_attempt", BOOLEAN, False,
+      "Report a handler exception on every attempt, not only on a Flow's first."),
     S("daemon", "heartbeat_timeout", DURATION, "30s",
-      "A worker silent this long is killed and restarted.", _positive("s"),
+      "A worker silent this long is killed and restarted.", positive("s"),
       "heartbeat_timeout_s"),
     S("daemon", "max_restarts", INTEGER, 5,
-      "Restarts within restart_window before a group counts as crash-looping.", _at_least(0)),
-    S("daemon", "restart_window", DURATION, "60s", "Window for max_restarts.", _positive("s"),
+      "Restarts within restart_window before a group counts as crash-looping.", at_least(0)),
+    S("daemon", "restart_window", DURATION, "60s", "Window for max_restarts.", positive("s"),
       "restart_window_s"),
     S("daemon", "maintenance_interval", DURATION, "1s",
-      "Period of lease reclaim, outbox delivery and retention.", _positive("s"),
+      "Period of lease reclaim, outbox delivery and retention.", positive("s"),
       "maintenance_interval_s"),
-    S("daemon", "log_format", WORD, "text", '"text" or "json".', _one_of("text", "json")),
+    S("daemon", "log_format", WORD, "text", '"text" or "json".', one_of("text", "json")),
     S("daemon", "log_level", WORD, "info", "debug, info, warning or error.",
-      _one_of("debug", "info", "warning", "error")),
-    S("group", "type", STRING, _REQUIRED, "Flow type the group works on.", _check_name),
-    S("group", "states", STRING_LIST, _REQUIRED, "States of that type its workers claim.",
+      one_of("debug", "info", "warning", "error")),
+    S("group", "type", STRING, REQUIRED, "Flow type the group works on.", _check_name),
+    S("group", "states", STRING_LIST, REQUIRED, "States of that type its workers claim.",
       _check_states, convert=tuple),
-    S("group", "handler", STRING, _REQUIRED,
+    S("group", "handler", STRING, REQUIRED,
       '"module.path:attr": a function (queue) or a Workflow object.', _check_handler),
-    S("group", "processes", INTEGER, 1, "Worker processes of the group.", _at_least(1),
+    S("group", "processes", INTEGER, 1, "Worker processes of the group.", at_least(1),
       inherit=True),
     S("group", "concurrency", INTEGER, 8,
       "Handler threads per process (`async def` handlers: tasks on its event loop).",
-      _at_least(1),
+      at_least(1),
       inherit=True),
-    S("group", "batch_size", INTEGER, 100, "Flows claimed per claim call.", _at_least(1),
+    S("group", "batch_size", INTEGER, 100, "Flows claimed per claim call.", at_least(1),
       inherit=True),
     S("group", "lease", DURATION, "30s", "Lease of a claimed Flow (renewed at lease/3).",
-      _at_least(1, "s"), "lease_ms", _ms, inherit=True),
-    S("group", "block", DURATION, "5s", "Longest idle wait for new work.", _at_least(0, "s"),
+      at_least(1, "s"), "lease_ms", _ms, inherit=True),
+    S("group", "block", DURATION, "5s", "Longest idle wait for new work.", at_least(0, "s"),
       "block_ms", _ms, inherit=True),
     S("group", "max_memory", SIZE, "512MiB", "Recycle a worker above this RSS; 0 = off.",
       None, "max_memory_bytes", inherit=True),
     S("group", "max_jobs", INTEGER, 0, "Recycle a worker after this many jobs; 0 = off.",
-      _at_least(0), inherit=True),
+      at_least(0), inherit=True),
     S("group", "claim_values", STRING_LIST, [], "Named values fetched with each claim.",
       _check_value_names, convert=tuple, inherit=True),
     S("group", "value_max_bytes", SIZE, None, "Largest value a handler may store; 0 = no cap.",
@@ -538,43 +363,8 @@ SETTINGS: tuple[Setting, ...] = (
 del S
 # fmt: on
 
-_SECTION_TABLES = ("store", "daemon", "defaults", "groups")
-_GROUP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-
-
-def _settings_of(scope: str) -> dict[str, Setting]:
-    """The settings a scope may set: "store", "daemon", "defaults" or "groups.NAME"."""
-    if scope in ("store", "daemon"):
-        return {s.key: s for s in SETTINGS if s.section == scope}
-    if scope == "defaults":
-        return {s.key: s for s in SETTINGS if s.section == "group" and s.inherit}
-    return {s.key: s for s in SETTINGS if s.section == "group"}
-
-
-def _env_part(group: str) -> str:
-    return group.upper().replace("-", "_")
-
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _join(*parts: str) -> str:
-    """A dotted key as TOML would write it: quote the parts that are not bare."""
-    return ".".join(p if _BARE_KEY.fullmatch(p) else json.dumps(p) for p in parts)
-
-
-def _hint(word: str, choices: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(choices)}"
-
 
 # --------------------------------------------------------------------------- loading
-
-
-@dataclass(frozen=True)
-class _Value:
-    value: Any
-    source: str  # "default", "file", "env NAME" or "override KEY"
 
 
 def load_config(
@@ -583,230 +373,55 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
     """Read, overlay and validate the config at `path`; raises ConfigError for any problem."""
-    loader = _Loader(path)
-    doc = loader.read()
-    loader.take_file(doc)
+    loader = Loader(path, SETTINGS)
+    loader.take_file(loader.read())
     loader.take_env(env)
     loader.take_overrides(overrides or {})
-    return loader.build(env)
+    return _build(loader, env)
 
 
-class _Loader:
-    """Collects explicitly set values per scope, then resolves defaults and builds Config."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.file = os.fspath(path)
-        # absolute() without resolve(): a k8s ConfigMap swaps a symlink, which we keep following
-        self.path = Path(self.file).absolute()
-        self.groups: list[str] = []
-        self.explicit: dict[str, dict[str, _Value]] = {"store": {}, "daemon": {}, "defaults": {}}
-
-    def error(self, key: str, problem: str) -> ConfigError:
-        return ConfigError(self.file, key, problem)
-
-    def read(self) -> dict[str, Any]:
-        try:
-            data = Path(self.file).read_bytes()
-        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
-            problem = getattr(exc, "strerror", None) or str(exc)
-            raise self.error("", f"cannot read config file: {problem}") from None
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            line = data[: exc.start].count(b"\n") + 1
-            raise self.error("", f"not valid UTF-8 (line {line})") from None
-        try:
-            return tomllib.loads(text)
-        except ValueError as exc:  # TOMLDecodeError, or int() of a 5000-digit number
-            raise self.error("", f"TOML syntax error: {exc}") from None
-        except RecursionError:
-            raise self.error("", "TOML syntax error: nested too deeply") from None
-
-    # ---- the file
-
-    def take_file(self, doc: dict[str, Any]) -> None:
-        for name, table in doc.items():
-            if name not in _SECTION_TABLES:
-                raise self.error(_join(name), f"unknown table{_hint(name, _SECTION_TABLES)}")
-            if not isinstance(table, dict):
-                raise self.error(name, f"expected a table [{name}], got {_describe(table)}")
-        for scope in ("store", "daemon", "defaults"):
-            for key, raw in doc.get(scope, {}).items():
-                self.set(scope, key, raw, "file")
-        for name, table in doc.get("groups", {}).items():
-            self.add_group(name, table)
-            for key, raw in table.items():
-                self.set(f"groups.{name}", key, raw, "file")
-
-    def add_group(self, name: str, table: object) -> None:
-        dotted = _join("groups", name)
-        if not _GROUP_NAME_RE.fullmatch(name):
-            raise self.error(dotted, "group names use letters, digits, '_' and '-' only")
-        if not isinstance(table, dict):
-            raise self.error(dotted, f"expected a table [groups.{name}], got {_describe(table)}")
-        twin = next((g for g in self.groups if _env_part(g) == _env_part(name)), None)
-        if twin is not None:
-            raise self.error(dotted, f"clashes with group {twin!r}: both use env prefix "
-                                     f"{ENV_PREFIX}GROUPS_{_env_part(name)}_")
-        self.groups.append(name)
-        self.explicit[f"groups.{name}"] = {}
-
-    def setting(self, scope: str, key: str) -> Setting:
-        known = _settings_of(scope)
-        if key in known:
-            return known[key]
-        dotted = _join(*scope.split(".", 1), key)
-        if scope == "defaults" and key in _settings_of("groups.x"):
-            raise self.error(dotted, f"{key!r} cannot be inherited; set it in each [groups.NAME]")
-        raise self.error(dotted, f"unknown key{_hint(key, tuple(known))}")
-
-    def set(self, scope: str, key: str, raw: object, source: str, text: bool = False) -> None:
-        """Parse and check one value, and record it; errors say where the value came from."""
-        setting = self.setting(scope, key)
-        dotted = _join(*scope.split(".", 1), key)
-        where = "" if source == "file" else f"{source}: "
-        try:
-            if raw is None and setting.default is None:
-                value = None  # an override may clear an optional setting
-            elif text:
-                value = setting.kind.from_text(raw)  # type: ignore[arg-type]
-            else:
-                value = setting.kind.from_toml(raw)
-        except _Bad as exc:
-            problem = (f"expected a {setting.kind.name}, got {_type_name(raw)} (value not shown)"
-                       if setting.secret else str(exc))  # a secret's value is never echoed
-            raise self.error(dotted, f"{where}{problem}") from None
-        problem = setting.check(value) if setting.check and value is not None else None
-        if problem:
-            raise self.error(dotted, f"{where}{problem}")
-        self.explicit[scope][key] = _Value(value, source)
-
-    # ---- env and overrides
-
-    def env_names(self) -> dict[str, tuple[str, str]]:
-        """env var -> (scope, key) for every setting of every scope the file declares."""
-        names: dict[str, tuple[str, str]] = {}
-        for setting in SETTINGS:
-            if setting.section != "group":
-                names[setting.env_var()] = (setting.section, setting.key)
-                continue
-            if setting.inherit:
-                names[setting.env_var()] = ("defaults", setting.key)
-            for group in self.groups:
-                names[setting.env_var(group)] = (f"groups.{group}", setting.key)
-        return names
-
-    def take_env(self, env: Mapping[str, str]) -> None:
-        names = self.env_names()
-        for var in sorted(k for k in env if k.startswith(ENV_PREFIX)):
-            if var in names:
-                scope, key = names[var]
-                raw = env[var]
-                self.set(scope, key, raw, f"env {var}", text=isinstance(raw, str))
-            else:
-                self.reject_env(var, names)
-
-    def reject_env(self, var: str, names: dict[str, tuple[str, str]]) -> None:
-        """Unknown FERRICFLOWD_<SECTION>_* vars are typos; other FERRICFLOWD_* are not ours."""
-        rest = var[len(ENV_PREFIX):]
-        section = next((t for t in _SECTION_TABLES if rest.startswith(t.upper() + "_")), None)
-        if section is None:
-            return
-        tail = rest[len(section) + 1:]
-        if section == "groups":
-            group = next((g for g in self.groups if tail.startswith(_env_part(g) + "_")), "")
-            if group:
-                key = tail[len(_env_part(group)) + 1:].lower()
-                raise self.error(_join("groups", group, key), f"env {var} is not a known "
-                                 f"setting{_hint(key, tuple(_settings_of('groups.x')))}")
-            key = next((k for k in _settings_of("groups.x") if tail.endswith("_" + k.upper())), "")
-            if key:
-                group = tail[: -len(key) - 1].lower()
-                raise self.error(_join("groups", group, key),
-                                 f"env {var} names group {group!r}, which the file does not "
-                                 f"declare (env can tune groups, not add them)")
-            raise self.error("groups", f"env {var} is not a known setting")
-        known = [n for n in names if n.startswith(f"{ENV_PREFIX}{section.upper()}_")]
-        raise self.error(_join(section, tail.lower()),
-                         f"env {var} is not a known setting{_hint(var, known)}")
-
-    def take_overrides(self, overrides: Mapping[str, Any]) -> None:
-        for dotted, raw in overrides.items():
-            parts = str(dotted).split(".")
-            if len(parts) == 3 and parts[0] == "groups":
-                scope = f"groups.{parts[1]}"
-                if parts[1] not in self.groups:
-                    raise self.error(_join("groups", parts[1]),
-                                     f"override {dotted!r} names a group the file does not declare")
-            elif len(parts) == 2 and parts[0] in ("store", "daemon", "defaults"):
-                scope = parts[0]
-            else:
-                raise self.error(str(dotted), "override keys are SECTION.KEY or groups.NAME.KEY")
-            self.set(scope, parts[-1], raw, f"override {dotted}", text=isinstance(raw, str))
-
-    # ---- resolution
-
-    def resolve(self, scope: str, base: dict[str, _Value] | None = None) -> dict[str, _Value]:
-        """Every setting of a scope: explicit value, else inherited `base`, else the default."""
-        out: dict[str, _Value] = {}
-        for key, setting in _settings_of(scope).items():
-            if key in self.explicit[scope]:
-                out[key] = self.explicit[scope][key]
-            elif base is not None and key in base:
-                out[key] = base[key]
-            elif setting.required:
-                raise self.error(_join(*scope.split(".", 1), key),
-                                 "missing; every group needs type, states and handler")
-            elif setting.default is None:
-                out[key] = _Value(None, "default")
-            else:
-                out[key] = _Value(setting.kind.from_toml(setting.default), "default")
-        return out
-
-    def build(self, env: Mapping[str, str]) -> Config:
-        store = self.resolve("store")
-        daemon = self.resolve("daemon")
-        defaults = self.resolve("defaults")
-        groups = {name: self.resolve(f"groups.{name}", defaults) for name in self.groups}
-        self.validate(daemon, groups)
-        try:
-            data_dir = Path(daemon["data_dir"].value).expanduser()
-        except RuntimeError as exc:  # "~nobody/..." with no such user
-            raise self.error("daemon.data_dir", str(exc)) from None
-        daemon["data_dir"] = _Value(self.path.parent / data_dir, daemon["data_dir"].source)
-        if not daemon["sentry_dsn"].value:
-            daemon["sentry_dsn"] = _Value(env.get("SENTRY_DSN", ""), "env SENTRY_DSN")
-        return Config(
-            path=self.path,
-            store=StoreConfig(**_fields("store", store)),
-            daemon=DaemonConfig(**_fields("daemon", daemon)),
-            groups=tuple(
-                GroupConfig(name=name, **_fields(f"groups.{name}", values))
-                for name, values in groups.items()
-            ),
-        )
-
-    def validate(self, daemon: dict[str, _Value], groups: dict[str, dict[str, _Value]]) -> None:
-        """Rules that span settings."""
-        if not groups:
-            raise self.error("groups", "no groups: declare at least one [groups.NAME] table")
-        drain, grace = daemon["drain_timeout"], daemon["stop_grace"]
-        if grace.value is not None and drain.value >= grace.value:
-            raise self.error("daemon.drain_timeout",
-                             f"drain_timeout ({drain.value:g}s, {drain.source}) must be shorter "
-                             f"than stop_grace ({grace.value:g}s, {grace.source}), or workers "
-                             "are SIGKILLed mid-drain")
-        owner: dict[tuple[str, str], str] = {}
-        for name, values in groups.items():
-            flow_type = values["type"].value
-            for state in values["states"].value:
-                other = owner.setdefault((flow_type, state), name)
-                if other != name:
-                    raise self.error(_join("groups", name, "states"),
-                                     f"state {state!r} of type {flow_type!r} is already "
-                                     f"claimed by group {other!r}")
+def _build(loader: Loader, env: Mapping[str, str]) -> Config:
+    store = loader.resolve("store")
+    daemon = loader.resolve("daemon")
+    defaults = loader.resolve("defaults")
+    groups = {name: loader.resolve(f"groups.{name}", defaults) for name in loader.groups}
+    _validate(loader, daemon, groups)
+    try:
+        data_dir = Path(daemon["data_dir"].value).expanduser()
+    except RuntimeError as exc:  # "~nobody/..." with no such user
+        raise loader.error("daemon.data_dir", str(exc)) from None
+    daemon["data_dir"] = Value(loader.path.parent / data_dir, daemon["data_dir"].source)
+    if not daemon["sentry_dsn"].value:
+        daemon["sentry_dsn"] = Value(env.get("SENTRY_DSN", ""), "env SENTRY_DSN")
+    return Config(
+        path=loader.path,
+        store=StoreConfig(**loader.fields("store", store)),
+        daemon=DaemonConfig(**loader.fields("daemon", daemon)),
+        groups=tuple(
+            GroupConfig(name=name, **loader.fields(f"groups.{name}", values))
+            for name, values in groups.items()
+        ),
+    )
 
 
-def _fields(scope: str, values: dict[str, _Value]) -> dict[str, Any]:
-    settings = _settings_of(scope)
-    return {settings[k].field_name: settings[k].convert(v.value) for k, v in values.items()}
+def _validate(
+    loader: Loader, daemon: dict[str, Value], groups: dict[str, dict[str, Value]]
+) -> None:
+    """Rules that span settings."""
+    if not groups:
+        raise loader.error("groups", "no groups: declare at least one [groups.NAME] table")
+    drain, grace = daemon["drain_timeout"], daemon["stop_grace"]
+    if grace.value is not None and drain.value >= grace.value:
+        raise loader.error("daemon.drain_timeout",
+                           f"drain_timeout ({drain.value:g}s, {drain.source}) must be shorter "
+                           f"than stop_grace ({grace.value:g}s, {grace.source}), or workers "
+                           "are SIGKILLed mid-drain")
+    owner: dict[tuple[str, str], str] = {}
+    for name, values in groups.items():
+        flow_type = values["type"].value
+        for state in values["states"].value:
+            other = owner.setdefault((flow_type, state), name)
+            if other != name:
+                raise loader.error(join_key("groups", name, "states"),
+                                   f"state {state!r} of type {flow_type!r} is already "
+                                   f"claimed by group {other!r}")

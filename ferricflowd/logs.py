@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -80,6 +81,28 @@ def setup_logging(log_format: str = "text", level: str = "info") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Whatever Python would print on its own goes through the same handler: warnings, and
+    # uncaught exceptions of the main thread and of other threads (one JSON object each).
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_thread_uncaught
+
+
+def _log_uncaught(exc_type: Any, exc: BaseException, tb: Any) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    logging.getLogger(__name__).critical("uncaught exception", exc_info=(exc_type, exc, tb))
+
+
+def _log_thread_uncaught(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger(__name__).error(
+        "uncaught exception in thread %s", name,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )  # fmt: skip
 
 
 def flow_fields(job: Any) -> dict[str, Any]:
@@ -110,20 +133,65 @@ def flow_event(
     logger.log(level, "%s", text, extra={"event": event, **ident, **fields})
 
 
-def init_sentry(dsn: str, **options: Any) -> Any:
+def init_sentry(dsn: str, environment: str = "", **options: Any) -> Any:
     """sentry_sdk, initialised with `dsn`; None when no DSN is set or the SDK is missing.
 
     Each process initialises its own SDK after it starts (never inherited across fork), so
-    no SDK thread or lock is shared between processes.
+    no SDK thread or lock is shared between processes. `release` is this ferricflowd's
+    version; `environment` the config's, else the SDK reads SENTRY_ENVIRONMENT itself.
+    Error log lines become events (the SDK's logging integration), so a caller logs an
+    error once instead of also capturing it.
     """
     if not dsn:
         return None
     try:
         import sentry_sdk
     except ImportError:
-        logging.getLogger("ferricflowd").warning(
+        logging.getLogger(__name__).warning(
             "sentry_dsn is set but sentry-sdk is not installed (pip install sentry-sdk)"
         )
         return None
-    sentry_sdk.init(dsn=dsn, **options)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = f"ferricflowd@{version('ferricflowd')}"
+    except PackageNotFoundError:  # a checkout on PYTHONPATH, not installed
+        release = None
+    if environment:
+        options["environment"] = environment
+    sentry_sdk.init(dsn=dsn, release=release, **options)
     return sentry_sdk
+
+
+_FILTERED = "[Filtered: Flow payload or value]"
+
+
+def scrub_flow_data(event: dict[str, Any], secrets: list[bytes]) -> dict[str, Any]:
+    """Replace every frame local that holds (or contains) one of `secrets`, a Flow's payload
+    and values, so an event never carries them. Secrets shorter than 4 bytes are matched
+    only as a whole value (a payload b"1" must not filter every local with a 1 in it)."""
+    texts = [(sec.decode("utf-8", "replace"), len(sec) >= 4) for sec in secrets if sec]
+    if not texts:
+        return event
+    for exc in (event.get("exception") or {}).get("values") or []:
+        for frame in (exc.get("stacktrace") or {}).get("frames") or []:
+            local_vars = frame.get("vars")
+            if not isinstance(local_vars, dict):
+                continue
+            for name, value in list(local_vars.items()):
+                if _holds(value, texts):
+                    local_vars[name] = _FILTERED
+    return event
+
+
+def _holds(value: Any, texts: list[tuple[str, bool]]) -> bool:
+    if isinstance(value, bytes | bytearray):
+        shown = bytes(value).decode("utf-8", "replace")
+    elif isinstance(value, str):
+        shown = value
+    else:
+        try:
+            shown = repr(value)[:100_000]
+        except Exception:  # noqa: BLE001 - a broken __repr__: filter rather than risk it
+            return True
+    return any(text in shown if partial else text == shown for text, partial in texts)

@@ -1,6 +1,6 @@
 """Every Prometheus metric of ferricflowd, defined in one place.
 
-The supervisor owns prometheus-client's multiprocess mode (ferricflowd/supervisor/metrics.py):
+The supervisor owns prometheus-client's multiprocess mode (ferricflowd/supervisor/promdir.py):
 it sets PROMETHEUS_MULTIPROC_DIR before anything imports prometheus_client and passes it to
 each worker in its environment. prometheus_client picks its value class (mmap files or plain
 memory) when it is first imported, so nothing here imports it at module level: the metric
@@ -26,6 +26,12 @@ PREFIX = "ferricflowd"
 # because every process pre-allocates a file for them.
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, float("inf"))
 DRAIN_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, float("inf"))
+# Label values created at zero before their first event, so that the first restart or the
+# first failure is an increase() from 0 and not a series appearing from nowhere (which
+# Prometheus' increase()/rate() cannot see). docs/metrics.md lists every series.
+RESTART_REASONS = ("boot", "crash", "signal", "hang")  # supervisor/workers.py exit_label
+RECYCLE_TRIGGERS = ("max_jobs", "max_memory")
+RECLAIM_CAUSES = ("crash", "signal", "hang", "expired")
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,14 @@ class WorkerMetrics:
     handler_duration: Any
     in_flight: Any
 
+    def preinit(self, flow_type: str, states: tuple[str, ...]) -> None:
+        """Every per-Flow series of this worker's states, at zero."""
+        for state in states:
+            for series in (self.claimed, self.completed, self.failed, self.retried,
+                           self.transitioned, self.released, self.handler_errors,
+                           self.handler_duration):
+                series.labels(flow_type, state)
+
 
 @dataclass(frozen=True)
 class SupervisorMetrics:
@@ -54,9 +68,20 @@ class SupervisorMetrics:
     group_workers: Any
     group_crash_looping: Any
     backlog: Any
+    unserved: Any
     oldest_due_age: Any
     running: Any
     store_up: Any
+
+    def preinit(self, groups: list[str]) -> None:
+        """The labelled counters of these groups (and the reclaim causes), at zero."""
+        for cause in RECLAIM_CAUSES:
+            self.leases_reclaimed.labels(cause)
+        for group in groups:
+            for reason in RESTART_REASONS:
+                self.worker_restarts.labels(group, reason)
+            for trigger in RECYCLE_TRIGGERS:
+                self.recycles.labels(group, trigger)
 
 
 @functools.cache
@@ -136,6 +161,12 @@ def supervisor_metrics() -> SupervisorMetrics:
         ),
         backlog=gauge(
             "backlog", "Flows due now, by type and state.", ("type", "state"), "livemostrecent"
+        ),
+        unserved=gauge(
+            "unserved_backlog",
+            "Flows due now in a type and state that no group of this daemon claims.",
+            ("type", "state"),
+            "livemostrecent",
         ),
         oldest_due_age=gauge(
             "oldest_due_age_seconds",

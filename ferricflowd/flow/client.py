@@ -37,7 +37,7 @@ from .outcomes import Complete, Fail, Outcome, Transition, kind_of
 from .policy import RetryPolicy
 from .reads import Reads
 from .records import Job
-from .store import Call, Store
+from .store import Call, Store, WakeWait
 from .upkeep import Upkeep
 from .wire import (
     NO_LEASE,
@@ -304,9 +304,10 @@ class FlowClient(Reads, Upkeep):
     def _handle(self, flow_id: str, partition: int) -> FlowHandle:
         return FlowHandle(self, flow_id, partition)
 
-    def wait_for_work(self, conn: Any, type: str, states: Sequence[str], timeout_ms: int,
-                      rotate: int = 0) -> bool:
-        """Block on the wake lists of `states` (BLPOP) for up to `timeout_ms`; True if woken."""
+    def wait_for_work(self, waiter: WakeWait, type: str, states: Sequence[str],
+                      timeout_ms: int, rotate: int = 0) -> bool:
+        """Block on the wake lists of `states` (BLPOP) for up to `timeout_ms`; True if woken.
+        `waiter` is a store.wake_wait(): another thread may interrupt() it."""
         keys = self.keys
         timeout_s = max(timeout_ms, 1) / 1000.0
         if self.store.cluster:  # one slot per call: rotate through the partitions
@@ -315,7 +316,7 @@ class FlowClient(Reads, Upkeep):
             timeout_s = max(timeout_s / keys.partitions, 0.05)
         else:
             lists = [keys.wake(p, type, s) for p in range(keys.partitions) for s in states]
-        return self.store.wait_for_wake(conn, lists, timeout_s)
+        return waiter.wait(lists, timeout_s)
 
     # -- outcomes -----------------------------------------------------------------------------
 

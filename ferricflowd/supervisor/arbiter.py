@@ -30,18 +30,15 @@ from ferricflowd import exitcodes
 from ferricflowd.config import Config, ConfigError, load_config
 from ferricflowd.logs import init_sentry, redact_url
 from ferricflowd.metrics import SupervisorMetrics, supervisor_metrics
+from ferricflowd.procenv import SUPERVISOR_PID_ENV, worker_env
 from ferricflowd.supervisor import systemd
-from ferricflowd.supervisor.children import (
-    SUPERVISOR_PID_ENV,
-    Child,
-    GroupState,
-    spawn_worker,
-    worker_env,
-)
+from ferricflowd.supervisor.datadir import DataDirInUse, DataDirLock
 from ferricflowd.supervisor.embedded import EmbeddedStore, EmbeddedStoreError
+from ferricflowd.supervisor.groups import GroupState, reconcile_groups
 from ferricflowd.supervisor.http import Health, HealthServer
 from ferricflowd.supervisor.maintenance import Maintenance
-from ferricflowd.supervisor.metrics import MultiprocessMetrics
+from ferricflowd.supervisor.promdir import PromDir
+from ferricflowd.supervisor.workers import Worker
 
 __all__ = ["HaltServer", "Supervisor"]
 
@@ -75,13 +72,14 @@ class Supervisor:
         self.config = config
         self.overrides = dict(overrides or {})  # CLI overrides, re-applied on reload
         self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self.children: dict[int, Child] = {}
+        self.workers: dict[int, Worker] = {}
         self.groups: dict[str, GroupState] = {}
         self.stopping: str | None = None  # None, "drain" or "fast"
         self.stop_deadline = 0.0
         self.stop_started = 0.0
         self.hostname = socket.gethostname()
-        self.metrics_dir = MultiprocessMetrics(config.daemon.data_dir)
+        self.datadir = DataDirLock(config.daemon.data_dir)
+        self.metrics_dir = PromDir(config.daemon.data_dir)
         self.metrics: SupervisorMetrics | None = None
         self.embedded: EmbeddedStore | None = None
         self.store_url = config.store.url or ""
@@ -118,7 +116,10 @@ class Supervisor:
         start is CPU-bound (three interpreters importing on two cores)."""
         daemon = self.config.daemon
         setproctitle(f"ferricflowd: supervisor {self.config.path.name}")
-        daemon.data_dir.mkdir(parents=True, exist_ok=True)
+        try:  # first: a second daemon on this data_dir must touch nothing of the first's
+            self.datadir.acquire()
+        except (DataDirInUse, OSError) as exc:
+            raise HaltServer(str(exc), exitcodes.CONFIG) from None
         self.metrics_dir.prepare()
         for name in SIGNALS:
             signal.signal(getattr(signal, f"SIG{name}"), self.signal)
@@ -142,10 +143,11 @@ class Supervisor:
         # Created now (a dead worker's reclaim can be queued at once), started in finish_boot;
         # after the groups, whose types it sweeps.
         self.maintenance = Maintenance(
-            lambda: store.client(url), self._types(), daemon.maintenance_interval_s
+            lambda: store.client(url), self._types(), daemon.maintenance_interval_s,
+            served=self._served(),
         )
         self.boot_started = time.monotonic()
-        self.manage_children(self.boot_started)
+        self.manage_workers(self.boot_started)
         log.info(
             "ferricflowd supervisor pid %d: config %s, store %s, groups %s",
             os.getpid(), self.config.path, redact_url(self.store_url),
@@ -163,8 +165,10 @@ class Supervisor:
             return
         self.metrics_dir.activate()
         self.metrics = supervisor_metrics()
+        self.metrics.preinit(list(self.groups))
         # Process-level events (a worker killed by a signal) go to Sentry from here.
-        self._sentry = init_sentry(self.config.daemon.sentry_dsn)
+        self._sentry = init_sentry(self.config.daemon.sentry_dsn,
+                                   self.config.daemon.sentry_environment)
         assert self.maintenance is not None
         self.maintenance.start(self.metrics)
 
@@ -173,32 +177,34 @@ class Supervisor:
         for sig in self.wait_for_signals(self._loop_timeout()):
             self.dispatch(sig)
         now = time.monotonic()
-        self.reap_children()
-        for child in list(self.children.values()):
-            for message in child.read_control(now):
+        self.reap_workers()
+        for worker in list(self.workers.values()):
+            for message in worker.read_control(now):
                 if message.get("t") == "ready":
-                    log.info("worker %s (pid %d) ready", child.worker_id, child.pid)
-                elif message.get("t") == "recycle" and child.kill_at is None:
-                    log.info("worker %s is recycling itself: %s", child.worker_id,
+                    log.info("worker %s (pid %d) ready", worker.worker_id, worker.pid)
+                elif message.get("t") == "recycle" and worker.kill_at is None:
+                    log.info("worker %s is recycling itself: %s", worker.worker_id,
                              message.get("why"))
-                    child.kill_at = now + self._retire_grace()  # its drain is bounded too
-        self.murder_children(now)
+                    worker.kill_at = now + self._retire_grace()  # its drain is bounded too
+        self.murder_workers(now)
         if self.booting and (now - self.boot_started > BOOT_DEFER_S
-                             or all(c.ready for c in self.children.values())):
+                             or all(c.ready for c in self.workers.values())):
             self.finish_boot()
         if self.stopping:
-            if not self.children:
+            if not self.workers:
                 return False
         else:
-            self.recycle_children(now)
-            self.manage_children(now)
+            self.recycle_workers(now)
+            self.manage_workers(now)
             self.check_helpers()
         self.publish_health(now)
         return True
 
     def shutdown(self) -> None:
         """After the loop (or a halt): no worker left behind, leases handed back, helpers off."""
-        if self.children:
+        if not self.datadir.held:
+            return  # stopped before it started anything (data_dir in use)
+        if self.workers:
             self._stop_remaining()
         if self.maintenance is not None and self.maintenance.is_alive():
             if not self.maintenance.flush(timeout_s=10.0):
@@ -212,6 +218,7 @@ class Supervisor:
         if self._sentry is not None:
             self._sentry.flush(timeout=2.0)
         systemd.status("stopped")
+        self.datadir.release()
 
     # ------------------------------------------------------------------ signals
 
@@ -241,7 +248,7 @@ class Supervisor:
         getattr(self, f"handle_{name}")()
 
     def handle_chld(self) -> None:
-        """A child exited; the reap that follows every dispatch collects it."""
+        """A worker exited; the reap that follows every dispatch collects it."""
 
     def handle_term(self) -> None:
         """Graceful drain; a second TERM while draining is a fast stop."""
@@ -269,12 +276,8 @@ class Supervisor:
 
     def handle_usr1(self) -> None:
         """Log the process table."""
-        for child in sorted(self.children.values(), key=lambda c: (c.group, c.spawned_at)):
-            log.info(
-                "child pid=%d id=%s gen=%d ready=%s busy=%d/%d handled=%d rss=%d retiring=%s",
-                child.pid, child.worker_id, child.generation, child.ready, child.busy,
-                child.concurrency, child.handled, child.rss, child.retire_reason,
-            )  # fmt: skip
+        for worker in sorted(self.workers.values(), key=lambda w: (w.group, w.spawned_at)):
+            log.info("worker %s", worker.describe())
 
     # ------------------------------------------------------------------ operations
 
@@ -285,22 +288,19 @@ class Supervisor:
             drain_s = self.config.daemon.drain_timeout_s
             self.stopping, self.stop_started, self.stop_deadline = "drain", now, now + drain_s
             systemd.stopping()
-            log.info("draining %d worker(s), deadline %gs", len(self.children), drain_s)
-            for child in self.children.values():
-                child.retire("drain", drain_s, now)
-                child.kill_at = min(child.kill_at or self.stop_deadline, self.stop_deadline)
+            log.info("draining %d worker(s), deadline %gs", len(self.workers), drain_s)
+            for worker in self.workers.values():
+                worker.retire("drain", drain_s, now)
+                worker.kill_at = min(worker.kill_at or self.stop_deadline, self.stop_deadline)
             return
         if self.stopping is None:
             self.stop_started = now
             systemd.stopping()
         self.stopping = "fast"
         self.stop_deadline = min(self.stop_deadline or now + 3600, now + FAST_STOP_GRACE_S)
-        log.info("fast stop of %d worker(s)", len(self.children))
-        for child in self.children.values():
-            child.retire_reason = child.retire_reason or "stop"
-            child.term_sent_at = child.term_sent_at or now
-            child.kill_at = min(child.kill_at or self.stop_deadline, self.stop_deadline)
-            child.send(signal.SIGQUIT)
+        log.info("fast stop of %d worker(s)", len(self.workers))
+        for worker in self.workers.values():
+            worker.quit(self.stop_deadline, now)
 
     def reload(self) -> None:
         """Re-read the config; an invalid or unreloadable one keeps the running config."""
@@ -309,32 +309,22 @@ class Supervisor:
         systemd.reloading()
         try:
             new = load_config(self.config.path, os.environ, self.overrides)
-            self._check_reloadable(new)
+            key = self.config.needs_restart(new)
+            if key is not None:
+                raise ConfigError(str(new.path), key, "changed; this needs a restart, not HUP")
         except ConfigError as exc:
             log.error("reload failed, keeping the running config: %s", exc)
             systemd.ready()
             return
         now = time.monotonic()
-        for group in new.groups:
-            state = self.groups.get(group.name)
-            fingerprint = new.fingerprint(group.name)
-            if state is None:
-                log.info("reload: new group %s", group.name)
-                self.groups[group.name] = GroupState.of(new, group)
-            elif state.fingerprint != fingerprint or state.boot_failure is not None:
-                # A group that failed at boot is retried too: its code may have been fixed.
-                log.info("reload: group %s changed; replacing its workers", group.name)
-                state.reset(group, fingerprint)
-            else:
-                state.config = group
-        for name in set(self.groups) - {g.name for g in new.groups}:
-            log.info("reload: group %s removed; retiring its workers", name)
-            del self.groups[name]
-            for child in self.children_of(name):
-                child.retire("group removed", self._retire_grace(), now)
+        for name in reconcile_groups(self.groups, new):
+            for worker in self.workers_of(name):
+                worker.retire("group removed", self._retire_grace(), now)
+        if self.metrics is not None:
+            self.metrics.preinit(list(self.groups))
         self.config = new
         if self.maintenance is not None:
-            self.maintenance.set_types(self._types())
+            self.maintenance.set_types(self._types(), self._served())
         systemd.ready()
         log.info("reloaded %s", new.path)
 
@@ -346,22 +336,22 @@ class Supervisor:
 
     # ------------------------------------------------------------------ the process table
 
-    def spawn_child(self, group: GroupState, now: float) -> Child | None:
+    def spawn_worker(self, group: GroupState, now: float) -> Worker | None:
         """fork+exec one worker of `group`; None if the exec failed (counted as a crash)."""
-        env = worker_env({**self.metrics_dir.child_env(), SUPERVISOR_PID_ENV: str(os.getpid())})
+        env = worker_env({**self.metrics_dir.worker_env(), SUPERVISOR_PID_ENV: str(os.getpid())})
         url = self.store_url if self.embedded is not None else None  # a socket path, no secret
         try:
-            child = spawn_worker(self.config, group, self.hostname, url, env, now)
+            worker = Worker.spawn(self.config, group, self.hostname, url, env, now)
         except OSError as exc:
             log.error("cannot start a worker of group %s: %s", group.name, exc)
             group.record_crash(now, self.config.daemon.max_restarts, self._window())
             return None
-        self.children[child.pid] = child
-        log.info("spawned worker %s (generation %d)", child.worker_id, child.generation)
-        return child
+        self.workers[worker.pid] = worker
+        log.info("spawned worker %s (generation %d)", worker.worker_id, worker.generation)
+        return worker
 
-    def reap_children(self) -> None:
-        """Collect every exited child; unknown ones too (orphans re-parented to PID 1)."""
+    def reap_workers(self) -> None:
+        """Collect every exited worker; unknown ones too (orphans re-parented to PID 1)."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -372,62 +362,62 @@ class Supervisor:
             if self.embedded is not None and pid == self.embedded.pid:
                 self._embedded_died(status)
                 continue
-            child = self.children.pop(pid, None)
-            if child is None:
+            worker = self.workers.pop(pid, None)
+            if worker is None:
                 # Not ours (when we are PID 1, every orphan in the container ends up here);
                 # reaping it is all it needs, and it is not a worker error.
                 log.debug("reaped unknown process %d: %s", pid, exitcodes.describe(status))
                 continue
             self.metrics_dir.mark_process_dead(pid)
-            child.read_control(time.monotonic())  # its last words (handled counts)
-            child.closed(status)
-            self.child_exited(child, status)
+            worker.read_control(time.monotonic())  # its last words (handled counts)
+            worker.closed(status)
+            self.worker_exited(worker, status)
 
-    def child_exited(self, child: Child, status: int) -> None:
+    def worker_exited(self, worker: Worker, status: int) -> None:
         """Reclaim a dead worker's leases, then decide whether and when to replace it."""
         now = time.monotonic()
         how = exitcodes.describe(status)
-        label = child.exit_label(status)
-        cause = f"worker {child.worker_id} {how}"
-        if child.abort_sent_at is not None:
-            cause += f" after hanging (no heartbeat for {self._hang_limit(child):g}s)"
-        elif child.retiring:
-            cause += f" ({child.retire_reason})"
+        label = worker.exit_label(status)
+        cause = f"worker {worker.worker_id} {how}"
+        if worker.abort_sent_at is not None:
+            cause += f" after hanging (no heartbeat for {self._hang_limit(worker):g}s)"
+        elif worker.retiring:
+            cause += f" ({worker.retire_reason})"
         self.finish_boot()
         if self.maintenance is not None:
-            self.maintenance.reclaim_worker(child.worker_id, cause, label)
-        group = self.groups.get(child.group)
-        if group is not None and group.recycling == child.pid:
+            self.maintenance.reclaim_worker(worker.worker_id, cause, label)
+        group = self.groups.get(worker.group)
+        if group is not None and group.recycling == worker.pid:
             group.recycling = None
-        if child.retiring and child.term_sent_at is not None and child.abort_sent_at is None:
-            log.info("worker %s exited: %s (%s)", child.worker_id, how, child.retire_reason)
+        if worker.retiring and worker.term_sent_at is not None and worker.abort_sent_at is None:
+            log.info("worker %s exited: %s (%s)", worker.worker_id, how, worker.retire_reason)
             if self.metrics is not None:
-                self.metrics.drain_duration.labels(child.group).observe(now - child.term_sent_at)
+                self.metrics.drain_duration.labels(worker.group).observe(now - worker.term_sent_at)
             return
         if group is None or self.stopping:
-            log.info("worker %s exited: %s", child.worker_id, how)
+            log.info("worker %s exited: %s", worker.worker_id, how)
             return
-        self._unexpected_exit(group, child, status, how, label)
+        self._unexpected_exit(group, worker, status, how, label)
 
-    def murder_children(self, now: float) -> None:
+    def murder_workers(self, now: float) -> None:
         """SIGKILL overdue retirees; SIGABRT, then SIGKILL, workers whose heartbeat stopped."""
-        for child in list(self.children.values()):
-            if child.kill_sent:
+        for worker in list(self.workers.values()):
+            if worker.kill_sent:
                 continue
-            if child.kill_at is not None and now >= child.kill_at:
+            if worker.kill_at is not None and now >= worker.kill_at:
                 log.warning("worker %s did not exit in time (%s); killing it",
-                            child.worker_id, child.retire_reason)
-                child.send(signal.SIGKILL)
-            elif child.abort_sent_at is not None:
-                if now - child.abort_sent_at >= ABORT_GRACE_S:
-                    child.send(signal.SIGKILL)
-            elif child.term_sent_at is None and now - child.last_tick > self._hang_limit(child):
+                            worker.worker_id, worker.retire_reason)
+                worker.send(signal.SIGKILL)
+            elif worker.abort_sent_at is not None:
+                if now - worker.abort_sent_at >= ABORT_GRACE_S:
+                    worker.send(signal.SIGKILL)
+            elif worker.term_sent_at is None and now - worker.last_tick > self._hang_limit(worker):
                 log.error("worker %s hung: no heartbeat for %.1fs; sending SIGABRT",
-                          child.worker_id, now - child.last_tick)
-                child.abort_sent_at = now
-                child.send(signal.SIGABRT)
+                          worker.worker_id, now - worker.last_tick)
+                worker.abort_sent_at = now
+                worker.send(signal.SIGABRT)
 
-    def recycle_children(self, now: float) -> None:
+    def recycle_workers(self, now: float) -> None:
         """Replace workers over max_memory or max_jobs, one per group at a time; the
         replacement is started first and the old worker drains once it is ready."""
         check_rss = now >= self._next_rss_check
@@ -437,41 +427,39 @@ class Supervisor:
             if group.recycling is not None:
                 self._finish_recycle(group, now)
                 continue
-            for child in self.children_of(group.name):
-                if child.retiring or not child.ready:
-                    continue
-                trigger = child.recycle_trigger(group.config, check_rss)
-                if trigger is not None:
-                    log.info("recycling worker %s (%s); starting its replacement first",
-                             child.worker_id, trigger)
-                    group.recycling = child.pid
-                    child.retire_reason = f"recycle: {trigger.split()[0]}"
-                    child.marked_at = now
-                    if self.metrics is not None:
-                        self.metrics.recycles.labels(group.name, trigger.split()[0]).inc()
-                    break
+            picked = group.recycle_candidate(self.workers_of(group.name), check_rss)
+            if picked is None:
+                continue
+            worker, trigger = picked
+            log.info("recycling worker %s (%s); starting its replacement first",
+                     worker.worker_id, trigger)
+            group.recycling = worker.pid
+            worker.retire_reason = f"recycle: {trigger.split()[0]}"
+            worker.marked_at = now
+            if self.metrics is not None:
+                self.metrics.recycles.labels(group.name, trigger.split()[0]).inc()
 
-    def manage_children(self, now: float) -> None:
+    def manage_workers(self, now: float) -> None:
         """Keep each group at strength: spawn the missing (after backoff), retire the rest."""
         for group in self.groups.values():
             if group.boot_failure is not None:
                 continue
-            active = [c for c in self.children_of(group.name) if not c.retiring]
+            active = [c for c in self.workers_of(group.name) if not c.retiring]
             current = [c for c in active if c.generation == group.generation]
             missing = group.target - len(current)
             if missing > 0 and now >= group.next_spawn_at:
                 for _ in range(missing):
-                    self.spawn_child(group, now)
+                    self.spawn_worker(group, now)
             # After a reload the old generation keeps working until the new one is ready
             # (or does not get there in REPLACE_WAIT_S), so a reload never dips capacity.
             new_ready = sum(c.ready for c in current) >= group.target
             if new_ready or now - group.generation_started > REPLACE_WAIT_S:
-                for child in active:
-                    if child.generation != group.generation:
-                        child.retire("reload", self._retire_grace(), now)
+                for worker in active:
+                    if worker.generation != group.generation:
+                        worker.retire("reload", self._retire_grace(), now)
             surplus = sorted(current, key=lambda c: c.spawned_at)[: max(0, -missing)]
-            for child in surplus:
-                child.retire("scaled down", self._retire_grace(), now)
+            for worker in surplus:
+                worker.retire("scaled down", self._retire_grace(), now)
             oldest = min((c.ready_at for c in current if c.ready_at is not None), default=None)
             if group.note_stable(now, oldest):
                 log.info("group %s is no longer crash-looping", group.name)
@@ -479,9 +467,9 @@ class Supervisor:
                 self.metrics.group_workers.labels(group.name).set(len(current))
                 self.metrics.group_crash_looping.labels(group.name).set(int(group.crash_looping))
 
-    def children_of(self, group: str) -> list[Child]:
-        """Live (not yet reaped) children of a group, retiring ones included."""
-        return [c for c in self.children.values() if c.group == group]
+    def workers_of(self, group: str) -> list[Worker]:
+        """Live (not yet reaped) workers of a group, retiring ones included."""
+        return [c for c in self.workers.values() if c.group == group]
 
     # ------------------------------------------------------------------ health
 
@@ -501,17 +489,17 @@ class Supervisor:
             reasons.append("store unreachable")
         groups: dict[str, Any] = {}
         for group in self.groups.values():
-            groups[group.name], reason = group.readiness(self.children_of(group.name))
+            groups[group.name], reason = group.readiness(self.workers_of(group.name))
             if reason:
                 reasons.append(f"group {group.name}: {reason}")
         self._health = Health(now, not reasons, tuple(reasons), groups)
-        if self._systemd.update(now, reasons, len(self.children)):
+        if self._systemd.update(now, reasons, len(self.workers)):
             log.info("all groups at strength")
 
     # ------------------------------------------------------------------ helpers
 
     def _unexpected_exit(
-        self, group: GroupState, child: Child, status: int, how: str, label: str
+        self, group: GroupState, worker: Worker, status: int, how: str, label: str
     ) -> None:
         now = time.monotonic()
         code = os.waitstatus_to_exitcode(status)
@@ -528,17 +516,17 @@ class Supervisor:
             return
         was_looping = group.crash_looping
         delay = group.record_crash(
-            now, self.config.daemon.max_restarts, self._window(), was_ready=child.ready
+            now, self.config.daemon.max_restarts, self._window(), was_ready=worker.ready,
+            made_progress=worker.made_progress,
         )
-        log.error("worker %s died: %s; restarting in %.2fs", child.worker_id, how, delay)
+        # An error line is one Sentry event (the SDK's logging integration): no capture here.
+        log.error("worker %s died: %s; restarting in %.2fs", worker.worker_id, how, delay)
         self._count_restart(group, label)
         if group.crash_looping and not was_looping:
             log.error(
                 "group %s is crash-looping: %d restarts within %gs; retrying every ~%.0fs",
                 group.name, len(group.crashes), self._window(), delay,
             )  # fmt: skip
-        if code < 0 and self._sentry is not None:
-            self._sentry.capture_message(f"ferricflowd worker {child.worker_id} {how}")
 
     def _embedded_died(self, status: int) -> None:
         assert self.embedded is not None
@@ -552,7 +540,7 @@ class Supervisor:
             raise HaltServer(f"embedded store: {exc}") from None
 
     def _finish_recycle(self, group: GroupState, now: float) -> None:
-        old = self.children.get(group.recycling or -1)
+        old = self.workers.get(group.recycling or -1)
         if old is None:
             group.recycling = None
             return
@@ -560,15 +548,15 @@ class Supervisor:
             return  # draining; cleared when it is reaped
         replaced = any(
             c.ready and not c.retiring and c.spawned_at > old.spawned_at
-            for c in self.children_of(group.name)
+            for c in self.workers_of(group.name)
         )
         if replaced or now - (old.marked_at or now) > REPLACE_WAIT_S:
             old.retire(old.retire_reason or "recycle", self._retire_grace(), now)
 
-    def _hang_limit(self, child: Child) -> float:
-        if not child.ready:
+    def _hang_limit(self, worker: Worker) -> float:
+        if not worker.ready:
             return max(self.config.daemon.heartbeat_timeout_s, BOOT_TIMEOUT_S)
-        group = self.groups.get(child.group)
+        group = self.groups.get(worker.group)
         block_s = group.config.block_ms / 1000.0 if group is not None else 0.0
         return self.config.daemon.heartbeat_timeout_s + block_s
 
@@ -580,10 +568,10 @@ class Supervisor:
         """A halt left workers running: fast-stop them and reap until they are gone."""
         self.stop(graceful=False)
         deadline = time.monotonic() + FAST_STOP_GRACE_S + 5.0
-        while self.children and time.monotonic() < deadline:
+        while self.workers and time.monotonic() < deadline:
             self.wait_for_signals(0.05)
-            self.reap_children()
-            self.murder_children(time.monotonic())
+            self.reap_workers()
+            self.murder_workers(time.monotonic())
 
     def _loop_timeout(self) -> float:
         """Sleep until the next signal, but wake for a spawn whose backoff ends sooner."""
@@ -600,13 +588,5 @@ class Supervisor:
     def _types(self) -> list[str]:
         return [g.config.type for g in self.groups.values()]
 
-    def _check_reloadable(self, new: Config) -> None:
-        """Settings this process holds open cannot change without a restart."""
-        old = self.config
-        for key, before, after in (
-            ("store", old.store, new.store),
-            ("daemon.data_dir", old.daemon.data_dir, new.daemon.data_dir),
-            ("daemon.listen", old.daemon.listen, new.daemon.listen),
-        ):
-            if before != after:
-                raise ConfigError(str(new.path), key, "changed; this needs a restart, not HUP")
+    def _served(self) -> list[tuple[str, str]]:
+        return [(g.config.type, s) for g in self.groups.values() for s in g.config.states]

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ferricflowd.supervisor.metrics import MultiprocessMetrics
+from ferricflowd.supervisor.promdir import PromDir
 
 __all__ = ["Health", "HealthServer", "parse_listen"]
 
@@ -46,6 +47,15 @@ def parse_listen(listen: str) -> tuple[str, int]:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client must not hold up the supervisor's exit
     owner: HealthServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Through logging, not a raw traceback on stderr (socketserver's default), so a
+        JSON log stays JSON; a client that hung up or reset is no error of ours."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("http client %s: %s", client_address[0], exc)
+        else:
+            log.warning("http request from %s failed", client_address[0], exc_info=True)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -87,7 +97,7 @@ class HealthServer:
         self,
         listen: str,
         health: Callable[[], Health],
-        metrics: MultiprocessMetrics,
+        metrics: PromDir,
         alive_within_s: float,
     ) -> None:
         self.listen = listen

@@ -1,15 +1,17 @@
 """The supervisor's store thread: lease reclaim, outbox, retention, readiness ping, gauges.
 
 The supervisor loop never talks to the store: a slow or dead Redis must not stop it from
-reaping and restarting children. Everything that needs the store runs here, on a thread with
+reaping and restarting workers. Everything that needs the store runs here, on a thread with
 its own FlowClient:
 
 - `reclaim_worker(worker_id, cause)`, queued by the loop when a worker dies, runs at once
   (the queue wakes the thread), so that worker's Flows are due again well under a second
   after the death instead of after the lease; failures are retried every interval;
 - every `interval_s`: ping (cached for /readyz), reclaim expired leases of the configured
-  types, deliver the cross-partition outbox, backlog gauges from `stats`; retention cleanup
-  runs less often because it walks the terminal indexes.
+  types, deliver the cross-partition outbox, backlog gauges from `stats` for every type in
+  the store (the unserved gauge: Flows due in a (type, state) no group of this daemon
+  claims, such as a typo'd type or a state missing from the config); retention cleanup runs
+  less often because it walks the terminal indexes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ __all__ = ["Maintenance", "Reclaim"]
 log = logging.getLogger(__name__)
 
 CLEANUP_EVERY_S = 60.0  # retention is in days; a minute of slack costs nothing
+CLEANUP_SLACK = 0.1  # ...but a short retention is kept to within a tenth of itself
 _STOP = object()
 
 
@@ -50,9 +53,11 @@ class Maintenance:
         types: Iterable[str],
         interval_s: float,
         metrics: SupervisorMetrics | None = None,
+        served: Iterable[tuple[str, str]] = (),
     ) -> None:
         self._client_factory = client_factory
         self._types = tuple(sorted(set(types)))
+        self._served = frozenset(served)  # (type, state) pairs the groups claim
         self.interval_s = interval_s
         self._metrics = metrics
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -80,9 +85,11 @@ class Maintenance:
             self._pending += 1
         self._queue.put(Reclaim(worker_id, cause, label))
 
-    def set_types(self, types: Iterable[str]) -> None:
-        """The Flow types to sweep (after a reload); the tuple swap is atomic."""
+    def set_types(self, types: Iterable[str], served: Iterable[tuple[str, str]] = ()) -> None:
+        """The Flow types to sweep and the (type, state) pairs served (after a reload);
+        each swap is atomic."""
         self._types = tuple(sorted(set(types)))
+        self._served = frozenset(served)
 
     def store_ok(self, within_s: float) -> bool:
         """Did the latest ping succeed, and within the last `within_s` seconds? (A store
@@ -167,9 +174,13 @@ class Maintenance:
                 self._metrics.leases_reclaimed.labels("expired").inc(count)
             if count:
                 log.info("reclaimed %d expired lease(s) of type %s", count, flow_type)
-            self._export_stats(flow_type, _call(client.stats, flow_type))
+        if self._metrics is not None:
+            for flow_type in sorted(set(self._types) | set(_call(client.types) or ())):
+                self._export_stats(flow_type, _call(client.stats, flow_type))
         _call(client.deliver_outbox)
-        if time.monotonic() - self._last_cleanup >= CLEANUP_EVERY_S:
+        retention_s = getattr(client, "retention_ms", 1e12) / 1000.0
+        every = min(CLEANUP_EVERY_S, max(self.interval_s, retention_s * CLEANUP_SLACK))
+        if time.monotonic() - self._last_cleanup >= every:
             self._last_cleanup = time.monotonic()
             _call(client.cleanup)
 
@@ -179,6 +190,8 @@ class Maintenance:
             return
         for state, per_state in (getattr(stats, "states", None) or {}).items():
             self._metrics.backlog.labels(flow_type, state).set(per_state.due_now)
+            unserved = 0 if (flow_type, state) in self._served else per_state.due_now
+            self._metrics.unserved.labels(flow_type, state).set(unserved)
             age_ms = per_state.oldest_due_age_ms or 0
             self._metrics.oldest_due_age.labels(flow_type, state).set(age_ms / 1000.0)
         running = getattr(stats, "running", None)

@@ -44,8 +44,9 @@ from setproctitle import setproctitle
 from ferricflowd import exitcodes
 from ferricflowd.config import Config, ConfigError, GroupConfig, load_config
 from ferricflowd.flow.outcomes import COUNTED_AS
-from ferricflowd.logs import flow_event, init_sentry, setup_logging
+from ferricflowd.logs import flow_event, init_sentry, scrub_flow_data, setup_logging
 from ferricflowd.metrics import WorkerMetrics, observe_many, worker_metrics
+from ferricflowd.procenv import SUPERVISOR_PID_ENV
 
 if TYPE_CHECKING:
     from ferricflowd.flow.runner import OutcomeEvent
@@ -60,7 +61,6 @@ PARENT_GONE_GRACE_S = 1.0  # the supervisor is gone and reclaims nothing: hand b
 DRAIN_MARGIN_S = 0.5  # exit this much before the supervisor's SIGKILL at drain_timeout
 EXIT_BACKSTOP_S = 2.0  # if run() has not returned this long after its deadline, _exit
 HEARTBEAT_INTERVAL_S = 0.5
-SUPERVISOR_PID_ENV = "FERRICFLOWD_SUPERVISOR_PID"  # set by the supervisor for this check
 
 
 class BootError(Exception):
@@ -257,6 +257,7 @@ class WorkerProcess:
         self.sentry: Any = None
         self.last_tick = time.monotonic()
         self.stopping = False
+        self.progressed = False  # finished work at least once (told the supervisor)
 
     # ---- boot
 
@@ -297,6 +298,7 @@ class WorkerProcess:
         group = self.group
         assert group is not None
         self.metrics = worker_metrics()
+        self.metrics.preinit(group.type, group.states)
         hooks = RunnerHooks(
             on_claimed=self.on_claimed,
             on_outcomes=self.on_outcomes,
@@ -331,6 +333,11 @@ class WorkerProcess:
         threading.Thread(target=self._control_loop, name="ff-control", daemon=True).start()
         try:
             group = self.load()
+            assert self.config is not None
+            # Before the handler import, so that a broken module is reported too. No
+            # breadcrumbs: they would carry log lines of other Flows into a Flow's event.
+            self.sentry = init_sentry(self.config.daemon.sentry_dsn,
+                                      self.config.daemon.sentry_environment, max_breadcrumbs=0)
             self._title("booting")
             client = self.connect()
             loaded = load_handlers(group, client)
@@ -339,8 +346,6 @@ class WorkerProcess:
             # The import's traceback points at the failing line of the user's module.
             log.error("%s", exc, exc_info=exc.__cause__)
             return exc.exit_code
-        assert self.config is not None
-        self.sentry = init_sentry(self.config.daemon.sentry_dsn)
         threading.Thread(target=self._report_loop, name="ff-report", daemon=True).start()
         self.control.send(t="ready")
         log.info(
@@ -373,6 +378,9 @@ class WorkerProcess:
         """Once per flushed batch: each counter once per (type, state, kind) and one log line
         per outcome only where its level is enabled (per-job metric updates are mmap writes
         under prometheus_client's one lock, a noticeable share of a short job's cost)."""
+        if not self.progressed:  # at once, not at the next heartbeat: see supervisor/groups.py
+            self.progressed = True
+            self.control.send(t="progress")
         m = self.metrics
         if m is not None:
             self._count_outcomes(m, events)
@@ -419,14 +427,18 @@ class WorkerProcess:
     def on_handler_error(self, job: Any, exc: BaseException) -> None:
         if self.metrics is not None:
             self.metrics.handler_errors.labels(job.type, job.state).inc()
-        if self.sentry is None:
+        if self.sentry is None or self.config is None:
             return
+        if job.attempt > 1 and not self.config.daemon.sentry_every_attempt:
+            return  # a retried failure is one issue: its first attempt reported it
+        secrets = [job.payload or b"", *getattr(job, "values", {}).values()]
         with self.sentry.new_scope() as scope:
             scope.set_tag("flow.type", job.type)
             scope.set_tag("flow.state", job.state)
             scope.set_tag("flow.id", job.id)
             scope.set_tag("flow.attempt", job.attempt)
             scope.set_tag("worker_id", self.worker_id)
+            scope.add_event_processor(lambda event, hint: scrub_flow_data(event, secrets))
             self.sentry.capture_exception(exc)
 
     def _instrument(self, state: str, fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -28,7 +28,7 @@ from ferricflowd.flow.errors import StoreError
 from ferricflowd.flow.runner import FlowWorker
 from ferricflowd.flow.store import Store
 from ferricflowd.flow.wire import LeaseRequest
-from ferricflowd.supervisor.children import BACKOFF_BASE_S, CRASH_LOOP_RETRY_S, GroupState
+from ferricflowd.supervisor.groups import BACKOFF_BASE_S, CRASH_LOOP_RETRY_S, GroupState
 from ferricflowd.supervisor.maintenance import Maintenance
 from tests.daemon.conftest import wait_for
 from tests.daemon.test_supervisor_units import FakeClient

@@ -8,6 +8,7 @@ deadline (`wait_for`), never a bare sleep.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -97,16 +99,31 @@ def write_config(
     return path
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples called `name` whose labels include `labels` (0.0 if none)."""
+class MissingSeries(AssertionError):
+    """No sample of the asked series (name and labels) is in the exposition."""
+
+
+def metric_or_none(text: str, name: str, **labels: str) -> float | None:
+    """Sum of the samples called `name` whose labels include `labels`; None if there is none
+    (for conditions polled while a series may not exist yet)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    ]
+    return sum(values) if values else None
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Like metric_or_none, but a missing series fails the test: it is not a zero."""
+    value = metric_or_none(text, name, **labels)
+    if value is None:
+        shown = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        raise MissingSeries(f"no series {name}{{{shown}}} in /metrics")
+    return value
 
 
 @dataclass
@@ -270,3 +287,22 @@ def start_daemon(
         handle.kill_all()
         handle.client.close()
         print(f"---- {handle.log_path.name} (tail) ----\n{handle.log_tail(60)}")
+
+
+class SentryEnvelopes(BaseHTTPRequestHandler):
+    """A fake Sentry ingest endpoint: keeps every envelope body it is sent."""
+
+    received: list[bytes]
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.server.received.append(body)  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass

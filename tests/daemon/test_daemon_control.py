@@ -15,7 +15,7 @@ import pytest
 
 from ferricflowd.flow.client import FlowClient
 from ferricflowd.flow.queue import Queue
-from tests.daemon.conftest import daemon_env, metric, run_cli, wait_for
+from tests.daemon.conftest import daemon_env, metric, metric_or_none, run_cli, wait_for
 
 H = "tests.daemon.handlers.basic"
 TWO_GROUPS = {
@@ -81,8 +81,9 @@ def test_max_memory_recycles_a_worker_without_losing_a_flow(start_daemon):
     Queue(daemon.client, "q").enqueue_many([f"m{i}" for i in range(80)])  # 160 MiB leaked
     wait_for(lambda: daemon.client.stats("q").counts.get("completed") == 80, timeout=30,
              interval=0.1, what="80 flows completed")
-    wait_for(lambda: metric(daemon.metrics(), "ferricflowd_recycles_total",
-                            trigger="max_memory") >= 1, timeout=5, what="a max_memory recycle")
+    wait_for(lambda: (metric_or_none(daemon.metrics(), "ferricflowd_recycles_total",
+                                     trigger="max_memory") or 0) >= 1,
+             timeout=5, what="a max_memory recycle")
     wait_for(lambda: first not in daemon.workers("q") and daemon.group_ready("q", 1),
              timeout=10, what="the old worker replaced")
     assert all(daemon.client.get(f"m{i}").state == "completed" for i in range(80))

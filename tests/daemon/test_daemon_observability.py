@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import signal
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from ferricflowd.flow.queue import Queue
 from ferricflowd.flow.workflow import WorkflowClient
-from tests.daemon.conftest import wait_for
+from tests.daemon.conftest import SentryEnvelopes, wait_for
 
 H = "tests.daemon.handlers"
 
@@ -44,26 +43,9 @@ def test_seed_style_module_runs_against_the_daemons_store(start_daemon):
              what="20 seed-style flows completed")
 
 
-class _Envelopes(BaseHTTPRequestHandler):
-    received: list[bytes]
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.headers.get("Content-Encoding") == "gzip":
-            body = gzip.decompress(body)
-        self.server.received.append(body)  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def sentry_server() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Envelopes)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SentryEnvelopes)
     server.received = []  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 
 from ferricflowd.config import load_config
-from ferricflowd.supervisor.children import (
+from ferricflowd.supervisor.groups import (
     BACKOFF_BASE_S,
     CRASH_LOOP_RETRY_S,
     STABLE_AFTER_S,
-    Child,
     GroupState,
 )
 from ferricflowd.supervisor.http import Health, HealthServer
 from ferricflowd.supervisor.maintenance import Maintenance
+from ferricflowd.supervisor.workers import Worker
 from tests.daemon.conftest import free_port, wait_for
 
 
@@ -34,27 +34,27 @@ def config(tmp_path: Path):
     return load_config(path, {})
 
 
-def make_child(now: float = 100.0) -> tuple[Child, int]:
+def make_worker(now: float = 100.0) -> tuple[Worker, int]:
     read_fd, write_fd = os.pipe()
     os.set_blocking(read_fd, False)
     popen: Any = subprocess.Popen.__new__(subprocess.Popen)
-    child = Child(pid=4242, group="g", worker_id="h:4242:g", generation=1, popen=popen,
+    worker = Worker(pid=4242, group="g", worker_id="h:4242:g", generation=1, popen=popen,
                   control_fd=read_fd, spawned_at=now)  # fmt: skip
-    return child, write_fd
+    return worker, write_fd
 
 
 def test_control_lines_are_parsed_across_partial_writes() -> None:
-    child, w = make_child()
+    worker, w = make_worker()
     os.write(w, b'{"t": "ready"}\n{"t": "hb", "busy": 3, "conc": 8, "handled": 17, "rs')
-    assert [m["t"] for m in child.read_control(101.0)] == ["ready"]
-    assert child.ready and child.ready_at == 101.0
+    assert [m["t"] for m in worker.read_control(101.0)] == ["ready"]
+    assert worker.ready and worker.ready_at == 101.0
     os.write(w, b's": 1000, "tick_age": 0.5}\nnot json\n')
-    child.read_control(102.0)
-    assert (child.busy, child.concurrency, child.handled, child.rss) == (3, 8, 17, 1000)
-    assert child.last_tick == pytest.approx(101.5)
+    worker.read_control(102.0)
+    assert (worker.busy, worker.concurrency, worker.handled, worker.rss) == (3, 8, 17, 1000)
+    assert worker.last_tick == pytest.approx(101.5)
     os.close(w)
-    assert child.read_control(103.0) == []  # EOF is quiet
-    os.close(child.control_fd)
+    assert worker.read_control(103.0) == []  # EOF is quiet
+    os.close(worker.control_fd)
 
 
 def test_backoff_doubles_and_crash_loop_is_marked_then_cleared(config) -> None:
@@ -79,17 +79,17 @@ def test_crashes_outside_the_window_do_not_count(config) -> None:
 
 def test_readiness_names_what_is_missing(config) -> None:
     group = GroupState.of(config, config.groups[0])
-    child, w = make_child()
-    assert group.readiness([child])[1] == "0/2 workers ready"
-    child.ready_at = 1.0
-    other, w2 = make_child()
+    worker, w = make_worker()
+    assert group.readiness([worker])[1] == "0/2 workers ready"
+    worker.ready_at = 1.0
+    other, w2 = make_worker()
     other.ready_at = 1.0
-    assert group.readiness([child, other]) == ({"target": 2, "ready": 2}, None)
+    assert group.readiness([worker, other]) == ({"target": 2, "ready": 2}, None)
     other.retire_reason = "recycle: max_jobs"  # on its way out: no longer counts
-    assert group.readiness([child, other])[1] == "1/2 workers ready"
+    assert group.readiness([worker, other])[1] == "1/2 workers ready"
     group.boot_failure = "exit 3 (boot: handler import failed)"
-    assert "failed at boot" in str(group.readiness([child])[1])
-    for fd in (w, w2, child.control_fd, other.control_fd):
+    assert "failed at boot" in str(group.readiness([worker])[1])
+    for fd in (w, w2, worker.control_fd, other.control_fd):
         os.close(fd)
 
 
@@ -143,11 +143,11 @@ def test_maintenance_retries_a_reclaim_until_the_store_is_back() -> None:
 
 
 def test_health_endpoints(tmp_path: Path) -> None:
-    from ferricflowd.supervisor.metrics import MultiprocessMetrics
+    from ferricflowd.supervisor.promdir import PromDir
 
     health = {"now": Health(time.monotonic(), False, ("group g: 0/1 workers ready",), {})}
     server = HealthServer(f"127.0.0.1:{free_port()}", lambda: health["now"],
-                          MultiprocessMetrics(tmp_path), alive_within_s=5)  # fmt: skip
+                          PromDir(tmp_path), alive_within_s=5)  # fmt: skip
     server.start()
 
     def get(path: str) -> tuple[int, dict[str, Any]]:
@@ -169,3 +169,26 @@ def test_health_endpoints(tmp_path: Path) -> None:
         assert get("/nope")[0] == 404
     finally:
         server.stop()
+
+
+def test_deaths_after_progress_do_not_mark_a_crash_loop(config) -> None:
+    group = GroupState.of(config, config.group("g"))
+    for i in range(20):  # a kill storm: each worker had booted and finished work
+        delay = group.record_crash(100.0 + i * 0.3, 5, 60.0, was_ready=True, made_progress=True)
+        assert delay <= BACKOFF_BASE_S * 1.25
+    assert not group.crash_looping and len(group.crashes) == 0
+    for i in range(6):  # deaths without progress still count
+        group.record_crash(110.0 + i, 5, 60.0, was_ready=True)
+    assert group.crash_looping
+
+
+def test_a_worker_made_progress_once_ready_and_it_reported_stored_outcomes() -> None:
+    worker, w = make_worker()
+    os.write(w, b'{"t": "progress"}\n')  # (cannot come before ready; tested for the rule)
+    worker.read_control(101.0)
+    assert worker.progressed and not worker.made_progress
+    os.write(w, b'{"t": "ready"}\n')
+    worker.read_control(102.0)
+    assert worker.made_progress
+    os.close(w)
+    os.close(worker.control_fd)

@@ -777,12 +777,18 @@ def test_async_drain_finishes_running_and_releases_unstarted(queues: QueueClient
     records = {f"d{i}": q.get(f"d{i}") for i in range(6)}
     done = sorted(i for i, r in records.items() if r is not None and r.state == "completed")
     assert done == sorted(started) and len(started) == 2
+    released = 0
     for flow_id, record in records.items():
         if flow_id in started:
             continue
         assert record is not None and record.state == "queued", record
         assert record.lease_owner is None, record
-        assert events(queues.flow_client, flow_id) == ["created", "claimed", "lease_released"]
+        history = events(queues.flow_client, flow_id)
+        # claimed as prefetch and handed back, or never claimed (the claim takes the free
+        # slots plus a prefetch, not the whole batch: see Runner._room)
+        assert history in (["created", "claimed", "lease_released"], ["created"]), history
+        released += history != ["created"]
+    assert released >= 1
 
 
 def test_strict_durability_checks_every_cluster_node(redis_cluster: Any,

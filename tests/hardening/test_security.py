@@ -28,7 +28,7 @@ from ferricflowd.config import load_config
 from ferricflowd.flow.urls import redact as _redact
 from ferricflowd.logs import redact_url
 from ferricflowd.supervisor.http import HealthServer, parse_listen
-from ferricflowd.supervisor.metrics import MultiprocessMetrics
+from ferricflowd.supervisor.promdir import PromDir
 from tests.daemon.conftest import Daemon, daemon_env, wait_for
 from tests.hardening.conftest import REPO_ROOT, proc_cmdline, process_tree, run_many
 
@@ -253,7 +253,7 @@ def test_the_health_listener_is_loopback_unless_configured(tmp_path: Path) -> No
     # the default host, a name for it, and a configured other address (all of 127/8 is lo)
     for listen, bound in ((f"{host}:0", "127.0.0.1"), ("localhost:0", "127.0.0.1"),
                           ("127.0.0.2:0", "127.0.0.2")):
-        server = HealthServer(listen, lambda: None, MultiprocessMetrics(tmp_path), 5)  # type: ignore
+        server = HealthServer(listen, lambda: None, PromDir(tmp_path), 5)  # type: ignore
         server.start()
         try:
             assert server.address.startswith(bound + ":"), (listen, server.address)

@@ -91,8 +91,8 @@ def test_built_in_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, GROUP), env={})
     assert config.store == StoreConfig(None, "ff", "strict", 0, 1, 7 * 86400.0, 5.0)
     assert config.daemon == DaemonConfig(
-        tmp_path / "var" / "ferricflowd", "127.0.0.1:9464", 30.0, None, (), "", 30.0, 5, 60.0,
-        1.0, "text", "info")
+        tmp_path / "var" / "ferricflowd", "127.0.0.1:9464", 30.0, None, (), "", "", False, 30.0,
+        5, 60.0, 1.0, "text", "info")
     assert config.groups == (GroupConfig(
         "a", "t", ("s",), "m:f", 1, 8, 100, 30_000, 5_000, 512 * 2**20, 0, (), None),)
 
@@ -352,6 +352,8 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
     ("log-level", '[daemon]\nlog_level = "verbose"\n' + GROUP, "daemon.log_level", "debug"),
     ("log-format", '[daemon]\nlog_format = "xml"\n' + GROUP, "daemon.log_format", "json"),
     ("sentry-int", "[daemon]\nsentry_dsn = 5\n" + GROUP, "daemon.sentry_dsn", "expected a string"),
+    ("bool-str", "[daemon]\nsentry_every_attempt = \"yes\"\n" + GROUP,
+     "daemon.sentry_every_attempt", "expected true or false"),
     ("max-memory-bare", "[defaults]\nmax_memory = 512\n" + GROUP, "defaults.max_memory",
      "expected a size string"),
     ("claim-values-int", GROUP + "claim_values = [1]\n", "groups.a.claim_values", "integer"),

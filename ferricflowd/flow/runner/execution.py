@@ -95,6 +95,7 @@ class Execution:
         self.stopping = stopping
         self.storable = storable
         self.declared = declared
+        self.mean_duration_s: float | None = None  # moving mean of handler durations
         self.on_error = on_error
         self._policy = exception_policy
         self.jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -234,7 +235,7 @@ class Execution:
             outcome = self._outcome(job, value)
         except BaseException as exc:  # noqa: BLE001 - SystemExit in a library must not kill
             outcome = self._raised(job, exc)  # the thread and strand the Flow under its lease
-        return job, outcome, time.perf_counter() - started
+        return job, outcome, self._took(started)
 
     async def _handle_async(self, job: Job) -> None:
         """handle() for an `async def` handler, on the loop; the result goes to the flusher."""
@@ -255,18 +256,27 @@ class Execution:
             raise  # the loop is shutting down (past a drain deadline)
         except BaseException as exc:  # noqa: BLE001 - SystemExit must not stop the loop
             outcome = self._raised(job, exc)
-        self.outcomes.put((job, outcome, time.perf_counter() - started))
+        self.outcomes.put((job, outcome, self._took(started)))
+
+    def _took(self, started: float) -> float:
+        """The handler's duration; kept as a moving mean for the claim size (runner.py)."""
+        took = time.perf_counter() - started
+        mean = self.mean_duration_s  # a float swap: no lock (threads may lose an update)
+        self.mean_duration_s = took if mean is None else mean + (took - mean) * 0.1
+        return took
 
     def _outcome(self, job: Job, value: Any) -> Outcome | None:
         outcome: Outcome | None = self.storable(to_outcome(value, self.declared))
         if outcome is not value and isinstance(outcome, Fail):  # not the handler's own
             log.error("flow %s %s state=%s attempt=%d: %s", job.type, job.id, job.state,
-                      job.attempt, outcome.error.decode("utf-8", "replace"))
+                      job.attempt, outcome.error.decode("utf-8", "replace"),
+                      extra=_fields(job, "bad_outcome"))
         return outcome
 
     def _raised(self, job: Job, exc: BaseException) -> Outcome | None:
         log.warning("flow %s %s state=%s attempt=%d raised %s: %s", job.type, job.id,
-                    job.state, job.attempt, type(exc).__name__, exc, exc_info=True)
+                    job.state, job.attempt, type(exc).__name__, exc, exc_info=True,
+                    extra={**_fields(job, "raised"), "exception": type(exc).__name__})
         if self.on_error:
             self.on_error(job, exc)
         return exception_outcome(exc, self._exception_policy(job.state))
@@ -309,3 +319,10 @@ class Execution:
 
 async def _await(value: Any) -> Any:
     return await value
+
+
+def _fields(job: Job, event: str) -> dict[str, Any]:
+    """The fields of a log line about a Flow, as the daemon's outcome lines carry them
+    (ferricflowd/logs.py flow_event): JSON logs get them as top-level keys."""
+    return {"event": event, "type": job.type, "id": job.id, "state": job.state,
+            "attempt": job.attempt}

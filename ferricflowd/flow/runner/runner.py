@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PREFETCH_WINDOW_S = 0.05  # claimed beyond the free handler slots: about this much work
+
 
 @dataclass
 class RunnerHooks:
@@ -209,12 +211,9 @@ class Runner:
         self.deadline = None if deadline_s is None else time.monotonic() + deadline_s
         self._drain_requested = True
         self.stopping.set()
-        conn = self._blocking
-        if conn is not None:  # interrupt a BLPOP in progress
-            try:
-                conn.connection_pool.disconnect()
-            except Exception:  # noqa: BLE001 - best effort wake-up
-                pass
+        waiter = self._blocking
+        if waiter is not None:  # end a claim wait in progress: an idle runner stops at once
+            waiter.interrupt()
 
     def statistics(self) -> RunnerStatistics:
         queued = self.execution.queued
@@ -252,17 +251,12 @@ class Runner:
         if result.next_due_ms is not None:
             timeout_ms = min(timeout_ms, max(1, result.next_due_ms - result.now_ms))
         if self._blocking is None:
-            self._blocking = self.client.store.blocking_client(self.block_ms / 1000.0)
+            self._blocking = self.client.store.wake_wait(self.block_ms / 1000.0)
+            if self.stopping.is_set():  # drain() ran before there was a waiter to interrupt
+                return
         self._rotate += 1
-        try:
-            self.client.wait_for_work(self._blocking, self.type, self.states, timeout_ms,
-                                      self._rotate)
-        except Exception:
-            # drain() disconnects this connection from another thread to end the BLPOP; the
-            # interrupted read then fails with whatever the socket layer raises (a RedisError,
-            # or a TypeError once the socket is gone), which is expected while stopping.
-            if not self.stopping.is_set():
-                raise
+        self.client.wait_for_work(self._blocking, self.type, self.states, timeout_ms,
+                                  self._rotate)
 
     def _claim(self, limit: int, detail: bool = False) -> Any:
         if self.stopping.is_set() or limit <= 0:
@@ -327,18 +321,29 @@ class Runner:
             self.execution.dispatch([job])
 
     def _room(self) -> int:
-        """How many Flows to claim now, or 0 while enough are unfinished.
+        """How many Flows to claim now: the free handler slots plus a prefetch of about
+        PREFETCH_WINDOW_S of work, or 0 while that many are unfinished.
 
-        Only Flows not yet finished by a handler count against the batch: a finished one
-        whose outcome is queued or being flushed holds its lease for a few ms, and waiting
-        for those acknowledgements left the handler threads idle between batches. The leases
-        held stay capped at two batches (one handled, one flushed) plus the threads'."""
+        A claim leases Flows in priority order, and a leased Flow waits its turn here, so a
+        large claim (batch_size 100 with one thread of 50 ms jobs) ran a higher priority
+        enqueued later after all of them. With at most PREFETCH_WINDOW_S of work waiting it
+        overtakes them within about one handler duration (an expired lease the same); short
+        jobs still claim whole batches, which a durable store needs (each claim is an
+        fsync). Only Flows not yet finished by a handler count: a finished one whose outcome
+        is queued or being flushed holds its lease for a few ms, and waiting for those
+        acknowledgements left the handler threads idle. The leases held stay capped at two
+        batches plus the threads'."""
         batch, threads, ledger = self.batch_size, self.concurrency, self.ledger
+        mean = self.execution.mean_duration_s
+        if mean is None:  # nothing measured yet: one round of work beyond the threads
+            prefetch = min(batch, threads)
+        else:
+            prefetch = min(batch, int(threads * PREFETCH_WINDOW_S / max(mean, 1e-6)))
         unfinished = ledger.outstanding - self._outcomes.qsize() - ledger.flushing
-        if unfinished >= max(threads, batch // 2):
+        cap = threads + prefetch
+        if unfinished >= max(threads, cap // 2):
             return 0
-        return max(0, min(batch, batch + threads - unfinished,
-                          2 * batch + threads - ledger.outstanding))
+        return max(0, min(batch, cap - unfinished, 2 * batch + threads - ledger.outstanding))
 
     # -- threads ------------------------------------------------------------------------------
 

@@ -84,3 +84,19 @@ def orphan(job: object) -> None:
     import subprocess
 
     subprocess.run("sleep 0.2 &", shell=True, check=True)
+
+
+strict_order = Workflow(type="strict", initial_state="created", states=["created", "done"])
+
+
+@strict_order.state("created")
+def lost_way(job: object) -> object:
+    """A transition to a state the workflow does not declare (a typo)."""
+    return transition("no_such_state")
+
+
+def boom_secret(job: object) -> None:
+    """Raises with the payload and a value in its locals (they must not reach Sentry)."""
+    data = job.payload  # type: ignore[attr-defined]
+    card = job.values.get("card")  # type: ignore[attr-defined]
+    raise ValueError(f"boom in {job.id} ({len(data)} bytes, card {card is not None})")  # type: ignore[attr-defined]

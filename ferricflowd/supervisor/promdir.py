@@ -1,4 +1,5 @@
-"""prometheus-client multiprocess mode, owned by the supervisor.
+"""The Prometheus multiprocess directory: prometheus-client's multiprocess mode, owned by
+the supervisor (the metric definitions are in ferricflowd/metrics.py).
 
 Every process (supervisor and workers) writes its metric values to mmap files in one private
 directory; the supervisor, the only process that lives as long as the daemon, merges them on
@@ -20,14 +21,14 @@ import os
 import shutil
 from pathlib import Path
 
-__all__ = ["ENV_VAR", "MultiprocessMetrics"]
+__all__ = ["ENV_VAR", "PromDir"]
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 log = logging.getLogger(__name__)
 
 
-class MultiprocessMetrics:
-    """The metrics directory of one supervisor: prepare, hand to children, scrape, remove."""
+class PromDir:
+    """The metrics directory of one supervisor: prepare, hand to workers, scrape, remove."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / "prometheus"
@@ -49,7 +50,7 @@ class MultiprocessMetrics:
 
         values.ValueClass = values.get_value_class()
 
-    def child_env(self) -> dict[str, str]:
+    def worker_env(self) -> dict[str, str]:
         """Environment entries a worker needs to write into this directory."""
         return {ENV_VAR: str(self.path)}
 

@@ -1,0 +1,29 @@
+"""`ferricflowd history`: a missing Flow exits 1 like `get`; times are ISO 8601 for people
+and epoch ms with --json."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from tests.daemon.conftest import run_cli
+
+
+def test_history_of_a_missing_flow_exits_1_and_times_are_iso(redis_server, namespace,
+                                                             tmp_path):
+    from ferricflowd.flow.client import FlowClient
+
+    client = FlowClient.from_url(redis_server.url, namespace=namespace)
+    try:
+        client.create("h1", "t", "queued")
+    finally:
+        client.close()
+    opts = ("--url", redis_server.url, "--namespace", namespace)
+    missing = run_cli("history", *opts, "nope", cwd=tmp_path)
+    assert missing.returncode == 1 and "not found" in missing.stderr, missing
+    shown = run_cli("history", *opts, "h1", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(r"^\s+1 \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z created", shown.stdout,
+                     re.M), shown.stdout
+    as_json = run_cli("history", *opts, "--json", "h1", cwd=tmp_path)
+    assert isinstance(json.loads(as_json.stdout)[0]["at_ms"], int)
