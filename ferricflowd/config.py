@@ -357,7 +357,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("group", "timeout", OPT_DURATION, None,
       "Time limit of one handler run; past it the Flow is retried or failed under its "
       "policy, an async handler is cancelled, a hung thread's worker is replaced. "
-      "Off by default; a workflow state's own timeout= wins.", _positive("s"),
+      "Off by default; a workflow state's own timeout= wins.", positive("s"),
       "timeout_s", inherit=True),
 )
 del S
