@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +77,52 @@ def kit_series() -> dict[str, set[str]]:
         for name in series_in(texts):
             used.setdefault(name, set()).add(where)
     return used
+
+
+@dataclass(frozen=True)
+class Instruction:
+    stage: str  # the FROM ... AS name it belongs to
+    keyword: str
+    args: str
+
+    def exec_form(self) -> list[str]:
+        """The JSON ["a", "b"] form of CMD/ENTRYPOINT/HEALTHCHECK CMD as a list."""
+        text = self.args.split("CMD", 1)[1] if self.keyword == "HEALTHCHECK" else self.args
+        value = json.loads(text.strip())
+        assert isinstance(value, list), self
+        return value
+
+
+def dockerfile(path: Path = DOCKERFILE) -> list[Instruction]:
+    """The Dockerfile's instructions, continuation lines joined, comments dropped."""
+    lines: list[str] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):  # Docker drops comments in continuations too
+            continue
+        if stripped.endswith("\\"):
+            pending += stripped[:-1].strip() + " "
+            continue
+        lines.append(pending + stripped)
+        pending = ""
+    result: list[Instruction] = []
+    stage = ""
+    for line in lines:
+        keyword, _, args = line.partition(" ")
+        keyword = keyword.upper()
+        if keyword == "FROM":
+            stage = args.split(" AS ")[-1].strip() if " AS " in args else args
+        result.append(Instruction(stage, keyword, args.strip()))
+    return result
+
+
+def env_of(instructions: list[Instruction], stage: str) -> dict[str, str]:
+    """ENV key=value pairs of one stage (the form this Dockerfile uses)."""
+    env: dict[str, str] = {}
+    for ins in instructions:
+        if ins.stage == stage and ins.keyword == "ENV":
+            for pair in ins.args.split():
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return env
