@@ -61,10 +61,11 @@ def test_the_package_is_installed_from_the_checkout_not_editable() -> None:
     (run,) = [ins.args for ins in build if ins.keyword == "RUN"]
     assert "pip install /src" in run
     assert not re.search(r"\s(-e|--editable)\b", run)
-    # The build context holds exactly what the build stage copies (.dockerignore allowlist).
+    # The build context holds what the build stage copies (.dockerignore is an allowlist),
+    # and the examples the README's application image copies.
     allowed = [line[1:] for line in (ROOT / ".dockerignore").read_text().splitlines()
                if line.startswith("!")]
-    assert sorted(allowed) == sorted(copied)
+    assert sorted(allowed) == sorted([*copied, "examples/"])
     runtime = [ins.args for ins in dockerfile() if ins.stage == "runtime"]
     assert "--from=build /opt/ferricflowd /opt/ferricflowd" in runtime
 
@@ -95,11 +96,14 @@ def test_entrypoint_is_the_daemon_with_the_mounted_config_and_a_healthz_check() 
     assert env["PYTHONPATH"] == runtime["WORKDIR"].args == "/app"
 
 
-def test_readme_shows_the_two_line_application_dockerfile() -> None:
+def test_readme_shows_the_two_line_application_dockerfile(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```dockerfile\n(.*?)```", readme, flags=re.DOTALL)
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     two_liners = [b.strip().splitlines() for b in blocks if len(b.strip().splitlines()) == 2]
     assert [f"FROM ferricflowd:{version}", "COPY examples/ /app/examples/"] in two_liners
+    application = tmp_path / "Dockerfile.app"
+    application.write_text(f"FROM ferricflowd:{version}\nCOPY examples/ /app/examples/\n")
+    assert hadolint(application) == []
     kustomization = yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())
     assert kustomization["images"] == [{"name": "ferricflowd", "newTag": version}]
