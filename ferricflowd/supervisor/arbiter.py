@@ -142,7 +142,8 @@ class Supervisor:
         # Created now (a dead worker's reclaim can be queued at once), started in finish_boot;
         # after the groups, whose types it sweeps.
         self.maintenance = Maintenance(
-            lambda: store.client(url), self._types(), daemon.maintenance_interval_s
+            lambda: store.client(url), self._types(), daemon.maintenance_interval_s,
+            check_replicas=store.min_replicas > 0,
         )
         self.boot_started = time.monotonic()
         self.manage_children(self.boot_started)
@@ -495,6 +496,8 @@ class Supervisor:
             reasons.append("starting")
         elif self.maintenance is None or not self.maintenance.store_ok(within):
             reasons.append("store unreachable")
+        elif self.maintenance.replicas_short:
+            reasons.append(self.maintenance.replicas_short)
         groups: dict[str, Any] = {}
         for group in self.groups.values():
             groups[group.name], reason = group.readiness(self.children_of(group.name))

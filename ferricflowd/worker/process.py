@@ -45,7 +45,12 @@ from ferricflowd import exitcodes
 from ferricflowd.config import Config, ConfigError, GroupConfig, load_config
 from ferricflowd.flow.outcomes import COUNTED_AS
 from ferricflowd.logs import flow_event, init_sentry, setup_logging
-from ferricflowd.metrics import WorkerMetrics, observe_many, worker_metrics
+from ferricflowd.metrics import (
+    WorkerMetrics,
+    observe_many,
+    under_replicated_writes,
+    worker_metrics,
+)
 
 if TYPE_CHECKING:
     from ferricflowd.flow.runner import OutcomeEvent
@@ -277,11 +282,13 @@ class WorkerProcess:
 
     def connect(self) -> Any:
         from ferricflowd.flow.errors import DurabilityError, StoreError
+        from ferricflowd.flow.store import ReplicationWarnings
 
         assert self.config is not None
         # The supervisor passes --store-url for its embedded store; Config.store_url finds
         # the same socket under data_dir when a worker is started by hand.
         client = self.config.store.client(self.args.store_url or self.config.store_url)
+        client.store.on_under_replicated = ReplicationWarnings(under_replicated_writes().inc)
         try:
             client.connect()
         except DurabilityError as exc:  # restarting will not make the store durable
