@@ -3,7 +3,8 @@
 Mounted on the main click group by `cli.py` (`register(main)`). Every command finds the store
 from the same config the daemon uses (`--config`, or FERRICFLOWD_CONFIG), or from `--url`.
 Output is human-readable by default and JSON with `--json`. Exit codes: 0 ok, 1 the Flow
-command failed (not found, conflict, ...), 2 usage or config error, 5 store unreachable.
+command failed (not found, conflict, ...) or was applied but under-replicated, 2 usage or
+config error, 5 store unreachable or refused (engine library mismatch: run store-setup).
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import click
 
 from . import exitcodes
 from .config import ConfigError, load_config
-from .flow.errors import FerricflowdError, FlowError, StoreError, UnderReplicated
+from .flow.errors import (
+    FerricflowdError,
+    FlowError,
+    LibraryMismatch,
+    PartialBatch,
+    StoreError,
+    UnderReplicated,
+)
 from .flow.records import RUNNING, TERMINAL_STATES, FlowRecord, HistoryEvent
 
 if TYPE_CHECKING:  # the client (and redis-py) load on first use: `ferricflowd run` starts sooner
@@ -66,7 +74,8 @@ def _run(ctx: click.Context, fn: Callable[[FlowClient], Any]) -> Any:
     try:
         return fn(_client(ctx))
     except StoreError as exc:
-        click.echo(f"ferricflowd: store unreachable: {exc}", err=True)
+        what = "store" if isinstance(exc, LibraryMismatch | PartialBatch) else "store unreachable"
+        click.echo(f"ferricflowd: {what}: {exc}", err=True)
         ctx.exit(exitcodes.STORE_UNREACHABLE)
     except UnderReplicated as exc:  # applied: exit 1 without the word "failed"
         click.echo(f"ferricflowd: {exc}", err=True)

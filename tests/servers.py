@@ -331,6 +331,18 @@ class RedisServer:
             f"redis-server on port {self.port} not ready after {timeout_s}s\n{self.log_tail()}"
         )
 
+    def wait_aof_written(self, timeout_s: float = 10.0) -> None:
+        """Wait until no AOF rewrite is running or scheduled: a replica writes its initial
+        AOF after a full sync, and refuses to shut down on SIGTERM until it is done."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = self.raw_command("INFO", "persistence")
+            if "aof_rewrite_in_progress:0" in info and "aof_rewrite_scheduled:0" in info:
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(f"AOF rewrite of {self.port} still running\n{info}")
+            time.sleep(0.02)
+
     def kill(self) -> None:
         """SIGKILL, like a crash or the OOM killer, and reap it."""
         self._signal_and_reap(signal.SIGKILL, timeout_s=10.0)
@@ -519,6 +531,8 @@ class RedisClusterServers:
         ).start()
         self.replicas.append(node)
         primary = self.nodes[master]
+        # Diskless sync waits 5 s by default for more replicas to share the transfer.
+        primary.raw_command("CONFIG", "SET", "repl-diskless-sync-delay", "0")
         node.raw_command("CLUSTER", "MEET", primary.host, str(primary.port))
         primary_id = primary.raw_command("CLUSTER", "MYID").strip()
         deadline = time.monotonic() + self.startup_timeout_s
@@ -534,6 +548,7 @@ class RedisClusterServers:
             if time.monotonic() > deadline:
                 raise ServerError(f"replica of {primary.port} not online\n{node.log_tail()}")
             time.sleep(0.05)
+        node.wait_aof_written()
         return node
 
     def cluster_info(self, node: RedisServer) -> dict[str, str]:

@@ -239,7 +239,8 @@ class Store:
         return len(nodes)
 
     def _nodes(self) -> list[Any]:
-        return list(self.client.get_primaries()) if self.cluster else [None]
+        client = self.client  # connect first: decides cluster or not
+        return list(client.get_primaries()) if self.cluster else [None]
 
     def _name(self, node: Any) -> str:
         return self.safe_url if node is None else f"{self.safe_url} (primary {node.name})"

@@ -281,7 +281,7 @@ class WorkerProcess:
         return self.group
 
     def connect(self) -> Any:
-        from ferricflowd.flow.errors import DurabilityError, StoreError
+        from ferricflowd.flow.errors import DurabilityError, LibraryMismatch, StoreError
         from ferricflowd.flow.store import ReplicationWarnings
 
         assert self.config is not None
@@ -293,6 +293,8 @@ class WorkerProcess:
             client.connect()
         except DurabilityError as exc:  # restarting will not make the store durable
             raise BootError(exitcodes.BOOT_CONFIG, f"store: {exc}") from None
+        except LibraryMismatch as exc:  # retried with backoff: an admin's store-setup fixes it
+            raise BootError(exitcodes.STORE_UNREACHABLE, f"store: {exc}") from None
         except StoreError as exc:
             raise BootError(exitcodes.STORE_UNREACHABLE, f"store unreachable: {exc}") from None
         return client

@@ -31,8 +31,11 @@ def online_replicas(primary: RedisServer) -> int:
 
 
 def start_replica(make_redis_server: Any, primary: RedisServer) -> RedisServer:
+    # Diskless sync waits 5 s by default for more replicas to share the transfer.
+    primary.raw_command("CONFIG", "SET", "repl-diskless-sync-delay", "0")
     replica = make_redis_server("--replicaof", primary.host, str(primary.port))
     wait_for(lambda: online_replicas(primary) == 1, timeout=15, what="the replica online")
+    replica.wait_aof_written()  # else SIGTERM waits for it (terminate() then takes 5 s)
     return replica
 
 
@@ -75,6 +78,7 @@ def test_min_replicas_with_a_real_replica_then_with_it_stopped(
 
     replica.restart()
     wait_for(lambda: online_replicas(primary) == 1, timeout=15, what="the replica back")
+    replica.wait_aof_written()
     assert client.create("four", "q", "queued") is True
 
 

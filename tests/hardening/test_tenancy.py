@@ -173,3 +173,30 @@ def test_our_function_names_held_by_another_library_are_refused(
                              "function(keys, args) return {'ok'} end)\n")
     with pytest.raises(LibraryMismatch, match="another library holds its function names"):
         FlowClient.from_url(server.url, namespace=namespace).connect()
+
+
+def test_store_setup_on_a_cluster_loads_and_verifies_every_primary(
+        redis_cluster: Any, namespace: str, tmp_path: Path, closing: Any) -> None:
+    """The library is per node: store-setup loads it on each primary, and a client checks
+    each of them (one primary with other code is enough to refuse)."""
+    closing(FlowClient.from_url(redis_cluster.url, namespace=namespace)).connect()
+    last = redis_cluster.nodes[-1]
+    with last.client() as conn:
+        conn.function_delete(store_module.LIBRARY_NAME)
+    setup = run_many([["store-setup", "--url", redis_cluster.url]], cwd=tmp_path)[0]
+    assert setup.returncode == 0, setup.stderr
+    assert "on 3 node(s); verified" in setup.stdout
+    for node in redis_cluster.nodes:
+        with node.client() as conn:
+            assert conn.function_list(library=store_module.LIBRARY_NAME)
+    tampered = store_module.LIBRARY.replace("\n", "\n-- one node only\n", 1)
+    with last.client() as conn:
+        conn.function_load(tampered, replace=True)
+    try:
+        with pytest.raises(LibraryMismatch, match=f"primary 127.0.0.1:{last.port}"):
+            FlowClient.from_url(redis_cluster.url, namespace=namespace).connect()
+    finally:
+        with last.client() as conn:
+            conn.function_load(store_module.LIBRARY, replace=True)
+    assert closing(FlowClient.from_url(redis_cluster.url, namespace=namespace)).create(
+        "ok", "q", "queued") is True

@@ -102,8 +102,8 @@ class Runner:
         self.client = client
         if client.store.on_under_replicated is None:
             # A consumer goes on after an under-replicated write (it is applied; raising
-            # would strand the leases just taken): warned about, not raised. Producers
-            # sharing this client see the same (docs: give a Runner its own client).
+            # would strand the leases just taken): warned about, not raised, for every
+            # user of this client (README: Replicas and ACL users).
             client.store.on_under_replicated = ReplicationWarnings()
         self.type = type
         self.states = list(states)
