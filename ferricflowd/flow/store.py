@@ -343,7 +343,8 @@ class Store:
         first = replies[failed[0]]
         if len(failed) == len(replies):  # nothing went through
             raise StoreError(f"{self.safe_url}: {first}") from first
-        results = [StoreError(f"{self.safe_url}: {r}") if i in failed else r
+        refused = set(failed)
+        results = [StoreError(f"{self.safe_url}: {r}") if i in refused else r
                    for i, r in enumerate(replies)]
         raise PartialBatch(f"{self.safe_url}: {len(failed)} of {len(replies)} script calls "
                            f"failed (the others were applied): {first}", results=results,
