@@ -3,7 +3,8 @@
 Mounted on the main click group by `cli.py` (`register(main)`). Every command finds the store
 from the same config the daemon uses (`--config`, or FERRICFLOWD_CONFIG), or from `--url`.
 Output is human-readable by default and JSON with `--json`. Exit codes: 0 ok, 1 the Flow
-command failed (not found, conflict, ...), 2 usage or config error, 5 store unreachable.
+command failed (not found, conflict, ...) or was applied but under-replicated, 2 usage or
+config error, 5 store unreachable or refused (engine library mismatch: run store-setup).
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ import click
 
 from . import exitcodes
 from .config import ConfigError, load_config
-from .flow.errors import FerricflowdError, FlowError, StoreError
+from .flow.errors import (
+    FerricflowdError,
+    FlowError,
+    LibraryMismatch,
+    PartialBatch,
+    StoreError,
+    UnderReplicated,
+)
 from .flow.records import RUNNING, TERMINAL_STATES, FlowRecord, HistoryEvent
 
 if TYPE_CHECKING:  # the client (and redis-py) load on first use: `ferricflowd run` starts sooner
@@ -92,8 +100,12 @@ def _run(ctx: click.Context, fn: Callable[[FlowClient], Any]) -> Any:
     try:
         return fn(_client(ctx))
     except StoreError as exc:
-        click.echo(f"ferricflowd: store unreachable: {exc}", err=True)
+        what = "store" if isinstance(exc, LibraryMismatch | PartialBatch) else "store unreachable"
+        click.echo(f"ferricflowd: {what}: {exc}", err=True)
         ctx.exit(exitcodes.STORE_UNREACHABLE)
+    except UnderReplicated as exc:  # applied: exit 1 without the word "failed"
+        click.echo(f"ferricflowd: {exc}", err=True)
+        ctx.exit(exitcodes.FAILURE)
     except FlowError as exc:
         click.echo(f"ferricflowd: {exc}", err=True)
         ctx.exit(exitcodes.FAILURE)
@@ -140,7 +152,8 @@ def _payload(text: str | None, file: str | None) -> bytes:
 
 def register(main: click.Group) -> None:
     """Add the operator commands to the main group."""
-    for cmd in (enqueue, start, get, history, children, terminals, stats, signal, cancel):
+    for cmd in (enqueue, start, get, history, children, terminals, stats, signal, cancel,
+                store_setup):
         main.add_command(cmd)
 
 
@@ -334,3 +347,18 @@ def cancel(ctx: click.Context, flow_id: str, reason: str, **common_opts: Any) ->
     done = _run(ctx, lambda c: c.cancel(flow_id, reason))
     _emit(ctx, {"id": flow_id, "cancelled": done},
           lambda: [f"{'cancelled' if done else 'already cancelled'} {flow_id}"])
+
+
+@click.command("store-setup")
+@common
+@click.pass_context
+def store_setup(ctx: click.Context, **common_opts: Any) -> None:
+    """Load this version's engine library into the store (every primary of a cluster): the
+    admin step that lets runtime users run without FUNCTION LOAD (docs/security.md)."""
+    _setup(ctx, **common_opts)
+    from .flow.store import LIBRARY_NAME, LIBRARY_SHA256
+
+    nodes = _run(ctx, lambda c: c.store.setup_library())
+    data = {"library": LIBRARY_NAME, "sha256": LIBRARY_SHA256, "nodes": nodes}
+    _emit(ctx, data, lambda: [f"loaded {LIBRARY_NAME} (sha256 {LIBRARY_SHA256[:16]}) on "
+                              f"{nodes} node(s); verified"])

@@ -83,6 +83,7 @@ class StoreConfig:
     partitions: int
     retention_s: float
     socket_timeout_s: float
+    wait_timeout_s: float
 
     @property
     def embedded(self) -> bool:
@@ -97,7 +98,8 @@ class StoreConfig:
         return FlowClient.from_url(
             url, namespace=self.namespace, durability=self.durability,
             min_replicas=self.min_replicas, partitions=self.partitions,
-            socket_timeout_s=self.socket_timeout_s, retention_ms=round(self.retention_s * 1000),
+            socket_timeout_s=self.socket_timeout_s, wait_timeout_s=self.wait_timeout_s,
+            retention_ms=round(self.retention_s * 1000),
         )  # fmt: skip
 
 
@@ -290,13 +292,17 @@ SETTINGS: tuple[Setting, ...] = (
       '"strict" refuses a store without appendfsync always; "relaxed" allows it.',
       one_of("strict", "relaxed")),
     S("store", "min_replicas", INTEGER, 0,
-      "Replicas that must acknowledge each mutating command (WAIT/WAITAOF).", at_least(0)),
+      "Replicas that must acknowledge each mutating command (WAIT, on every primary).",
+      at_least(0)),
     S("store", "partitions", INTEGER, 1,
       "Partitions of the namespace (fixed when it is first used).", at_least(1)),
     S("store", "retention", DURATION, "7d", "How long finished Flows are kept.",
       positive("s"), "retention_s"),
     S("store", "socket_timeout", DURATION, "5s", "Timeout of a store command.",
       positive("s"), "socket_timeout_s"),
+    S("store", "wait_timeout", DURATION, "1s",
+      "How long a write waits for min_replicas acks (WAIT); shorter than socket_timeout.",
+      positive("s"), "wait_timeout_s"),
     S("daemon", "data_dir", STRING, "./var/ferricflowd",
       "State directory (embedded store, metrics); relative to the config file's directory.",
       _check_data_dir),
@@ -386,6 +392,12 @@ def _build(loader: Loader, env: Mapping[str, str]) -> Config:
     defaults = loader.resolve("defaults")
     groups = {name: loader.resolve(f"groups.{name}", defaults) for name in loader.groups}
     _validate(loader, daemon, groups)
+    wait, sock = store["wait_timeout"], store["socket_timeout"]
+    if store["min_replicas"].value and wait.value >= sock.value:
+        raise loader.error("store.wait_timeout",
+                           f"wait_timeout ({wait.value:g}s, {wait.source}) must be shorter "
+                           f"than socket_timeout ({sock.value:g}s, {sock.source}), or a "
+                           "WAIT that times out fails as a socket error after the write")
     try:
         data_dir = Path(daemon["data_dir"].value).expanduser()
     except RuntimeError as exc:  # "~nobody/..." with no such user

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["SupervisorMetrics", "WorkerMetrics", "observe_many", "supervisor_metrics",
-           "worker_metrics"]
+           "under_replicated_writes", "worker_metrics"]
 
 PREFIX = "ferricflowd"
 # Handler durations span milliseconds (queue jobs) to minutes (workflow steps); few buckets,
@@ -177,6 +177,19 @@ def supervisor_metrics() -> SupervisorMetrics:
         running=gauge("flows_running", "Flows leased now, by type.", ("type",), "livemostrecent"),
         store_up=gauge("store_up", "1 when the last store ping succeeded.", (), "livemostrecent"),
     )
+
+
+@functools.cache
+def under_replicated_writes() -> Any:
+    """Batches of mutating commands (claims included) applied on the primary that fewer than
+    store.min_replicas replicas acknowledged within store.wait_timeout (counted by workers
+    and the supervisor alike)."""
+    from prometheus_client import Counter
+
+    return Counter(f"{PREFIX}_store_under_replicated_writes",
+                   "Mutating store calls applied, but acknowledged by fewer than min_replicas "
+                   "replicas within wait_timeout.",
+                   registry=None)
 
 
 def observe_many(histogram: Any, amounts: list[float]) -> None:

@@ -331,6 +331,18 @@ class RedisServer:
             f"redis-server on port {self.port} not ready after {timeout_s}s\n{self.log_tail()}"
         )
 
+    def wait_aof_written(self, timeout_s: float = 10.0) -> None:
+        """Wait until no AOF rewrite is running or scheduled: a replica writes its initial
+        AOF after a full sync, and refuses to shut down on SIGTERM until it is done."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            info = self.raw_command("INFO", "persistence")
+            if "aof_rewrite_in_progress:0" in info and "aof_rewrite_scheduled:0" in info:
+                return
+            if time.monotonic() > deadline:
+                raise ServerError(f"AOF rewrite of {self.port} still running\n{info}")
+            time.sleep(0.02)
+
     def kill(self) -> None:
         """SIGKILL, like a crash or the OOM killer, and reap it."""
         self._signal_and_reap(signal.SIGKILL, timeout_s=10.0)
@@ -431,7 +443,7 @@ class RedisServer:
 
 
 class RedisClusterServers:
-    """A real Redis Cluster of `masters` masters (no replicas) on loopback ports.
+    """A real Redis Cluster of `masters` masters on loopback ports (replicas: add_replica).
 
     Attributes: url (first node, db 0), ports, nodes (RedisServer each), startup_nodes.
     """
@@ -459,6 +471,8 @@ class RedisClusterServers:
             )
             for i in range(masters)
         ]
+        self.node_args = node_args
+        self.replicas: list[RedisServer] = []  # added by add_replica(), after start()
 
     @property
     def ports(self) -> list[int]:
@@ -506,6 +520,37 @@ class RedisClusterServers:
         self.wait_ok(self.startup_timeout_s)
         return self
 
+    def add_replica(self, master: int) -> RedisServer:
+        """Start one more node as a replica of nodes[master] and wait until that primary
+        has it online (ready to acknowledge WAIT)."""
+        node = RedisServer(
+            self.dir / f"replica{len(self.replicas)}",
+            args=self.node_args,
+            cluster=True,
+            startup_timeout_s=self.startup_timeout_s,
+        ).start()
+        self.replicas.append(node)
+        primary = self.nodes[master]
+        # Diskless sync waits 5 s by default for more replicas to share the transfer.
+        primary.raw_command("CONFIG", "SET", "repl-diskless-sync-delay", "0")
+        node.raw_command("CLUSTER", "MEET", primary.host, str(primary.port))
+        primary_id = primary.raw_command("CLUSTER", "MYID").strip()
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:  # REPLICATE fails until the node has learnt of the primary by gossip
+            try:
+                node.raw_command("CLUSTER", "REPLICATE", primary_id)
+                break
+            except redis.ResponseError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        while "state=online" not in primary.raw_command("INFO", "replication"):
+            if time.monotonic() > deadline:
+                raise ServerError(f"replica of {primary.port} not online\n{node.log_tail()}")
+            time.sleep(0.05)
+        node.wait_aof_written()
+        return node
+
     def cluster_info(self, node: RedisServer) -> dict[str, str]:
         """CLUSTER INFO of one node as a dict of strings."""
         text = node.raw_command("CLUSTER", "INFO")
@@ -532,7 +577,7 @@ class RedisClusterServers:
 
     def is_ok(self) -> bool:
         """Every node sees cluster_state:ok, all slots, and all masters."""
-        want = str(len(self.nodes))
+        want, known = str(len(self.nodes)), str(len(self.nodes) + len(self.replicas))
         try:
             infos = [self.cluster_info(node) for node in self.nodes]
         except (redis.RedisError, OSError):
@@ -540,7 +585,7 @@ class RedisClusterServers:
         return all(
             i.get("cluster_state") == "ok"
             and i.get("cluster_slots_assigned") == "16384"
-            and i.get("cluster_known_nodes") == want
+            and i.get("cluster_known_nodes") == known
             and i.get("cluster_size") == want
             for i in infos
         )
@@ -563,7 +608,7 @@ class RedisClusterServers:
             self.wait_ok(self.startup_timeout_s)
 
     def terminate(self) -> None:
-        terminate_all(self.nodes)
+        terminate_all(self.nodes + self.replicas)
 
     def __enter__(self) -> RedisClusterServers:
         return self.start()

@@ -30,7 +30,7 @@ from .checks import (
     check_names,
     check_state,
 )
-from .errors import FlowError, InvalidArgument
+from .errors import FlowError, InvalidArgument, PartialBatch, StoreError, UnderReplicated
 from .jobflow import FlowHandle
 from .keys import KeySpace
 from .outcomes import Complete, Fail, Outcome, Transition, kind_of
@@ -99,7 +99,8 @@ class FlowClient(Reads, Upkeep):
     @classmethod
     def from_url(cls, url: str, *, namespace: str = "ff", durability: str = "strict",
                  min_replicas: int = 0, partitions: int | None = None,
-                 socket_timeout_s: float = 5.0, **options: Any) -> FlowClient:
+                 socket_timeout_s: float = 5.0, wait_timeout_s: float = 1.0,
+                 **options: Any) -> FlowClient:
         if not isinstance(url, str):
             raise TypeError(f"url must be str, not {type(url).__name__}")
         if (not isinstance(socket_timeout_s, (int, float)) or isinstance(socket_timeout_s, bool)
@@ -107,10 +108,14 @@ class FlowClient(Reads, Upkeep):
             raise InvalidArgument("socket_timeout_s", f"must be a number of seconds > 0, "
                                   f"got {socket_timeout_s!r}")
         check_int("min_replicas", min_replicas)
+        if (not isinstance(wait_timeout_s, (int, float)) or isinstance(wait_timeout_s, bool)
+                or not 0 < wait_timeout_s < float("inf")):
+            raise InvalidArgument("wait_timeout_s", f"must be a number of seconds > 0, "
+                                  f"got {wait_timeout_s!r}")
         if not isinstance(durability, str):
             raise TypeError(f"durability must be str, not {type(durability).__name__}")
         store = Store(url, socket_timeout_s=socket_timeout_s, min_replicas=min_replicas,
-                      durability=durability)
+                      wait_timeout_s=wait_timeout_s, durability=durability)
         return cls(store, namespace=namespace, partitions=partitions, **options)
 
     # -- connection ---------------------------------------------------------------------------
@@ -174,21 +179,34 @@ class FlowClient(Reads, Upkeep):
                           idempotent, None, None, correlation_id)
         self._validate_create(spec)
         # One call without create_many's grouping and chunking (a third of its client CPU).
-        reply = self._call("create", self.partition_for(flow_id, partition_key),
-                           ["", 1, *create_args(spec)])
+        try:
+            reply = self._call("create", self.partition_for(flow_id, partition_key),
+                               ["", 1, *create_args(spec)])
+        except UnderReplicated as exc:  # an engine error wrote nothing: raise that instead
+            exc.results = [raise_item(raise_item(exc.results[0], flow_id)[0], flow_id) == b"ok"]
+            raise
         return raise_item(raise_item(reply, flow_id)[0], flow_id) == b"ok"
 
     def create_many(self, specs: Sequence[CreateSpec]) -> list[bool | FlowError]:
-        """Create Flows, one script call per partition in one pipeline; a result per item."""
+        """Create Flows, one script call per partition in one pipeline; a result per item.
+
+        When the store refuses part of the batch (a later chunk: OOM, NOPERM, ...), the rest
+        is still written: PartialBatch then carries `results` (True/False/FlowError per
+        written item, the StoreError of each item not written) and `failed_items` (the
+        specs to send again)."""
         for spec in specs:  # before anything is sent: a bad item writes nothing
             self._validate_create(spec)
         return self.create_checked(specs)
 
     def create_checked(self, specs: Sequence[CreateSpec]) -> list[bool | FlowError]:
         """create_many for specs already validated (by _validate_create or check_plain)."""
-        replies = self._batched([(self.partition_for(s.id, s.partition_key), "create", s, s.id)
-                                 for s in specs], fields=create_args)
-        return [r if isinstance(r, FlowError) else r == b"ok" for r in replies]
+        try:
+            replies = self._batched([(self.partition_for(s.id, s.partition_key), "create", s,
+                                      s.id) for s in specs], fields=create_args)
+        except (PartialBatch, UnderReplicated) as exc:
+            exc.results = _created(exc.results)
+            raise
+        return _created(replies)
 
     def _batched(self, items: Sequence[tuple[int, str, Any, str]],
                  head: Sequence[Any] | Mapping[str, Sequence[Any]] = (),
@@ -216,9 +234,19 @@ class FlowClient(Reads, Upkeep):
                 yield Call(script, self.keys.prefix(partition), args)
 
         results: list[Any] = [None] * len(items)
-        for (_, _, idx), reply in zip(chunks, self.store.call_many(calls()), strict=True):
-            for i, item in zip(idx, raise_item(reply, None), strict=True):
-                results[i] = item_result(item, items[i][3])
+        try:
+            replies = self.store.call_many(calls())
+        except PartialBatch as exc:  # per call -> per item: which items were not written
+            _spread(chunks, exc.results, items, results)
+            failed = [i for i, r in enumerate(results) if isinstance(r, StoreError)]
+            raise PartialBatch(f"{len(failed)} of {len(items)} items not written: {exc}",
+                               results=results, failed=failed,
+                               failed_items=[items[i][2] for i in failed]) from exc
+        except UnderReplicated as exc:
+            _spread(chunks, exc.results, items, results)
+            exc.results = results
+            raise
+        _spread(chunks, replies, items, results)
         return results
 
     def _validate_create(self, spec: CreateSpec) -> None:
@@ -334,8 +362,16 @@ class FlowClient(Reads, Upkeep):
             for _, outcome in items:
                 self.check_outcome(outcome)
         head = NO_LEASE if keep is None else keep.args
-        replies = self._batched([(job.partition, kind_of(outcome), outcome_args(job, outcome),
-                                  job.id) for job, outcome in items], {"transition": head})
+        try:
+            replies = self._batched([(job.partition, kind_of(outcome),
+                                      outcome_args(job, outcome), job.id)
+                                     for job, outcome in items], {"transition": head})
+        except UnderReplicated as exc:  # applied: its kept Jobs are leased all the same
+            exc.results = self._kept_jobs(items, exc.results)
+            raise
+        return self._kept_jobs(items, replies)
+
+    def _kept_jobs(self, items: Sequence[tuple[Job, Outcome]], replies: list[Any]) -> list[Any]:
         for i, reply in enumerate(replies):
             if isinstance(reply, list):
                 job = items[i][0]
@@ -487,3 +523,19 @@ class FlowClient(Reads, Upkeep):
         self.store.batch([("HSET", self.keys.policy(p, type), *flat)
                           for p in range(self.keys.partitions)])
 
+
+def _spread(chunks: Sequence[tuple[int, str, list[int]]], replies: Sequence[Any],
+            items: Sequence[tuple[int, str, Any, str]], results: list[Any]) -> None:
+    """Each script call's reply to its items' places in `results` (a call that failed as a
+    whole: its StoreError for each of its items)."""
+    for (_, _, idx), reply in zip(chunks, replies, strict=True):
+        if isinstance(reply, StoreError):
+            for i in idx:
+                results[i] = reply
+            continue
+        for i, item in zip(idx, raise_item(reply, None), strict=True):
+            results[i] = item_result(item, items[i][3])
+
+
+def _created(replies: Sequence[Any]) -> list[Any]:
+    return [r if isinstance(r, (FlowError, StoreError)) else r == b"ok" for r in replies]

@@ -4,7 +4,10 @@
     ├── ConfigError                (config.py: file, dotted key, problem)
     ├── InvalidArgument            (also a ValueError; names the argument)
     ├── StoreError                 (connection, timeout, unexpected reply)
-    │   └── DurabilityError        (store not configured for durable writes)
+    │   ├── DurabilityError        (store not configured for durable writes)
+    │   ├── LibraryMismatch        (the store's engine library is missing or not ours)
+    │   └── PartialBatch           (a batch wrote some items, not others; `.results`)
+    ├── UnderReplicated            (applied, but WAIT timed out: NOT a failure to retry)
     └── FlowError                  (an engine error reply; `.reply` is the upstream string)
         ├── FlowNotFound           ERR flow not found
         ├── FlowAlreadyExists      ERR flow already exists
@@ -48,6 +51,46 @@ class StoreError(FerricflowdError):
 
 class DurabilityError(StoreError):
     """The store would acknowledge writes it has not made durable."""
+
+
+class LibraryMismatch(StoreError):
+    """The store does not run exactly this version's engine code, so we refuse to use it.
+
+    `found` is None when the library is missing and this user may not load it (Redis ACL
+    without FUNCTION LOAD: an admin runs `ferricflowd store-setup`), else a description of
+    what is there instead (another code digest, or our function names held by another
+    library)."""
+
+    def __init__(self, message: str, *, library: str, expected: str,
+                 found: str | None) -> None:
+        self.library, self.expected, self.found = library, expected, found
+        super().__init__(message)
+
+
+class PartialBatch(StoreError):
+    """A batch command wrote some of its items and not others (e.g. the store refused a
+    later chunk: OOM, NOPERM). `results` has one entry per item, in input order: what the
+    command returns for a written or answered item, or the StoreError of an item that was
+    not written; `failed` holds the indexes of those, and `failed_items` the items."""
+
+    def __init__(self, message: str, *, results: list[object], failed: list[int],
+                 failed_items: list[object] | None = None) -> None:
+        self.results, self.failed = results, failed
+        self.failed_items = failed_items if failed_items is not None else []
+        super().__init__(message)
+
+
+class UnderReplicated(FerricflowdError):
+    """The write IS applied on the primary, but fewer than `wanted` replicas acknowledged it
+    within store.wait_timeout (WAIT answered `acked`). Not a StoreError on purpose: retrying
+    it as a failed write would apply it twice. `results` holds what the command returned
+    (per item for batch commands), as if it had succeeded."""
+
+    def __init__(self, message: str, *, acked: int, wanted: int,
+                 results: list[object] | None = None) -> None:
+        self.acked, self.wanted = acked, wanted
+        self.results: list[object] = results if results is not None else []
+        super().__init__(message)
 
 
 class FlowError(FerricflowdError):

@@ -7,6 +7,14 @@ README.md, Compatibility). FUNCTION LOAD goes to every primary of a cluster, and
 when a restarted or new store answers "Function not found". A batch of calls is one round
 trip per node: on a single node they are packed with hiredis and streamed on one connection
 (Store._stream), on a cluster they go through redis-py's cluster pipeline.
+
+The library is server-global, so every client verifies at connect that the one loaded under
+its name is exactly its own code (FUNCTION LIST WITHCODE): a tenant who could FUNCTION LOAD
+would otherwise choose what every other namespace's daemon runs. A missing library is
+loaded if this user may; `ferricflowd store-setup` (setup_library) is the admin's way, so
+runtime users need no FUNCTION LOAD (docs/security.md). With min_replicas, each batch ends
+with a WAIT on the connection (each cluster primary's) that took its writes; a WAIT that
+times out is UnderReplicated (applied, not failed), never a StoreError.
 """
 
 from __future__ import annotations
@@ -15,7 +23,8 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -27,7 +36,14 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
-from .errors import DurabilityError, InvalidArgument, StoreError
+from .errors import (
+    DurabilityError,
+    InvalidArgument,
+    LibraryMismatch,
+    PartialBatch,
+    StoreError,
+    UnderReplicated,
+)
 from .urls import check_url, redact
 
 log = logging.getLogger(__name__)
@@ -72,21 +88,34 @@ def _build_library() -> tuple[str, str, dict[str, str]]:
 
 
 LIBRARY_NAME, LIBRARY, FUNCTIONS = _build_library()
+LIBRARY_SHA256 = hashlib.sha256(LIBRARY.encode()).hexdigest()
+SETUP_HINT = "an admin must run `ferricflowd store-setup --url URL` (docs/security.md)"
 
 
 class Store:
     """A connection to one store (single node or cluster), created lazily."""
 
     def __init__(self, url: str, *, socket_timeout_s: float = 5.0, min_replicas: int = 0,
-                 durability: str = "strict") -> None:
+                 wait_timeout_s: float = 1.0, durability: str = "strict") -> None:
         if durability not in ("strict", "relaxed"):
             raise InvalidArgument("durability", "must be 'strict' or 'relaxed'")
+        if min_replicas and not 0 < wait_timeout_s < socket_timeout_s:
+            # A WAIT as long as the socket timeout would end as a socket error after the
+            # write was applied: the generic failure that invites a duplicate retry.
+            raise InvalidArgument("wait_timeout_s", f"must be > 0 and shorter than "
+                                  f"socket_timeout_s ({socket_timeout_s:g}), got "
+                                  f"{wait_timeout_s!r}")
         check_url(url)
         self.url = url
         self.safe_url = redact(url)
         self.socket_timeout_s = socket_timeout_s
         self.min_replicas = min_replicas
+        self.wait_timeout_s = wait_timeout_s
         self.durability = durability
+        # None: an under-replicated write raises UnderReplicated. A consumer (the daemon's
+        # processes, a Runner) sets a callback that counts and logs it instead, and goes on
+        # with the replies: the write is applied, and raising would strand its leases.
+        self.on_under_replicated: Callable[[UnderReplicated], None] | None = None
         self._client: Any = None
         self._lock = threading.Lock()
         self._idle: list[Any] = []  # connections for _stream, of process _idle_pid
@@ -178,24 +207,114 @@ class Store:
         except Exception:  # readiness probes must never raise
             return False
 
-    # -- script calls ------------------------------------------------------------------------
+    def replica_shortfall(self) -> str | None:
+        """What falls short of min_replicas (a primary with fewer online replicas), or None:
+        the daemon is not ready while a write could not be acknowledged in time."""
+        if not self.min_replicas:
+            return None
+        for node in self._nodes():
+            try:
+                info = self._on(node, "INFO", "replication")
+            except rexc.RedisError as exc:
+                raise StoreError(f"{self._name(node)}: INFO replication: {exc}") from exc
+            online = sum(1 for k, v in info.items() if k.startswith("slave")
+                         and isinstance(v, dict) and v.get("state") == "online")
+            if online < self.min_replicas:
+                return (f"{self._name(node)} has {online} online replica(s), "
+                        f"store.min_replicas = {self.min_replicas}")
+        return None
+
+    # -- the engine library --------------------------------------------------------------------
 
     def ensure_library(self) -> None:
-        """Load the library unless this node has it (a cluster's primaries: always load)."""
-        if not self.cluster:
-            try:
-                if self.client.function_list(library=LIBRARY_NAME):
-                    return
-            except rexc.RedisError:
-                pass  # e.g. no FUNCTION command: load_scripts says so
-        self.load_scripts()
+        """Verify that every node (each primary of a cluster) runs exactly this library, and
+        load it where it is missing if this user may (dev setups need no setup step).
+        LibraryMismatch when another code is loaded under its name, or when it is missing and
+        this user may not load it (FUNCTION LOAD denied: run store-setup)."""
+        for node, found in self._library_code():
+            if found is None:
+                self._load_missing(node)
+            elif found != LIBRARY:
+                raise self._mismatch(node, found)
 
-    def load_scripts(self) -> None:
-        """FUNCTION LOAD the library (REPLACE: loading the same text twice is no error)."""
+    def setup_library(self) -> int:
+        """The admin step (`ferricflowd store-setup`): FUNCTION LOAD REPLACE this library on
+        every primary, then verify it; the number of nodes set up."""
+        nodes = self._nodes()
+        for node in nodes:
+            try:
+                self._on(node, "FUNCTION", "LOAD", "REPLACE", LIBRARY)
+            except rexc.RedisError as exc:
+                raise StoreError(f"{self._name(node)}: cannot load the engine library "
+                                 f"{LIBRARY_NAME}: {exc}") from exc
+        self.ensure_library()
+        return len(nodes)
+
+    def _nodes(self) -> list[Any]:
+        client = self.client  # connect first: decides cluster or not
+        return list(client.get_primaries()) if self.cluster else [None]
+
+    def _name(self, node: Any) -> str:
+        return self.safe_url if node is None else f"{self.safe_url} (primary {node.name})"
+
+    def _on(self, node: Any, *command: Arg) -> Any:
+        """One command on one node (None: the single node)."""
+        if node is None:
+            return self.client.execute_command(*command)
+        return self.client.execute_command(*command, target_nodes=node)
+
+    def _library_code(self) -> list[tuple[Any, str | None]]:
+        """Per node, the code of the library loaded under LIBRARY_NAME (None: not loaded)."""
+        out = []
+        for node in self._nodes():
+            try:
+                reply = self._on(node, "FUNCTION", "LIST", "LIBRARYNAME", LIBRARY_NAME,
+                                 "WITHCODE")
+            except rexc.RedisError as exc:
+                raise StoreError(f"{self._name(node)}: cannot read the engine library "
+                                 f"(FUNCTION LIST): {exc}") from exc
+            out.append((node, _library_code(reply)))
+        return out
+
+    def _load_missing(self, node: Any) -> None:
+        """FUNCTION LOAD without REPLACE (never over someone else's), then verify."""
         try:
-            self.client.function_load(LIBRARY, replace=True)
+            self._on(node, "FUNCTION", "LOAD", LIBRARY)
+            return
+        except rexc.NoPermissionError as exc:
+            raise LibraryMismatch(
+                f"{self._name(node)}: the engine library {LIBRARY_NAME} (sha256 "
+                f"{LIBRARY_SHA256[:16]}) is not loaded and this user may not load it "
+                f"({exc}); {SETUP_HINT}", library=LIBRARY_NAME, expected=LIBRARY_SHA256,
+                found=None) from exc
+        except rexc.ResponseError as exc:
+            if "already exists" not in str(exc):
+                raise StoreError(f"{self._name(node)}: cannot load the engine library "
+                                 f"{LIBRARY_NAME}: {exc}") from exc
+            problem = str(exc)  # loaded by a concurrent client, or our names are taken
         except rexc.RedisError as exc:
-            raise StoreError(f"{self.safe_url}: cannot load the engine library: {exc}") from exc
+            raise StoreError(f"{self._name(node)}: cannot load the engine library: "
+                             f"{exc}") from exc
+        found = dict(self._library_code()).get(node)
+        if found is None:
+            raise LibraryMismatch(
+                f"{self._name(node)}: cannot load the engine library {LIBRARY_NAME}: "
+                f"{problem}: another library holds its function names; an admin must "
+                f"FUNCTION DELETE that library, then run `ferricflowd store-setup`",
+                library=LIBRARY_NAME, expected=LIBRARY_SHA256,
+                found="its function names held by another library")
+        if found != LIBRARY:
+            raise self._mismatch(node, found)
+
+    def _mismatch(self, node: Any, found: str) -> LibraryMismatch:
+        digest = hashlib.sha256(found.encode("utf-8", "surrogateescape")).hexdigest()
+        return LibraryMismatch(
+            f"{self._name(node)}: the engine library {LIBRARY_NAME} loaded there is not this "
+            f"version's code: expected sha256 {LIBRARY_SHA256[:16]}, found {digest[:16]}; "
+            f"refusing to run it; {SETUP_HINT} to load this version's",
+            library=LIBRARY_NAME, expected=LIBRARY_SHA256, found=digest)
+
+    # -- script calls ------------------------------------------------------------------------
 
     def call(self, call: Call) -> Any:
         """Run one script; error replies are returned (not raised) as ResponseError."""
@@ -206,39 +325,66 @@ class Store:
 
         On a single node the calls are streamed: each is packed and written as soon as the
         iterable yields it, so the store runs the first while the caller builds the next
-        (a generator of calls overlaps client and store work; see FlowClient._batched)."""
+        (a generator of calls overlaps client and store work; see FlowClient._batched).
+        Store failures: StoreError when no call went through, PartialBatch (a reply or
+        StoreError per call) when some did; then UnderReplicated if min_replicas were not
+        reached (unless on_under_replicated takes it)."""
         if self.cluster:
             calls = list(calls)
         elif not isinstance(calls, (list, tuple)):
             calls = _Replayable(calls)  # a generator: kept for a second pass
-        replies = self._run(calls, mutating)
+        replies, acked = self._run(calls, mutating)
         missing = [i for i, r in enumerate(replies) if _not_loaded(r)]
         if missing:  # a restarted or new store: load and run only those calls again
             done = list(calls)
-            self.load_scripts()
-            again = self._run([done[i] for i in missing], mutating)
+            self.ensure_library()
+            again, acked_again = self._run([done[i] for i in missing], mutating)
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
-        for reply in replies:
-            if isinstance(reply, rexc.RedisError) and not _is_error_reply(reply):
-                raise StoreError(f"{self.safe_url}: {reply}") from reply
+            acked = _fewest(acked, acked_again)
+        self._raise_failures(replies)
+        if acked is not None and acked < self.min_replicas:
+            self._under_replicated(acked, replies)
         return replies
 
-    def _run(self, calls: Iterable[Call], mutating: bool) -> list[Any]:
-        wait = mutating and self.min_replicas > 0 and not self.cluster
+    def _raise_failures(self, replies: list[Any]) -> None:
+        failed = [i for i, r in enumerate(replies)
+                  if isinstance(r, rexc.RedisError) and not _is_error_reply(r)]
+        if not failed:
+            return
+        first = replies[failed[0]]
+        if len(failed) == len(replies):  # nothing went through
+            raise StoreError(f"{self.safe_url}: {first}") from first
+        refused = set(failed)
+        results = [StoreError(f"{self.safe_url}: {r}") if i in refused else r
+                   for i, r in enumerate(replies)]
+        raise PartialBatch(f"{self.safe_url}: {len(failed)} of {len(replies)} script calls "
+                           f"failed (the others were applied): {first}", results=results,
+                           failed=failed) from first
+
+    def _under_replicated(self, acked: int, replies: list[Any]) -> None:
+        exc = UnderReplicated(
+            f"{self.safe_url}: the write IS applied, but only {acked} of min_replicas="
+            f"{self.min_replicas} replica(s) acknowledged it within store.wait_timeout "
+            f"({self.wait_timeout_s:g}s); do not retry it as a failed write",
+            acked=acked, wanted=self.min_replicas, results=replies)
+        if self.on_under_replicated is None:
+            raise exc
+        self.on_under_replicated(exc)
+
+    def _run(self, calls: Iterable[Call], mutating: bool) -> tuple[list[Any], int | None]:
+        """The replies, and the replicas that acknowledged them (None: no WAIT sent)."""
+        wait = mutating and self.min_replicas > 0
         try:
             if self.cluster:
-                replies = self._cluster_pipeline(list(calls))
-            else:
-                replies = self._stream(calls, wait)
+                return self._cluster_pipeline(list(calls), wait)
+            replies = self._stream(calls, wait)
         except rexc.RedisError as exc:
             raise StoreError(f"{self.safe_url}: {exc}") from exc
-        if wait:
-            acked = replies.pop()
-            if isinstance(acked, int) and acked < self.min_replicas:
-                raise StoreError(f"{self.safe_url}: only {acked} of {self.min_replicas} "
-                                 "replicas acknowledged the write")
-        return replies
+        if not wait:
+            return replies, None
+        acked = replies.pop()
+        return replies, acked if isinstance(acked, int) else 0  # an error reply: none
 
     def _stream(self, calls: Iterable[Call], wait: bool) -> list[Any]:
         """Write every call (and a WAIT) on one idle connection, then read the replies.
@@ -268,7 +414,7 @@ class Store:
             conn.send_packed_command([pack_command(command)], False)
             n += 1
         if wait:
-            command = ("WAIT", self.min_replicas, int(self.socket_timeout_s * 1000))
+            command = ("WAIT", self.min_replicas, max(1, round(self.wait_timeout_s * 1000)))
             conn.send_packed_command([pack_command(command)], False)
             n += 1
         return [_read(conn) for _ in range(n)]
@@ -286,18 +432,39 @@ class Store:
         except IndexError:
             return self.client.connection_pool.make_connection()
 
-    def _cluster_pipeline(self, calls: list[Call]) -> list[Any]:
-        if len(calls) == 1:
+    def _cluster_pipeline(self, calls: list[Call], wait: bool) -> tuple[list[Any], int | None]:
+        """The replies and, with `wait`, the fewest replicas any primary acknowledged.
+
+        A WAIT counts the acknowledgements of its own connection's writes, so one goes to
+        each primary that took a call, in the same pipeline: redis-py sends a node's
+        commands on one connection, in order, so it follows that node's FCALLs."""
+        if len(calls) == 1 and not wait:
             c = calls[0]
             try:
                 return [self.client.execute_command("FCALL", FUNCTIONS[c.script], 1, c.prefix,
-                                                    *c.args)]
+                                                    *c.args)], None
             except rexc.ResponseError as exc:  # an error reply is a value, as in a pipeline
-                return [exc]
+                return [exc], None
         pipe = self.client.pipeline(transaction=False)
         for c in calls:
             pipe.execute_command("FCALL", FUNCTIONS[c.script], 1, c.prefix, *c.args)
-        return list(pipe.execute(raise_on_error=False))
+        route = self._route(calls) if wait else {}
+        for node in {n.name: n for n in route.values()}.values():
+            pipe.execute_command("WAIT", self.min_replicas,
+                                 max(1, round(self.wait_timeout_s * 1000)), target_nodes=node)
+        replies = list(pipe.execute(raise_on_error=False))
+        if not wait:
+            return replies, None
+        acks = replies[len(calls):]
+        acked = min((a if isinstance(a, int) else 0 for a in acks), default=0)
+        if {p: n.name for p, n in self._route(calls).items()} != {
+                p: n.name for p, n in route.items()}:
+            acked = 0  # a call was redirected (failover, resharding): its WAIT went elsewhere
+        return replies[:len(calls)], acked
+
+    def _route(self, calls: list[Call]) -> dict[str, Any]:
+        """The primary of each call's partition prefix, as this client knows them now."""
+        return {p: self.client.get_node_from_key(p) for p in {c.prefix for c in calls}}
 
     def batch(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Plain commands (the reads, and setup's and upkeep's few direct writes) in one round
@@ -321,6 +488,29 @@ class Store:
             return fn(self.client)
         except rexc.RedisError as exc:
             raise StoreError(f"{self.safe_url}: {exc}") from exc
+
+
+class ReplicationWarnings:
+    """An on_under_replicated callback for consumers: `count()` for every under-replicated
+    write (a metric), and at most one warning per `every_s` saying how many there were."""
+
+    def __init__(self, count: Callable[[], None] | None = None, every_s: float = 10.0) -> None:
+        self.count, self.every_s = count, every_s
+        self._lock = threading.Lock()
+        self._unlogged = 0
+        self._logged_at = -every_s
+
+    def __call__(self, exc: UnderReplicated) -> None:
+        if self.count is not None:
+            self.count()
+        with self._lock:
+            self._unlogged += 1
+            now = time.monotonic()
+            if now - self._logged_at < self.every_s:
+                return
+            n, self._unlogged, self._logged_at = self._unlogged, 0, now
+        log.warning("%d write(s) applied but under-replicated (going on: they are not failures"
+                    " to retry); latest: %s", n, exc)
 
 
 class _Replayable:
@@ -376,6 +566,25 @@ def _bounded_retry() -> Retry:
     a command fails within about one socket timeout; the single retry still reconnects a
     pooled connection that a store restart closed."""
     return Retry(NoBackoff(), 1, supported_errors=(rexc.ConnectionError,))
+
+
+def _fewest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _library_code(reply: Any) -> str | None:
+    """The library_code of a FUNCTION LIST ... WITHCODE reply for one library name (RESP2
+    gives each library as a flat [key, value, ...] list; None when it lists none)."""
+    for lib in reply or []:
+        fields = lib if isinstance(lib, dict) else dict(zip(lib[::2], lib[1::2], strict=True))
+        fields = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+        if _text(fields.get("library_name")) == LIBRARY_NAME:
+            return _text(fields.get("library_code"))
+    return None
+
+
+def _text(value: Any) -> str | None:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
 
 
 def _not_loaded(reply: Any) -> bool:

@@ -62,6 +62,10 @@ class Upkeep:
             self.store.batch([("LREM", keys.outbox(p), 1, raw) for raw in entries])
         return delivered
 
+    def replica_shortfall(self) -> str | None:
+        """What falls short of min_replicas on the store (None: met, or min_replicas = 0)."""
+        return self.store.replica_shortfall()
+
     def cleanup(self, now_ms: int | None = None, limit: int = 1000) -> int:
         """Delete terminal Flows past the retention; the number deleted."""
         calls = [Call("cleanup", pre, [opt(now_ms), self.retention_ms, limit])

@@ -145,6 +145,7 @@ class Supervisor:
         self.maintenance = Maintenance(
             lambda: store.client(url), self._types(), daemon.maintenance_interval_s,
             served=self._served(),
+            check_replicas=store.min_replicas > 0,
         )
         self.boot_started = time.monotonic()
         self.manage_workers(self.boot_started)
@@ -487,6 +488,8 @@ class Supervisor:
             reasons.append("starting")
         elif self.maintenance is None or not self.maintenance.store_ok(within):
             reasons.append("store unreachable")
+        elif self.maintenance.replicas_short:
+            reasons.append(self.maintenance.replicas_short)
         groups: dict[str, Any] = {}
         for group in self.groups.values():
             groups[group.name], reason = group.readiness(self.workers_of(group.name))

@@ -7,8 +7,9 @@ its own FlowClient:
 - `reclaim_worker(worker_id, cause)`, queued by the loop when a worker dies, runs at once
   (the queue wakes the thread), so that worker's Flows are due again well under a second
   after the death instead of after the lease; failures are retried every interval;
-- every `interval_s`: ping (cached for /readyz), reclaim expired leases of the configured
-  types, deliver the cross-partition outbox, backlog gauges from `stats` for every type in
+- every `interval_s`: ping (cached for /readyz), with store.min_replicas the online replicas
+  of every primary (too few: not ready), reclaim expired leases of the configured types,
+  deliver the cross-partition outbox, backlog gauges from `stats` for every type in
   the store (the unserved gauge: Flows due in a (type, state) no group of this daemon
   claims, such as a typo'd type or a state missing from the config); retention cleanup runs
   less often because it walks the terminal indexes.
@@ -54,8 +55,12 @@ class Maintenance:
         interval_s: float,
         metrics: SupervisorMetrics | None = None,
         served: Iterable[tuple[str, str]] = (),
+        check_replicas: bool = False,
     ) -> None:
         self._client_factory = client_factory
+        self._check_replicas = check_replicas
+        # What falls short of store.min_replicas (None: met, or not asked), for /readyz.
+        self.replicas_short: str | None = None
         self._types = tuple(sorted(set(types)))
         self._served = frozenset(served)  # (type, state) pairs the groups claim
         self.interval_s = interval_s
@@ -117,6 +122,8 @@ class Maintenance:
 
     def _run(self) -> None:
         client = self._client_factory()
+        if self._check_replicas:
+            _count_under_replicated(client)
         next_sweep = time.monotonic()
         try:
             while True:
@@ -158,6 +165,8 @@ class Maintenance:
     def _sweep(self, client: Any) -> None:
         """The periodic part; each step is independent, so one failing does not stop others."""
         ok = _call(client.ping) is True
+        if ok and self._check_replicas:  # before the ping counts: never ready in between
+            self._count_replicas(client)
         self._last_ping_ok = ok
         if ok:
             self._last_ok = time.monotonic()
@@ -184,6 +193,19 @@ class Maintenance:
             self._last_cleanup = time.monotonic()
             _call(client.cleanup)
 
+    def _count_replicas(self, client: Any) -> None:
+        try:
+            short = client.replica_shortfall()
+        except Exception as exc:  # the store answered the ping; count it as short
+            short = f"cannot count the store's replicas for store.min_replicas: {exc}"
+        if short != self.replicas_short:
+            if short:
+                log.warning("not ready: %s (writes wait store.wait_timeout for them, then "
+                            "count as under-replicated)", short)
+            else:
+                log.info("store.min_replicas met: every primary has its replicas online")
+        self.replicas_short = short
+
     def _export_stats(self, flow_type: str, stats: Any) -> None:
         """Backlog gauges from a flow/ FlowStats (`states: {state: StateStats}`)."""
         if stats is None or self._metrics is None:
@@ -206,6 +228,14 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
     except Exception as exc:
         log.warning("maintenance: %s failed: %s", getattr(fn, "__name__", fn), exc)
         return None
+
+
+def _count_under_replicated(client: Any) -> None:
+    """Under-replicated writes of this thread are counted and logged, not raised."""
+    from ferricflowd.flow.store import ReplicationWarnings
+    from ferricflowd.metrics import under_replicated_writes
+
+    client.store.on_under_replicated = ReplicationWarnings(under_replicated_writes().inc)
 
 
 def _close(client: Any) -> None:

@@ -45,7 +45,12 @@ from ferricflowd import exitcodes
 from ferricflowd.config import Config, ConfigError, GroupConfig, load_config
 from ferricflowd.flow.outcomes import COUNTED_AS
 from ferricflowd.logs import flow_event, init_sentry, scrub_flow_data, setup_logging
-from ferricflowd.metrics import WorkerMetrics, observe_many, worker_metrics
+from ferricflowd.metrics import (
+    WorkerMetrics,
+    observe_many,
+    under_replicated_writes,
+    worker_metrics,
+)
 from ferricflowd.procenv import SUPERVISOR_PID_ENV
 
 if TYPE_CHECKING:
@@ -277,16 +282,20 @@ class WorkerProcess:
         return self.group
 
     def connect(self) -> Any:
-        from ferricflowd.flow.errors import DurabilityError, StoreError
+        from ferricflowd.flow.errors import DurabilityError, LibraryMismatch, StoreError
+        from ferricflowd.flow.store import ReplicationWarnings
 
         assert self.config is not None
         # The supervisor passes --store-url for its embedded store; Config.store_url finds
         # the same socket under data_dir when a worker is started by hand.
         client = self.config.store.client(self.args.store_url or self.config.store_url)
+        client.store.on_under_replicated = ReplicationWarnings(under_replicated_writes().inc)
         try:
             client.connect()
         except DurabilityError as exc:  # restarting will not make the store durable
             raise BootError(exitcodes.BOOT_CONFIG, f"store: {exc}") from None
+        except LibraryMismatch as exc:  # retried with backoff: an admin's store-setup fixes it
+            raise BootError(exitcodes.STORE_UNREACHABLE, f"store: {exc}") from None
         except StoreError as exc:
             raise BootError(exitcodes.STORE_UNREACHABLE, f"store unreachable: {exc}") from None
         return client

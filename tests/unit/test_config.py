@@ -89,7 +89,7 @@ def test_schema_fills_the_dataclasses_exactly() -> None:
 
 def test_built_in_defaults(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, GROUP), env={})
-    assert config.store == StoreConfig(None, "ff", "strict", 0, 1, 7 * 86400.0, 5.0)
+    assert config.store == StoreConfig(None, "ff", "strict", 0, 1, 7 * 86400.0, 5.0, 1.0)
     assert config.daemon == DaemonConfig(
         tmp_path / "var" / "ferricflowd", "127.0.0.1:9464", 30.0, None, (), "", "", False, 30.0,
         5, 60.0, 1.0, "text", "info")
@@ -343,6 +343,8 @@ BAD_CONFIGS: list[tuple[str, str, str, str]] = [
     ("partitions-zero", "[store]\npartitions = 0\n" + GROUP, "store.partitions", "at least 1"),
     ("min-replicas-neg", "[store]\nmin_replicas = -1\n" + GROUP, "store.min_replicas",
      "at least 0"),
+    ("wait-timeout-long", '[store]\nmin_replicas = 1\nwait_timeout = "5s"\n' + GROUP,
+     "store.wait_timeout", "shorter than socket_timeout"),
     ("retention-zero", '[store]\nretention = "0s"\n' + GROUP, "store.retention", "greater than 0"),
     ("listen-no-port", '[daemon]\nlisten = "9464"\n' + GROUP, "daemon.listen", "host:port"),
     ("listen-big-port", '[daemon]\nlisten = "h:99999"\n' + GROUP, "daemon.listen", "host:port"),

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import FerricflowdError, StoreError
 from ..policy import ExceptionPolicy
 from ..records import Job
+from ..store import ReplicationWarnings
 from ..wire import LeaseRequest
 from .execution import RELEASE, STOP, Execution, Handler
 from .flusher import Flusher, OutcomeEvent
@@ -122,6 +123,11 @@ class Runner:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         self.client = client
+        if client.store.on_under_replicated is None:
+            # A consumer goes on after an under-replicated write (it is applied; raising
+            # would strand the leases just taken): warned about, not raised, for every
+            # user of this client (README: Replicas and ACL users).
+            client.store.on_under_replicated = ReplicationWarnings()
         self.type = type
         self.states = list(states)
         self.concurrency = concurrency
