@@ -37,8 +37,9 @@ from .outcomes import Complete, Fail, Outcome, Transition, kind_of
 from .policy import RetryPolicy
 from .reads import Reads
 from .records import Job
-from .store import Call, Store, WakeWait
+from .store import Call, Store
 from .upkeep import Upkeep
+from .wakewait import WakeWait
 from .wire import (
     NO_LEASE,
     ChildSpec,

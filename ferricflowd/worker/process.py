@@ -26,8 +26,6 @@ import argparse
 import ctypes
 import faulthandler
 import importlib
-import inspect
-import json
 import logging
 import os
 import queue
@@ -52,6 +50,7 @@ from ferricflowd.metrics import (
     worker_metrics,
 )
 from ferricflowd.procenv import SUPERVISOR_PID_ENV
+from ferricflowd.worker.reporting import ControlChannel, InFlight
 
 if TYPE_CHECKING:
     from ferricflowd.flow.runner import OutcomeEvent
@@ -166,79 +165,6 @@ def set_parent_death_signal(sig: int) -> bool:
         return int(libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(sig), 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False
-
-
-class ControlChannel:
-    """The write end of the control pipe: JSON lines to the supervisor, never blocking."""
-
-    def __init__(self, fd: int | None) -> None:
-        self.fd = fd
-        self.broken = False
-        if fd is not None:
-            os.set_blocking(fd, False)
-
-    def send(self, **message: Any) -> None:
-        if self.fd is None or self.broken:
-            return
-        line = (json.dumps(message, separators=(",", ":")) + "\n").encode()
-        try:
-            os.write(self.fd, line)  # < PIPE_BUF: atomic
-        except BlockingIOError:
-            pass  # the supervisor is behind; the next heartbeat carries the same news
-        except OSError:
-            self.broken = True  # EPIPE: nobody reads any more, the supervisor is gone
-
-
-class InFlight:
-    """Handlers running now, per logical state, for the in-flight gauge.
-
-    Counted in plain ints and written to the gauge by the heartbeat (twice a second, only
-    what changed): a gauge inc/dec per job is two multiprocess mmap writes, each taking
-    prometheus_client's one process-wide lock and a getpid() syscall, and the handler threads
-    contended for that lock (about a tenth of a short job's CPU). The gauge never drifts; it
-    lags by at most a heartbeat."""
-
-    def __init__(self, gauge: Any, flow_type: str) -> None:
-        self._gauge = gauge
-        self._type = flow_type
-        self._running: dict[str, int] = {}
-        self._published: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def wrap(self, state: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-        self._running.setdefault(state, 0)
-        running, lock = self._running, self._lock
-        if inspect.iscoroutinefunction(fn):
-
-            async def run_async(job: Any) -> Any:
-                with lock:
-                    running[state] += 1
-                try:
-                    return await fn(job)
-                finally:
-                    with lock:
-                        running[state] -= 1
-
-            return run_async
-
-        def run(job: Any) -> Any:
-            with lock:
-                running[state] += 1
-            try:
-                return fn(job)
-            finally:
-                with lock:
-                    running[state] -= 1
-
-        return run
-
-    def publish(self) -> None:
-        with self._lock:
-            now = dict(self._running)
-        for state, n in now.items():
-            if self._published.get(state) != n:
-                self._gauge.labels(self._type, state).set(n)
-                self._published[state] = n
 
 
 class WorkerProcess:
