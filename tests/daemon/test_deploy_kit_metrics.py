@@ -79,8 +79,10 @@ def test_every_series_the_kit_queries_is_exported_by_a_running_daemon(start_daem
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: daemon.client.stats("kit").counts.get("completed") == 9, timeout=30,
              what="the slow flows completed after the kill and the drain")
-    wait_for(lambda: value(daemon, "ferricflowd_flows_released_total", type="kit"), timeout=10,
-             what="the drained worker's unstarted Flows released")
+    # Claims are sized by free slots plus ~50 ms of measured work (issue 17 item 7), so a
+    # drained worker running slow Flows may hold nothing unstarted: the series must exist
+    # (pre-initialised at 0), whether or not this drain released any.
+    assert value(daemon, "ferricflowd_flows_released_total", type="kit") is not None
 
     exported = samples(daemon)
     used = kit_series()
