@@ -171,6 +171,8 @@ def test_the_image_as_pid_1_reaps_its_store_and_drains_on_sigterm(image_daemon: 
     wait_for(lambda: (s := store_process(daemon)) is not None and s.pid != store.pid,
              timeout=20, what="the embedded store restarted")
     wait_for(lambda: no_zombies(daemon), timeout=5, what="no zombie under PID 1")
+    # The new process exists before its socket accepts connections: await it answering.
+    wait_for(daemon.client.store.ping, timeout=20, what="the restarted store answers")
     emails.enqueue("after-restart")
     wait_for(lambda: getattr(daemon.client.get("after-restart"), "state", None) == "completed",
              timeout=30, what="work resumes on the restarted store")
