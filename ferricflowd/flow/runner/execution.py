@@ -107,7 +107,7 @@ class Execution:
         # Owned by the loop thread: async jobs not started yet, and the tasks running.
         self._waiting: collections.deque[Job] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
-        # Jobs running on a handler thread: run number -> (job, monotonic start, thread
+        # Jobs of states with a time limit running on a handler thread: run number -> (job, monotonic start, thread
         # index). The thread and the watchdog both pop the entry when done with it; whoever
         # gets it owns the outcome (dict.pop is atomic), so a run never has two. Keyed by
         # run, not Flow id: after a reclaim one runner may run the same Flow twice at once.
@@ -178,13 +178,16 @@ class Execution:
     def _handler_loop(self, index: int) -> None:
         get, put, stopping, running = self.jobs.get, self.outcomes.put, self.stopping, \
             self.running
-        monotonic, runs = time.monotonic, self._runs
+        monotonic, runs, timeouts = time.monotonic, self._runs, self.timeouts
         while True:
             job = get()
             if job is STOP:
                 return
             if stopping.is_set():
                 put((job, RELEASE, 0.0))
+                continue
+            if job.state not in timeouts:  # no limit: nothing for the watchdog to track
+                put(self.handle(job))
                 continue
             run = next(runs)
             running[run] = (job, monotonic(), index)
