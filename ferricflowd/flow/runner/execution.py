@@ -108,9 +108,10 @@ class Execution:
         self._waiting: collections.deque[Job] = collections.deque()
         self._tasks: set[asyncio.Task[None]] = set()
         # Runs of states with a time limit on a handler thread: run number -> (job,
-        # monotonic start, thread index). The thread and the watchdog both pop the entry
-        # when done with it; whoever gets it owns the outcome (dict.pop is atomic), so a run never has two. Keyed by
-        # run, not Flow id: after a reclaim one runner may run the same Flow twice at once.
+        # monotonic start, thread index). The thread and the watchdog both pop the
+        # entry when done with it; whoever gets it owns the outcome (dict.pop is atomic),
+        # so a run never has two. Keyed by run, not Flow id: after a reclaim one runner
+        # may run the same Flow twice at once.
         self.running: dict[int, tuple[Job, float, int]] = {}
         self._runs = itertools.count()
         self.hung: set[int] = set()  # handler threads stuck past a time limit
