@@ -251,7 +251,12 @@ class Browse:
         check_int("limit", limit, low=1)
         desc = order == "newest"
         at = _decode_cursor(cursor, query) if cursor is not None else None
-        budget = max(limit, SCAN_BUDGET) if filter.record_filters else limit
+        # Each partition holds about 1/P of the matches: asking each for all `limit` would
+        # read P pages to return one. A partition that holds more is read on by the next
+        # page (the page ends at the nearest partition frontier), so a skewed spread costs
+        # shorter pages, never a wrong one.
+        share = min(limit, -(-limit * 3 // (2 * self.keys.partitions)) + 16)
+        budget = max(share, SCAN_BUDGET) if filter.record_filters else share
         needle = (filter.error_contains or "").encode().lower()
         flat = [part for kind, state, lo, hi in indexes
                 for part in (kind, state, _opt(lo), _opt(hi))]
@@ -263,7 +268,7 @@ class Browse:
             incl = at is not None and (p < at[2] if desc else p > at[2])
             calls.append(Call("browse", keys.prefix(p), [
                 "", type, "desc" if desc else "asc", "" if at is None else at[0],
-                b"" if at is None else at[1], "1" if incl else "0", limit, budget,
+                b"" if at is None else at[1], "1" if incl else "0", share, budget,
                 _opt(filter.updated_before_ms), _opt(filter.updated_after_ms),
                 _opt(filter.min_attempts), needle, len(indexes), *flat]))
         return _merge(self.store.call_many(calls, mutating=False), desc, limit, query)

@@ -127,13 +127,14 @@ def test_filters(client: FlowClient) -> None:
 
 def test_running_parked_and_stuck(client: FlowClient) -> None:
     fc = client
-    fc.create_many([CreateSpec(f"r{i}", T, "queued") for i in range(6)])
-    live = _claim(fc, limit=3)
-    expiring = fc.claim(T, LeaseRequest("w2", ["queued"], 30), limit=3).jobs
     fc.create("parent", T, "split")
     [job] = _claim(fc, "split", 1)
     job.flow.spawn_children([ChildSpec(id="kid", type="kid")], wait_state="merge")
     fc.apply_outcome(job, transition("waiting"))
+    # (Claims of the type come first: a claim releases the type's expired leases.)
+    fc.create_many([CreateSpec(f"r{i}", T, "queued") for i in range(6)])
+    live = _claim(fc, limit=3)
+    expiring = fc.claim(T, LeaseRequest("w2", ["queued"], 30), limit=3).jobs
     fc.create("old", T, "queued", run_at_ms=fc.server_ms() - 3_600_000)
     running = {r.id for r in fc.browse(T, FlowFilter.of(state="running")).records}
     assert running == {j.id for j in live + expiring}
@@ -180,17 +181,17 @@ def test_bulk_requeue_is_exactly_once_and_resumes_after_a_stop(client: FlowClien
     first = fc.requeue(T, FlowFilter.of(state="failed"), reason="deploy fixed it", by="test",
                        batch=100, rate=None, progress=count_page,
                        should_stop=stop_after_two_pages)
-    assert first.interrupted and first.done == 200 and first.skipped == 0
+    assert first.interrupted and 50 <= first.done <= 200 and first.skipped == 0
     # No half-done Flow: each is either still failed, or queued with one rewound event.
     states = {fid: fc.get(fid).state for fid in ids}  # type: ignore[union-attr]
-    assert sum(s == "queued" for s in states.values()) == 200
+    assert sum(s == "queued" for s in states.values()) == first.done
     assert all(_rewound(fc, f) == (states[f] == "queued") for f in ids)
     # Workers finish some of the requeued ones; they fail again *after* the snapshot.
     again = _claim(fc, limit=50)
     fc.apply_outcomes([(j, fail(b"again")) for j in again])
     second = fc.requeue(T, FlowFilter.of(state="failed"), reason="resume", by="test",
                         batch=100, rate=None, snapshot_ms=first.snapshot_ms)
-    assert not second.interrupted and second.done == 250
+    assert not second.interrupted and second.done == 450 - first.done
     assert fc.count_matching(T, FlowFilter.of(state="failed")) == 50  # the re-failed ones
     assert all(_rewound(fc, f) == 1 for f in ids)
     assert fc.stats(T).counts == {"queued": 400, "failed": 50}

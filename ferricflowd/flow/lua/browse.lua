@@ -16,9 +16,10 @@ Order    entries are ordered by (score, member bytes) across the indexes, 'desc'
          entered at the cursor by rank (ZRANK, or a binary search over the ties of the
          cursor's score when its member left the index), so a page costs O(indexes x
          (log N + budget)) however large the index is.
-Filters  a record must still be where its index says; updated_* apply to the record's
-         updated time (terminal indexes: the caller narrows their score, the end time);
-         error_contains is a case-insensitive (ASCII) substring of the last error.
+Filters  when any is given, a record must also still be where its index says; updated_*
+         apply to the record's updated time (terminal indexes: the caller narrows their
+         score, the end time); error_contains is a case-insensitive (ASCII) substring of
+         the last error.
 ]]
 
 now_ms(ARGV[1])
@@ -102,8 +103,12 @@ for i = 1, n do
 end
 if #ents > 1 then table.sort(ents, ahead) end
 
--- A record as the page's filters see it: still where its index says, and matching.
+local filtered = upd_lt or upd_ge or min_att or needle ~= ''
+
+-- A record as the page's filters see it: still where its index says, and matching. Without
+-- filters every entry is taken as its index says (the engine keeps the two in one step).
 local function keep(raw, idx)
+  if not filtered then return true end
   local r = {cmsgpack.unpack_limit(raw, NFIELDS, 4)}
   local kind = kinds[idx]
   if kind == 'running' then
