@@ -29,6 +29,8 @@ ORDERS = ("oldest", "newest")
 # Entries one partition's call may examine for a page when record filters leave some out:
 # bounds the page's work; a page may then hold fewer matches than asked (as SCAN does).
 SCAN_BUDGET = 500
+# Round trips a page may take to fill up (each costs the same, whatever the index size).
+ROUNDS = 4
 
 
 @dataclass(frozen=True)
@@ -112,6 +114,8 @@ class RunningFlow:
 
 # One index a page reads: kind (due, parked, running, terminal), state, score range.
 _Index = tuple[str, str, int | None, int | None]
+# Where a page ends: (index score, member, partition), the order of every page.
+_Key = tuple[int, bytes, int]
 
 
 class Browse:
@@ -244,18 +248,33 @@ class Browse:
 
     def _page(self, type: str, indexes: list[_Index], filter: FlowFilter, order: str,
               limit: int, cursor: str | None, query: str) -> BrowsePage:
-        """One round trip: browse.lua in every partition, merged. `query` names what the
-        cursor belongs to."""
+        """Up to ROUNDS round trips of browse.lua in every partition, merged, until the page
+        holds `limit` Flows or nothing is left. `query` names what the cursor belongs to."""
         if order not in ORDERS:
             raise InvalidArgument("order", f"must be one of {', '.join(ORDERS)}")
         check_int("limit", limit, low=1)
         desc = order == "newest"
         at = _decode_cursor(cursor, query) if cursor is not None else None
-        # Each partition holds about 1/P of the matches: asking each for all `limit` would
-        # read P pages to return one. A partition that holds more is read on by the next
-        # page (the page ends at the nearest partition frontier), so a skewed spread costs
-        # shorter pages, never a wrong one.
-        share = min(limit, -(-limit * 3 // (2 * self.keys.partitions)) + 16)
+        items: list[tuple[int, FlowRecord]] = []
+        examined = 0
+        for _ in range(ROUNDS):
+            got, at, seen = self._round(type, indexes, filter, desc, limit - len(items), at)
+            items.extend(got)
+            examined += seen
+            if at is None or len(items) >= limit:
+                break
+        return BrowsePage(items, None if at is None else _encode_cursor(at, query), examined)
+
+    def _round(self, type: str, indexes: list[_Index], filter: FlowFilter, desc: bool,
+               want: int, at: _Key | None) -> tuple[list[tuple[int, FlowRecord]], _Key | None,
+                                                   int]:
+        """One round trip: up to `want` matches after `at`, the key they end at (None: the
+        end), and the entries examined."""
+        # Each partition holds about 1/P of the matches: asking each for all `want` would
+        # read P times what a round returns. A partition that holds more is read on by the
+        # next round (a round ends at the nearest partition frontier), so a skewed spread
+        # costs more rounds, never a wrong page.
+        share = min(want, -(-want * 3 // (2 * self.keys.partitions)) + 16)
         budget = max(share, SCAN_BUDGET) if filter.record_filters else share
         needle = (filter.error_contains or "").encode().lower()
         flat = [part for kind, state, lo, hi in indexes
@@ -271,12 +290,14 @@ class Browse:
                 b"" if at is None else at[1], "1" if incl else "0", share, budget,
                 _opt(filter.updated_before_ms), _opt(filter.updated_after_ms),
                 _opt(filter.min_attempts), needle, len(indexes), *flat]))
-        return _merge(self.store.call_many(calls, mutating=False), desc, limit, query)
+        return _merge(self.store.call_many(calls, mutating=False), desc, want)
 
 
-def _merge(replies: Sequence[Any], desc: bool, limit: int, query: str) -> BrowsePage:
-    """The page across partitions: every match up to the nearest partition frontier, in
-    order, at most `limit`; the cursor where it ends."""
+def _merge(replies: Sequence[Any], desc: bool,
+           limit: int) -> tuple[list[tuple[int, FlowRecord]], _Key | None, int]:
+    """A round across partitions: every match up to the nearest partition frontier, in
+    order, at most `limit`; the key where it ends (None: nothing is left); entries
+    examined."""
     frontiers = []
     matches = []
     examined = 0
@@ -294,9 +315,7 @@ def _merge(replies: Sequence[Any], desc: bool, limit: int, query: str) -> Browse
     if len(matches) > limit:
         matches = matches[:limit]
         frontier = matches[-1][0]
-    items = [(key[2], _record(key[1], raw)) for key, raw in matches]
-    cursor = None if frontier is None else _encode_cursor(frontier, query)
-    return BrowsePage(items, cursor, examined)
+    return [(key[2], _record(key[1], raw)) for key, raw in matches], frontier, examined
 
 
 def _record(member: bytes, blob: bytes) -> FlowRecord:
@@ -329,12 +348,12 @@ def _bound(value: int | None, unbounded: str) -> str | int:
     return unbounded if value is None else value
 
 
-def _encode_cursor(key: tuple[int, bytes, int], query: str) -> str:
+def _encode_cursor(key: _Key, query: str) -> str:
     packed = msgpack.packb([1, query, key[0], key[1], key[2]], use_bin_type=True)
     return base64.urlsafe_b64encode(packed).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str, query: str) -> tuple[int, bytes, int]:
+def _decode_cursor(cursor: str, query: str) -> _Key:
     """A cursor of this query (type, states, filters, order), or InvalidArgument."""
     if not isinstance(cursor, str):
         raise TypeError(f"cursor must be str, not {type(cursor).__name__}")
