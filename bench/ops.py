@@ -121,8 +121,8 @@ def bench_purge(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         took = time.monotonic() - t0
         after = used()
         out = {"flows": args.flows, "purged": result.done, "purge_s": round(took, 2),
-               "used_memory_cold": cold, "used_memory_before": before, "used_memory_completed": full,
-               "used_memory_after": after,
+               "used_memory_cold": cold, "used_memory_before": before,
+               "used_memory_completed": full, "used_memory_after": after,
                "after_vs_before_pct": round((after - before) / before * 100, 2),
                "keys_completed": keys_full, "keys_after": fc.store.execute(lambda r: r.dbsize()),
                "history_left": sum(1 for _ in fc.store.execute(
@@ -157,13 +157,16 @@ class _Live:
         return (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
 
 
-def _daemons(root: Path, url: str, n: int) -> list[subprocess.Popen[bytes]]:
+def _daemons(root: Path, url: str, n: int,
+             args: argparse.Namespace) -> list[subprocess.Popen[bytes]]:
     procs = []
+    store = {"url": url, "namespace": "r", "partitions": args.partitions,
+             "durability": "strict" if args.profile == "durable" else "relaxed"}
     for i in range(n):
         cfg = write_config(root / f"d{i}.toml",
                            {"live": {"type": "live", "states": ["queued"],
                                      "handler": "bench.ops:live"}},
-                           {"url": url, "namespace": "r"},
+                           store,
                            {"data_dir": str(root / f"data{i}"),
                             "listen": f"127.0.0.1:{free_port()}"},
                            {"concurrency": 8, "batch_size": 100})
@@ -208,7 +211,7 @@ def bench_requeue(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         _finish(fc, "batch", args.flows, fail(b"boom"))
         seeded = time.monotonic() - t0
         _create(fc, "live", args.backlog, "l-first-")
-        daemons = _daemons(root, server.url, 2)
+        daemons = _daemons(root, server.url, 2, args)
         live_load = _Live(fc, args.backlog)
         try:
             live_load.thread.start()
@@ -226,6 +229,9 @@ def bench_requeue(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 os.killpg(d.pid, signal.SIGTERM)
             for d in daemons:
                 d.wait(30)
+        if not live_load.rate(base_start, run_start):
+            for i in range(2):
+                print((root / f"d{i}.log").read_text()[-3000:], file=sys.stderr)
         base = live_load.rate(base_start, run_start)
         during = live_load.rate(run_start, run_end)
         rewound = _rewound_counts(fc, args.flows)
