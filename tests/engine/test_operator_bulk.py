@@ -12,6 +12,7 @@ from ferricflowd import (
     ChildSpec,
     FlowClient,
     FlowFilter,
+    FlowLeased,
     InvalidArgument,
     StaleLease,
     complete,
@@ -268,3 +269,18 @@ def test_longest_running_and_recent_ends(flow_client: FlowClient) -> None:
     assert fc.finished_since(T, since) == {"completed": 1, "failed": 1, "cancelled": 0}
     assert fc.finished_since(T, fc.server_ms() + 1) == {"completed": 0, "failed": 0,
                                                          "cancelled": 0}
+
+
+def test_rewind_guards_on_either_topology(client: FlowClient) -> None:
+    fc = client
+    fc.create("f1", T, "queued")
+    old = fc.claim(T, LeaseRequest("w", ["queued"], 30), limit=1).jobs[0]
+    with pytest.raises(FlowLeased):
+        fc.rewind("f1")
+    wait_for(lambda: fc.server_ms() > old.lease_deadline_ms)
+    assert fc.rewind("f1", to_state="again", reason="stuck") == "again"
+    with pytest.raises(StaleLease):
+        fc.apply_outcome(old, complete())
+    assert [r.id for r in fc.browse(T, FlowFilter.of(state="again")).records] == ["f1"]
+    top = fc.running(T)
+    assert top == []

@@ -211,3 +211,29 @@ def test_stats_watch_redraws_until_ctrl_c(fc: FlowClient, redis_server: Any, nam
     else:
         text = "".join(lines) + rest
         assert "DONE/MIN" in text and "LONGEST RUNNING" in text and "host:7:g" in text
+
+
+def test_the_commands_on_redis_cluster(redis_cluster: Any, namespace: str,
+                                       tmp_path: Path) -> None:
+    fc = FlowClient.from_url(redis_cluster.url, namespace=namespace, partitions=16).connect()
+    try:
+        _failed(fc, 40)
+        fc.create("old", T, "queued", run_at_ms=fc.server_ms() - 3_600_000)
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "ferricflowd", *args, "--url",
+                                   redis_cluster.url, "--namespace", namespace, "--json"],
+                                  cwd=tmp_path, env=daemon_env(), capture_output=True,
+                                  text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+        page = out_json(run("browse", T, "--state", "failed", "--limit", "15"))
+        assert len(page["flows"]) == 15 and page["cursor"]
+        stuck = run("stuck", T)
+        assert stuck.returncode == 1 and [f["id"] for f in out_json(stuck)[T]] == ["old"]
+        stats = out_json(run("stats", T))
+        assert stats[T]["counts"] == {"queued": 1, "failed": 40}
+        assert stats[T]["per_minute"] == {"completed": 0, "failed": 40, "cancelled": 0}
+        assert out_json(run("requeue", T, "--state", "failed", "--yes"))["done"] == 40
+        assert fc.stats(T).counts == {"queued": 41}
+    finally:
+        fc.close()
