@@ -1,9 +1,10 @@
 """Admin: rewind (requeue) a Flow, and requeue, cancel or purge every Flow a filter matches.
 
-A mixin of FlowClient. One Flow's rewind is one `rewind.lua` call. A bulk operation pages
-through the matching Flows with `browse` and acts on each page with one script call per
-partition, every item guarded by the state and version the page saw, so a Flow that moved
-on in between is skipped, never acted on twice, and never half-done (each item is atomic).
+A mixin of FlowClient. One Flow's rewind is one `rewind.lua` call. A bulk operation reads
+the matching Flows a batch at a time, one partition after the other (`scan_refs`: one
+browse.lua call per batch), and acts on each batch with one script call, every item guarded
+by the state and version the batch saw, so a Flow that moved on in between is skipped,
+never acted on twice, and never half-done (each item is atomic).
 A bulk run only touches Flows last updated before it started (its snapshot): what it
 requeues, and what workers finish meanwhile, is not met again further on. Running it again
 after an interruption carries on where it stopped; a rate limit keeps it from crowding out
@@ -14,15 +15,15 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .browse import BrowsePage, FlowFilter
+from .browse import FlowFilter, FlowRef
 from .checks import as_bytes, check_bool, check_id, check_int, check_name, check_state
 from .errors import FlowError, InvalidArgument
 from .keys import KeySpace
-from .records import TERMINAL_STATES, FlowRecord
+from .records import TERMINAL_STATES
 from .store import Call, Store
 from .wire import item_result, opt, raise_item
 
@@ -34,7 +35,7 @@ DEFAULT_BATCH = 200
 
 @dataclass(frozen=True)
 class BulkResult:
-    """What a bulk run did: `done` Flows changed; `skipped` changed since the page saw them
+    """What a bulk run did: `done` Flows changed; `skipped` changed since the batch saw them
     (another actor moved them: nothing to do); `refused` by the engine, per error reply
     (e.g. a live lease, a family conflict); `interrupted` when asked to stop early.
     `snapshot_ms`: only Flows last updated before it were considered. `errors` holds up to
@@ -63,7 +64,7 @@ class Admin:
     store: Store
     keys: KeySpace
     partition_for: Callable[..., int]
-    browse: Callable[..., BrowsePage]
+    scan_refs: Callable[..., Iterator[list[tuple[int, FlowRef]]]]
     server_ms: Callable[[], int]
     deliver_outbox: Callable[..., int]
 
@@ -91,12 +92,13 @@ class Admin:
                 keep_attempts: bool = False, **bulk: Any) -> BulkResult:
         """Rewind every Flow of `type` that `filter` matches (see rewind); a Flow that is
         leased, or whose family forbids it, is refused and counted, not an error."""
-        # The arguments are checked once, before the first page is read.
-        self._rewind_item("-", to_state, None, run_at_ms, reason, by, keep_attempts, [], None)
+        # Checked and encoded once, before the first batch is read: only the id and the
+        # guard (state, version) differ from item to item.
+        fixed = self._rewind_item("-", to_state, None, run_at_ms, reason, by, keep_attempts,
+                                  [], None)[1:7]
 
-        def item(rec: FlowRecord) -> list[Any]:
-            return self._rewind_item(rec.id, to_state, None, run_at_ms, reason, by,
-                                     keep_attempts, [rec.state], rec.version)
+        def item(rec: FlowRef) -> list[Any]:
+            return [rec.id, *fixed, rec.state, rec.version]
 
         return self._bulk("requeue", "rewind", type, filter, item, **bulk)
 
@@ -106,7 +108,7 @@ class Admin:
         children); a running Flow whose lease has not expired is refused."""
         text = as_bytes("reason", reason, allow_none=False)
 
-        def item(rec: FlowRecord) -> list[Any]:
+        def item(rec: FlowRef) -> list[Any]:
             return [rec.id, text, rec.state, rec.version]
 
         return self._bulk("cancel", "cancel_matching", type, filter, item, **bulk)
@@ -120,7 +122,7 @@ class Admin:
             raise InvalidArgument("states", f"purge takes terminal states only "
                                   f"({', '.join(TERMINAL_STATES)}), got {list(states)}")
 
-        def item(rec: FlowRecord) -> list[Any]:
+        def item(rec: FlowRef) -> list[Any]:
             return [rec.id, rec.state, rec.version]
 
         return self._bulk("purge", "purge", type, filter, item, **bulk)
@@ -128,12 +130,12 @@ class Admin:
     # -- the bulk loop -----------------------------------------------------------------------
 
     def _bulk(self, action: str, script: str, type: str, filter: FlowFilter,
-              item: Callable[[FlowRecord], list[Any]], *, batch: int = DEFAULT_BATCH,
+              item: Callable[[FlowRef], list[Any]], *, batch: int = DEFAULT_BATCH,
               rate: float | None = DEFAULT_RATE, order: str = "oldest",
               snapshot_ms: int | None = None, progress: Progress | None = None,
               should_stop: Callable[[], bool] | None = None) -> BulkResult:
-        """Page through `filter`'s Flows (as of `snapshot_ms`, default now) and send each
-        page's items to `script`, one call per partition, at most `rate` Flows a second."""
+        """Read `filter`'s Flows (as of `snapshot_ms`, default now) a batch at a time and send
+        each batch to `script` in one call, at most `rate` Flows a second."""
         check_name("type", type)
         if not isinstance(filter, FlowFilter):
             raise TypeError(f"filter must be a FlowFilter, not {type(filter).__name__}")
@@ -141,29 +143,23 @@ class Admin:
         if rate is not None and (not isinstance(rate, (int, float)) or not rate > 0):
             raise InvalidArgument("rate", f"must be a number > 0 or None, got {rate!r}")
         snapshot = self.server_ms() if snapshot_ms is None else snapshot_ms
-        scoped = filter.bounded(snapshot)
         tally = _Tally(action, snapshot)
         started = time.monotonic()
-        cursor: str | None = None
-        while True:
+        for refs in self.scan_refs(type, filter.bounded(snapshot), order=order, batch=batch):
             if should_stop is not None and should_stop():
                 tally.interrupted = True
                 break
-            page = self.browse(type, scoped, order=order, limit=batch, cursor=cursor)
-            if page.items:
-                self._apply(script, page.items, item, tally)
+            if refs:
+                self._apply(script, refs, item, tally)
                 if progress is not None:
                     progress(tally.handled, tally.done)
-            if page.cursor is None:
-                break
-            cursor = page.cursor
-            if rate is not None:
-                _pace(started, tally.handled, rate, should_stop)
+                if rate is not None:
+                    _pace(started, tally.handled, rate, should_stop)
         return tally.result()
 
-    def _apply(self, script: str, items: list[tuple[int, FlowRecord]],
-               item: Callable[[FlowRecord], list[Any]], tally: _Tally) -> None:
-        by_partition: dict[int, list[FlowRecord]] = defaultdict(list)
+    def _apply(self, script: str, items: Sequence[tuple[int, FlowRef]],
+               item: Callable[[FlowRef], list[Any]], tally: _Tally) -> None:
+        by_partition: dict[int, list[FlowRef]] = defaultdict(list)
         for p, rec in items:
             by_partition[p].append(rec)
         keys = self.keys

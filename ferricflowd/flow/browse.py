@@ -12,16 +12,16 @@ a page covered, so Flows that leave an index (requeued, purged, claimed) never s
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
 from .checks import check_int, check_name, check_names
 from .errors import InvalidArgument
 from .keys import PRIORITIES, KeySpace
-from .records import RUNNING, TERMINAL_STATES, FlowRecord, record_fields
+from .records import FIELDS, RUNNING, TERMINAL_STATES, FlowRecord, record_fields
 from .store import Call, Store
 from .wire import digest, raise_item
 
@@ -265,23 +265,44 @@ class Browse:
                 break
         return BrowsePage(items, None if at is None else _encode_cursor(at, query), examined)
 
+    def scan_refs(self, type: str, filter: FlowFilter, *, order: str = "oldest",
+                  batch: int = 200) -> Iterator[list[tuple[int, FlowRef]]]:
+        """The matching Flows as (partition, FlowRef) batches, one partition after the
+        other (oldest first within each): one browse.lua call per batch, and no record
+        decoded beyond what a bulk operation's guard needs. Yields empty batches too (a
+        batch whose filters left everything out), so a caller can stop between any two."""
+        check_name("type", type)
+        if order not in ORDERS:
+            raise InvalidArgument("order", f"must be one of {', '.join(ORDERS)}")
+        indexes = self._indexes(type, filter)
+        for p in range(self.keys.partitions):
+            at: _Key | None = None
+            while True:
+                got, at, _ = self._round(type, indexes, filter, order == "newest", batch, at,
+                                         parts=(p,), decode=_ref)
+                yield got
+                if at is None:
+                    break
+
     def _round(self, type: str, indexes: list[_Index], filter: FlowFilter, desc: bool,
-               want: int, at: _Key | None) -> tuple[list[tuple[int, FlowRecord]], _Key | None,
-                                                   int]:
-        """One round trip: up to `want` matches after `at`, the key they end at (None: the
-        end), and the entries examined."""
+               want: int, at: _Key | None, *, parts: Sequence[int] | None = None,
+               decode: Callable[[bytes, bytes], Any] | None = None,
+               ) -> tuple[list[tuple[int, Any]], _Key | None, int]:
+        """One round trip: up to `want` matches after `at` (in `parts`, default all), the
+        key they end at (None: the end), and the entries examined."""
+        keys = self.keys
+        parts = range(keys.partitions) if parts is None else parts
         # Each partition holds about 1/P of the matches: asking each for all `want` would
         # read P times what a round returns. A partition that holds more is read on by the
         # next round (a round ends at the nearest partition frontier), so a skewed spread
         # costs more rounds, never a wrong page.
-        share = min(want, -(-want * 3 // (2 * self.keys.partitions)) + 16)
+        share = min(want, -(-want * 3 // (2 * len(parts))) + 16)
         budget = max(share, SCAN_BUDGET) if filter.record_filters else share
         needle = (filter.error_contains or "").encode().lower()
         flat = [part for kind, state, lo, hi in indexes
                 for part in (kind, state, _opt(lo), _opt(hi))]
-        keys = self.keys
         calls = []
-        for p in range(keys.partitions):
+        for p in parts:
             # An entry equal to the cursor's (score, member) is after it in the partitions
             # after the cursor's (the order is score, member, partition).
             incl = at is not None and (p < at[2] if desc else p > at[2])
@@ -290,18 +311,20 @@ class Browse:
                 b"" if at is None else at[1], "1" if incl else "0", share, budget,
                 _opt(filter.updated_before_ms), _opt(filter.updated_after_ms),
                 _opt(filter.min_attempts), needle, len(indexes), *flat]))
-        return _merge(self.store.call_many(calls, mutating=False), desc, want)
+        return _merge(self.store.call_many(calls, mutating=False), parts, desc, want,
+                      decode or _record)
 
 
-def _merge(replies: Sequence[Any], desc: bool,
-           limit: int) -> tuple[list[tuple[int, FlowRecord]], _Key | None, int]:
+def _merge(replies: Sequence[Any], parts: Sequence[int], desc: bool, limit: int,
+           decode: Callable[[bytes, bytes], Any]) -> tuple[list[tuple[int, Any]],
+                                                           _Key | None, int]:
     """A round across partitions: every match up to the nearest partition frontier, in
     order, at most `limit`; the key where it ends (None: nothing is left); entries
     examined."""
     frontiers = []
     matches = []
     examined = 0
-    for p, reply in enumerate(replies):
+    for p, reply in zip(parts, replies, strict=True):
         exhausted, fscore, fmember, seen, *flat = raise_item(reply, None)
         examined += int(seen)
         if not int(exhausted):
@@ -315,7 +338,25 @@ def _merge(replies: Sequence[Any], desc: bool,
     if len(matches) > limit:
         matches = matches[:limit]
         frontier = matches[-1][0]
-    return [(key[2], _record(key[1], raw)) for key, raw in matches], frontier, examined
+    return [(key[2], decode(key[1], raw)) for key, raw in matches], frontier, examined
+
+
+class FlowRef(NamedTuple):
+    """What a bulk operation needs of a Flow: its id, and the state and version its guard
+    compares."""
+
+    id: str
+    state: str
+    version: int
+
+
+_STATE, _VER = FIELDS.index("state"), FIELDS.index("ver")
+
+
+def _ref(member: bytes, blob: bytes) -> FlowRef:
+    fields = msgpack.unpackb(blob, raw=True)
+    return FlowRef(member.decode("utf-8", "surrogateescape"), fields[_STATE].decode(),
+                   int(fields[_VER] or 0))
 
 
 def _record(member: bytes, blob: bytes) -> FlowRecord:
