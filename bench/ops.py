@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=2_000)
     parser.add_argument("--interrupt-at", type=float, default=None)
     parser.add_argument("--profile", choices=("fast", "durable"), default="durable")
-    parser.add_argument("--backlog", type=int, default=1_500_000,
+    parser.add_argument("--backlog", type=int, default=2_500_000,
                         help="live jobs created before the daemons start (requeue)")
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--baseline", type=float, default=15.0)

@@ -4,8 +4,8 @@ Mounted on the main click group by `cli.py` (`register(main)`), with the same st
 as the commands of cli_ops.py (`--config`/`--url`/`--namespace`/`--json`). The bulk commands
 (requeue, cancel TYPE, purge) count what their filter matches, show a sample with
 `--dry-run`, ask before acting unless `--yes`, then work in batches (one script call per
-partition and batch, each Flow guarded by the state and version its page saw) at a rate
-limit, with a progress bar. Ctrl-C stops after the batch in flight: every Flow is done or
+batch, each Flow guarded by the state and version the batch saw) at a rate limit, with a
+progress bar. Ctrl-C stops after the batch in flight: every Flow is done or
 untouched, and the same command run again carries on.
 """
 
@@ -238,11 +238,12 @@ def bulk_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--sample", default=10, show_default=True, type=click.IntRange(0, 1000),
                      help="Flows shown by --dry-run and at the prompt."),
         click.option("--batch", default=200, show_default=True, type=click.IntRange(1, 5000),
-                     help="Flows per batch (one script call per partition and batch)."),
+                     help="Flows per batch (one script call per batch)."),
         click.option("--rate", default=DEFAULT_RATE, show_default=True, type=float,
                      help="At most this many Flows per second (0: no limit), so live "
                           "workers keep the store."),
-        click.option("--newest", is_flag=True, help="Newest first (default: oldest first)."),
+        click.option("--newest", is_flag=True, help="Newest first within each partition "
+                     "(default: oldest first)."),
     )):
         fn = decorator(fn)
     return fn
