@@ -149,11 +149,11 @@ class Browse:
 
     def count_matching(self, type: str, filter: FlowFilter | None = None) -> int:
         """How many Flows of `type` match: from the indexes alone (ZCOUNT) when the filter
-        needs no record, else by browsing them all."""
+        needs no record, else by reading them all (as a bulk run does)."""
         check_name("type", type)
         filter = filter or FlowFilter()
         if filter.record_filters:
-            return sum(1 for _ in self.browse_all(type, filter, page=SCAN_BUDGET))
+            return sum(len(refs) for refs in self.scan_refs(type, filter, batch=SCAN_BUDGET))
         keys = self.keys
         commands = [("ZCOUNT", key, _bound(lo, "-inf"), _bound(hi, "+inf"))
                     for kind, state, lo, hi in self._indexes(type, filter)

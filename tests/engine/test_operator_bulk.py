@@ -284,3 +284,28 @@ def test_rewind_guards_on_either_topology(client: FlowClient) -> None:
     assert [r.id for r in fc.browse(T, FlowFilter.of(state="again")).records] == ["f1"]
     top = fc.running(T)
     assert top == []
+
+
+def test_queue_and_workflow_handles(queues: Any, workflows: Any) -> None:
+    q = queues.queue(type="hq")
+    q.enqueue_many([f"h{i}" for i in range(5)])
+    fc = q.client
+    jobs = fc.claim("hq", LeaseRequest("w", ["queued"], 60_000), limit=5).jobs
+    fc.apply_outcomes([(j, fail(b"boom")) for j in jobs])
+    _tick(fc)
+    assert q.browse(state="failed", error_contains="BOOM").records[0].error == b"boom"
+    assert q.requeue(state="failed", reason="fixed", rate=None).done == 5
+    page = q.browse(state="queued", limit=3)
+    assert len(page.records) == 3 and page.cursor is not None
+    assert q.rewind("h0", to_state="parked-by-hand") == "parked-by-hand"
+    _tick(fc)
+    assert q.cancel_matching(state="queued", reason="test", rate=None).done == 4
+    assert q.purge(states=["cancelled"], rate=None).done == 4
+    assert fc.stats("hq").counts == {"parked-by-hand": 1}
+    with pytest.raises(TypeError, match="unknown filter"):
+        q.browse(stat="queued")
+    wf = workflows.workflow(type="hw", initial_state="created")
+    wf.start("w1")
+    assert [r.id for r in wf.browse(state="created").records] == ["w1"]
+    _tick(fc)
+    assert [r.id for r in wf.stuck(due_for_ms=0).records] == ["w1"]
