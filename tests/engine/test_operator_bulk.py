@@ -300,6 +300,7 @@ def test_queue_and_workflow_handles(queues: Any, workflows: Any) -> None:
     assert q.rewind("h0", to_state="parked-by-hand") == "parked-by-hand"
     _tick(fc)
     assert q.cancel_matching(state="queued", reason="test", rate=None).done == 4
+    _tick(fc)
     assert q.purge(states=["cancelled"], rate=None).done == 4
     assert fc.stats("hq").counts == {"parked-by-hand": 1}
     with pytest.raises(TypeError, match="unknown filter"):
