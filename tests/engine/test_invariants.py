@@ -382,9 +382,9 @@ class FlowMachine(RuleBasedStateMachine):
 def test_engine_invariants_hold_under_random_commands(redis_server: Any) -> None:
     FlowMachine.url = redis_server.url
     FlowMachine.TestCase.settings = settings(
-        # derandomize: the same 30 command sequences every run, so the coverage check below
+        # derandomize: the same 40 command sequences every run, so the coverage check below
         # (stale and replayed outcomes were exercised) cannot flake on an unlucky seed.
-        max_examples=30, stateful_step_count=25, deadline=None, database=None, derandomize=True,
+        max_examples=40, stateful_step_count=25, deadline=None, database=None, derandomize=True,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
     FlowMachine.exercised.clear()
     FlowMachine.TestCase().runTest()
