@@ -4,6 +4,8 @@
     ferricflowd --version | --help             (a bare `ferricflowd` prints the help)
     ferricflowd check --config flows.toml      import every handler in a fresh process
     ferricflowd enqueue|get|history|...        operator commands (cli_ops.py)
+    ferricflowd browse|requeue|purge|...       many Flows at once (cli_admin.py)
+    ferricflowd stats [--watch]                the backlog, live (cli_watch.py)
 
 FERRICFLOWD_CONFIG stands in for --config everywhere. Config problems exit 2 with a message
 naming the file and the dotted key; see EXIT_CODES_HELP for the rest.
@@ -20,7 +22,9 @@ from typing import Any
 import click
 
 from ferricflowd import exitcodes
+from ferricflowd.cli_admin import register as register_admin_commands
 from ferricflowd.cli_ops import register as register_operator_commands
+from ferricflowd.cli_watch import register as register_watch_commands
 from ferricflowd.config import Config, ConfigError, load_config
 from ferricflowd.procenv import worker_env
 
@@ -187,6 +191,8 @@ def _report_unserved(config: Config) -> None:
 # ======================================================================================
 
 register_operator_commands(cli)
+register_admin_commands(cli)  # browse, stuck, requeue, purge, cancel, rewind
+register_watch_commands(cli)  # stats [--watch]
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import engine_ir, format_table, incr_threads, run, split_cost
+from bench import engine_ir, format_table, incr_threads, ops, run, split_cost
 
 TINY = {"W1": 50, "W2": 50, "W3": 20, "W4": 50, "R1": 10, "D1": 20, "M1": 200,
         "S1_small": 200, "S1_big": 2_000}
@@ -121,3 +121,23 @@ def test_split_cost(tmp_path: Path) -> None:
         assert set(report["median"]) == {"nothing", "incr", "incr_async"}
         for row in report["median"].values():
             assert row["jobs_per_s"] > 0 and row["worker_cpu_us"] > 0, report
+
+
+@pytest.mark.parametrize("what,extra", [
+    ("browse", ["--flows", "300", "--page", "50"]),
+    ("purge", ["--flows", "200"]),
+    ("requeue", ["--flows", "300", "--rate", "500", "--interrupt-at", "0.3", "--warmup", "1",
+                 "--baseline", "2", "--backlog", "500"]),
+])
+def test_ops_bench(what: str, extra: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """bench.ops: the operator-command figures of issue 20, at a tiny size."""
+    ops.main([what, *extra])
+    report = json.loads(capsys.readouterr().out)
+    assert report["bench"] == f"ops.{what}"
+    if what == "browse":
+        assert report["oldest"]["flows_seen"] == report["newest"]["flows_seen"] == 300
+    elif what == "purge":
+        assert report["purged"] == 200 and report["history_left"] == 0
+    else:
+        assert report["rewound_once"] == 300 and report["live_per_s_before"] > 0, report
+        assert [r["interrupted"] for r in report["runs"]] == [True, False], report

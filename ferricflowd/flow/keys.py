@@ -36,6 +36,8 @@ FAMILIES = (
     Family("lease", "l:<type>", "zset", "running Flows, score = lease deadline (ms)"),
     Family("worker", "w:<worker>", "set", "ids leased by one worker id"),
     Family("terminal", "t:<type>:<status>", "zset", "terminal Flows, score = terminal time (ms)"),
+    Family("parked", "q:<type>:<state>", "zset",
+           "parked Flows (parents waiting for children), score = since (ms)"),
     Family("wake", "x:<type>:<state>", "list", "wake tokens for idle workers (capped)"),
     Family("counts", "c:<type>", "hash", 'Flow count per state ("running" included)'),
     Family("states", "s:<type>", "set", "states seen for a type"),
@@ -97,6 +99,10 @@ class KeySpace:
 
     def terminal(self, p: int, type: str, status: str) -> str:
         return f"{self.prefix(p)}t:{type}:{status}"
+
+    def parked(self, p: int, type: str, state: str) -> str:
+        """Parents parked in `state` until their children finish, scored by since (ms)."""
+        return f"{self.prefix(p)}q:{type}:{state}"
 
     def wake(self, p: int, type: str, state: str) -> str:
         return f"{self.prefix(p)}x:{type}:{state}"

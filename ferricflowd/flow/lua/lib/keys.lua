@@ -16,6 +16,7 @@ against it.
   l:<type>                     zset    klease     running Flows, score = lease deadline (ms)
   w:<worker>                   set     kworker    ids leased by one worker id
   t:<type>:<status>            zset    kterminal  terminal Flows, score = terminal time (ms)
+  q:<type>:<state>             zset    kparked    parked Flows (parents waiting for children), score = since (ms)
   x:<type>:<state>             list    kwake      wake tokens for idle workers (capped)
   c:<type>                     hash    kcounts    Flow count per state ("running" included)
   s:<type>                     set     kstates    states seen for a type
@@ -62,6 +63,7 @@ local kworker = named('w:')
 local kcounts = named('c:')
 local kstates = named('s:')
 local kterminal = named2('t:')
+local kparked = named2('q:')
 local kwake = named2('x:')
 
 -- kdue's priority arrives as a number or as the string ARGV and records hold ('0'..'2').

@@ -15,6 +15,8 @@ local function rest(r, state, due, due_s)
   else
     touch(r)
     r[STATE], r[DUE] = state, false
+    -- Parked (a parent waiting for its children): indexed by when, so operators can list it.
+    if not TERMINAL[state] then zset(kparked(r[TYPE], state), r[ID], now_str()) end
   end
   count(r[TYPE], state, 1)
 end
@@ -26,8 +28,10 @@ local function unrest(r)
     if r[OWNER] then sset(kworker(r[OWNER]), r[ID], false) end
     touch(r)
     r[OWNER], r[TOKEN], r[DEADLINE], r[RUN_STATE] = false, false, false, false
-  elseif not TERMINAL[r[STATE]] then
+  elseif r[DUE] then
     zset(kdue(r[TYPE], r[STATE], r[PRIO] or '0'), r[ID], false)
+  elseif not TERMINAL[r[STATE]] then
+    zset(kparked(r[TYPE], r[STATE]), r[ID], false)
   end
   count(r[TYPE], r[STATE], -1)
 end
