@@ -13,7 +13,9 @@
         ├── IdempotencyConflict    ERR flow idempotency conflict / signal idempotency conflict
         ├── StateMismatch          ERR flow state mismatch
         ├── TerminalFlow           ERR flow is terminal
-        └── ValueConflict          ERR flow value <name> already exists with different digest
+        ├── ValueConflict          ERR flow value <name> already exists with different digest
+        ├── ScheduleNotFound       ERR flow schedule not found
+        └── ScheduleExists         ERR flow schedule already exists (with another spec)
 
 Error replies travel as the upstream FerricFlow strings so clients of either can map them;
 `error_from_reply` turns one into its class.
@@ -93,6 +95,14 @@ class ValueConflict(FlowError):
     reply = "ERR flow value already exists with different digest"
 
 
+class ScheduleNotFound(FlowError):
+    reply = "ERR flow schedule not found"
+
+
+class ScheduleExists(FlowError):
+    reply = "ERR flow schedule already exists"
+
+
 _BY_PREFIX: tuple[tuple[str, type[FlowError]], ...] = (
     ("ERR flow not found", FlowNotFound),
     ("ERR flow already exists", FlowAlreadyExists),
@@ -103,6 +113,8 @@ _BY_PREFIX: tuple[tuple[str, type[FlowError]], ...] = (
     ("ERR flow state mismatch", StateMismatch),
     ("ERR flow is terminal", TerminalFlow),
     ("ERR flow value", ValueConflict),
+    ("ERR flow schedule not found", ScheduleNotFound),
+    ("ERR flow schedule already exists", ScheduleExists),
 )
 
 
