@@ -20,7 +20,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["FireReport", "FireResult", "ScheduleEvent", "ScheduleInfo", "Schedules"]
 
 CALL_ITEMS = 200  # fire items per script call
+_NOT_APPLIED = (b"stale", b"gone", b"paused", b"early")
 HISTORY = 20  # recent fires get() returns by default
 
 
@@ -103,6 +104,7 @@ class FireReport:
     now_ms: int
     next_due_ms: int | None
     more: bool
+    next_dues: dict[str, int | None] = field(default_factory=dict)  # of schedules it moved
 
 
 def _int(v: Any) -> int | None:
@@ -271,6 +273,14 @@ class Schedules:
         got = self._store.batch([("HGETALL", keys.schedule(p, n)) for n, p in refs])
         return [info_of(n, p, raw) for (n, p), raw in zip(refs, got, strict=True) if raw]
 
+    def next_dues(self, names: Sequence[str]) -> dict[str, int | None]:
+        """Each schedule's next due time (ms); None when paused, done or missing."""
+        keys = self._client.keys
+        got = self._store.batch([("HMGET", keys.schedule(self.partition_of(n), n), "next",
+                                  "paused") for n in names])
+        return {n: None if paused == b"1" else _int(nxt)
+                for n, (nxt, paused) in zip(names, got, strict=True)}
+
     # -- fire -----------------------------------------------------------------------------
 
     def trigger(self, name: str) -> list[FireResult]:
@@ -326,10 +336,11 @@ class Schedules:
                for m, score in scored(reply) if score <= now]
         more = any(len(scored(reply)) >= limit for reply in got[1:])
         results: list[FireResult] = []
+        moved: dict[str, int | None] = {}
         if due:
             random.shuffle(due)  # several daemons: each starts where the others do not
-            results = self._fire(due, now, opt(now_ms))
-        return FireReport(results, now, self.next_due(), more)
+            results = self._fire(due, now, opt(now_ms), moved)
+        return FireReport(results, now, self.next_due(), more, moved)
 
     def next_due(self) -> int | None:
         """The earliest time (ms, store clock) any schedule needs looking at; None: none."""
@@ -339,7 +350,8 @@ class Schedules:
         scores = [int(score) for reply in heads for _, score in scored(reply)]
         return min(scores) if scores else None
 
-    def _fire(self, due: list[tuple[int, str]], now: int, clock: str) -> list[FireResult]:
+    def _fire(self, due: list[tuple[int, str]], now: int, clock: str,
+              moved: dict[str, int | None]) -> list[FireResult]:
         keys = self._client.keys
         got = self._store.batch([("HMGET", keys.schedule(p, n), "digest", "next", "paused")
                                  for p, n in due])
@@ -371,6 +383,8 @@ class Schedules:
             t, *per_item = raise_item(reply, None)
             for row, events in zip(rows, per_item, strict=True):
                 out.extend(_results(row[0], events, int(t)))
+                if not events or events[0] not in _NOT_APPLIED:
+                    moved[row[0]] = _int(row[7])
         return out
 
     # -- config schedules ---------------------------------------------------------------------
@@ -390,12 +404,15 @@ class Schedules:
 
     def declare(self, declarer: str, names: Iterable[str], ttl_ms: int) -> None:
         """Record that the daemon `declarer` has these config schedules, for `ttl_ms`."""
+        check_int("ttl_ms", ttl_ms, low=1)
         keys = self._client.keys
         listed = sorted(set(names))
         dig = digest(*listed)
         expires = int(time.time() * 1000) + self._offset_ms + ttl_ms
+        # The set outlives every declaration of it (daemons with one config share it).
+        keep = max(3 * ttl_ms, 600_000)
         self._store.batch([("SET", keys.schedule_declared(dig), msgpack.packb(listed), "PX",
-                            3 * ttl_ms),
+                            keep),
                            ("HSET", keys.schedule_declarers, declarer, f"{expires} {dig}")])
 
     def withdraw(self, declarer: str) -> None:

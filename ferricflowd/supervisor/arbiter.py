@@ -42,6 +42,7 @@ from ferricflowd.supervisor.embedded import EmbeddedStore, EmbeddedStoreError
 from ferricflowd.supervisor.http import Health, HealthServer
 from ferricflowd.supervisor.maintenance import Maintenance
 from ferricflowd.supervisor.metrics import MultiprocessMetrics
+from ferricflowd.supervisor.scheduler import Scheduler
 
 __all__ = ["HaltServer", "Supervisor"]
 
@@ -142,7 +143,8 @@ class Supervisor:
         # Created now (a dead worker's reclaim can be queued at once), started in finish_boot;
         # after the groups, whose types it sweeps.
         self.maintenance = Maintenance(
-            lambda: store.client(url), self._types(), daemon.maintenance_interval_s
+            lambda: store.client(url), self._types(), daemon.maintenance_interval_s,
+            scheduler=Scheduler(self.config.schedules),
         )
         self.boot_started = time.monotonic()
         self.manage_children(self.boot_started)
@@ -331,6 +333,7 @@ class Supervisor:
         self.config = new
         if self.maintenance is not None:
             self.maintenance.set_types(self._types())
+            self.maintenance.set_schedules(new.schedules)
         systemd.ready()
         log.info("reloaded %s", new.path)
 
