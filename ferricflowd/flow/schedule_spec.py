@@ -22,6 +22,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timezone
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -162,6 +163,14 @@ class Schedule:
         if self.id_prefix is not None:
             check_name("id_prefix", self.id_prefix)
         check_bool("paused", self.paused)
+
+    @classmethod
+    def stored(cls, **fields: Any) -> Schedule:
+        """A spec read back from the store, where it was written checked: built without
+        the checks (a cron parse among them), which cost more than firing a one-shot."""
+        spec = object.__new__(cls)
+        spec.__dict__.update(fields)
+        return spec
 
     # -- identity ------------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ __all__ = ["FireReport", "FireResult", "ScheduleEvent", "ScheduleInfo", "Schedul
 CALL_ITEMS = 200  # fire items per script call
 _NOT_APPLIED = (b"stale", b"gone", b"paused", b"early")
 HISTORY = 20  # recent fires get() returns by default
+SPEC_CACHE = 100_000  # specs kept by fire_due (one-shots fill it: cleared when over)
 
 
 @dataclass(frozen=True)
@@ -125,9 +126,9 @@ def spec_fields(s: Schedule) -> list[Any]:
 
 
 def spec_of(name: str, raw: dict[bytes, bytes]) -> Schedule:
-    """The spec of a stored record (HGETALL)."""
+    """The spec of a stored record (HGETALL); checked when it was written."""
     values = msgpack.unpackb(raw[b"values"], raw=True) if raw.get(b"values") else {}
-    return Schedule(
+    return Schedule.stored(
         name=name, type=_text(raw[b"type"]), state=_text(raw[b"state"]),
         cron=_text(raw[b"cron"]) or None, every_ms=_int(raw.get(b"every")),
         at_ms=_int(raw.get(b"at")), timezone=_text(raw[b"tz"]),
@@ -182,6 +183,7 @@ class Schedules:
         self._client = client
         self._specs: dict[str, tuple[bytes, Schedule]] = {}  # name -> (digest, spec)
         self._offset_ms = 0  # store clock - local clock, from the last fire_due
+        self._backlog: dict[int, int] = {}  # partition -> schedules due at the last fire_due
 
     @property
     def _store(self) -> Any:
@@ -324,17 +326,24 @@ class Schedules:
         est = self._now(now_ms) + (0 if now_ms is not None else 50)  # the store's, roughly
         cmds: list[tuple[Any, ...]] = [("TIME",)]
         for p in range(keys.partitions):
-            cmds.append(("ZRANGE", keys.schedule_queue(p), "-inf", est, "BYSCORE", "LIMIT", 0,
-                         limit, "WITHSCORES"))
+            # A backlog larger than `limit` (seen by the last pass) is read from a random
+            # offset: several processes then fire different schedules instead of racing
+            # for the same ones.
+            skip = random.randint(0, max(0, self._backlog.get(p, 0) - limit))
+            cmds.append(("ZRANGE", keys.schedule_queue(p), "-inf", est, "BYSCORE", "LIMIT",
+                         skip, limit, "WITHSCORES"))
+            cmds.append(("ZCOUNT", keys.schedule_queue(p), "-inf", est))
         got = self._store.batch(cmds)
         sec, usec = got[0]
         now = int(sec) * 1000 + int(usec) // 1000
         self._offset_ms = now - int(time.time() * 1000)
         if now_ms is not None:
             now = now_ms
-        due = [(p, _text(m)) for p, reply in enumerate(got[1:])
-               for m, score in scored(reply) if score <= now]
-        more = any(len(scored(reply)) >= limit for reply in got[1:])
+        replies = [scored(r) for r in got[1::2]]
+        self._backlog = {p: int(n) for p, n in enumerate(got[2::2])}
+        due = [(p, _text(m)) for p, reply in enumerate(replies) for m, score in reply
+               if score <= now]
+        more = any(n > len(r) for n, r in zip(self._backlog.values(), replies, strict=True))
         results: list[FireResult] = []
         moved: dict[str, int | None] = {}
         if due:
@@ -353,25 +362,12 @@ class Schedules:
     def _fire(self, due: list[tuple[int, str]], now: int, clock: str,
               moved: dict[str, int | None]) -> list[FireResult]:
         keys = self._client.keys
-        got = self._store.batch([("HMGET", keys.schedule(p, n), "digest", "next", "paused")
-                                 for p, n in due])
-        unknown = [(p, n) for (p, n), (dig, _, _) in zip(due, got, strict=True)
-                   if dig is not None and self._specs.get(n, (None,))[0] != dig]
-        if unknown:
-            raws = self._store.batch([("HGETALL", keys.schedule(p, n)) for p, n in unknown])
-            for (_, n), raw in zip(unknown, raws, strict=True):
-                if raw:
-                    self._specs[n] = (raw[b"digest"], spec_of(n, raw))
         items: dict[int, list[Any]] = defaultdict(list)
-        for (p, n), (dig, nxt, _) in zip(due, got, strict=True):
-            known = self._specs.get(n)
-            if dig is None or known is None or known[0] != dig:
-                continue  # deleted, or changed again since the read: the next pass has it
-            spec = known[1]
-            if _int(nxt) is None:  # done, but an occurrence is buffered: just look at it
+        for p, n, spec, nxt in self._due_specs(due):
+            if nxt is None:  # done, but an occurrence is buffered: just look at it
                 items[p].append([n, "", spec.timing_digest, "", "0", "", 0, ""])
                 continue
-            for step in plan(spec, int(nxt), now):
+            for step in plan(spec, nxt, now):
                 items[p].append(_step_args(n, spec, step))
         chunks = [(p, rows[i:i + CALL_ITEMS]) for p, rows in items.items()
                   for i in range(0, len(rows), CALL_ITEMS)]
@@ -385,6 +381,33 @@ class Schedules:
                 out.extend(_results(row[0], events, int(t)))
                 if not events or events[0] not in _NOT_APPLIED:
                     moved[row[0]] = _int(row[7])
+        return out
+
+    def _due_specs(self, due: list[tuple[int, str]]) -> list[tuple[int, str, Schedule,
+                                                                     int | None]]:
+        """(partition, name, spec, next due) of due schedules, in one round trip: the
+        digest and next due of those whose spec this client has seen, the whole record of
+        the others (a second read only for a spec changed since it was cached)."""
+        keys = self._client.keys
+        if len(self._specs) > SPEC_CACHE:
+            self._specs.clear()
+        got = self._store.batch([
+            ("HMGET", keys.schedule(p, n), "digest", "next") if n in self._specs
+            else ("HGETALL", keys.schedule(p, n)) for p, n in due])
+        out, changed = [], []
+        for (p, n), reply in zip(due, got, strict=True):
+            if isinstance(reply, dict):
+                if reply:  # else deleted since the queue was read
+                    self._specs[n] = (reply[b"digest"], spec_of(n, reply))
+                    out.append((p, n, self._specs[n][1], _int(reply.get(b"next"))))
+            elif reply[0] is not None and reply[0] == self._specs[n][0]:
+                out.append((p, n, self._specs[n][1], _int(reply[1])))
+            elif reply[0] is not None:
+                changed.append((p, n))
+        if changed:
+            for key in changed:
+                self._specs.pop(key[1], None)
+            out.extend(self._due_specs(changed))
         return out
 
     # -- config schedules ---------------------------------------------------------------------
