@@ -19,6 +19,8 @@ if TYPE_CHECKING:
         FlowNotFound,
         IdempotencyConflict,
         InvalidArgument,
+        ScheduleExists,
+        ScheduleNotFound,
         StaleLease,
         StateMismatch,
         StoreError,
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from .flow.queue import Queue, QueueClient
     from .flow.records import FlowRecord, FlowStats, HistoryEvent, Job
     from .flow.runner import FlowWorker, Runner, RunnerHooks, WorkerHooks
+    from .flow.schedule_spec import Schedule
+    from .flow.schedules import FireResult, ScheduleInfo
     from .flow.wire import ChildSpec, CreateSpec, LeaseRequest
     from .flow.workflow import Workflow, WorkflowClient
 
@@ -40,13 +44,16 @@ _EXPORTS = {
     ".flow.client": ("FlowClient",),
     ".flow.errors": ("ConfigError", "DurabilityError", "FerricflowdError", "FlowAlreadyExists",
                      "FlowError", "FlowNotFound", "IdempotencyConflict",
-                     "InvalidArgument", "StaleLease", "StateMismatch", "StoreError",
+                     "InvalidArgument", "ScheduleExists", "ScheduleNotFound", "StaleLease",
+                     "StateMismatch", "StoreError",
                      "TerminalFlow", "ValueConflict", "WrongState"),
     ".flow.outcomes": ("complete", "fail", "retry", "transition"),
     ".flow.policy": ("ExceptionPolicy", "RetryPolicy"),
     ".flow.queue": ("Queue", "QueueClient"),
     ".flow.records": ("FlowRecord", "FlowStats", "HistoryEvent", "Job"),
     ".flow.runner": ("FlowWorker", "Runner", "RunnerHooks", "WorkerHooks"),
+    ".flow.schedule_spec": ("Schedule",),
+    ".flow.schedules": ("FireResult", "ScheduleInfo"),
     ".flow.wire": ("ChildSpec", "CreateSpec", "LeaseRequest"),
     ".flow.workflow": ("Workflow", "WorkflowClient"),
 }
@@ -70,10 +77,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChildSpec", "ConfigError", "CreateSpec", "DurabilityError", "ExceptionPolicy",
-    "FerricflowdError", "FlowAlreadyExists", "FlowClient", "FlowError", "FlowNotFound",
-    "FlowRecord", "FlowStats", "FlowWorker", "HistoryEvent", "IdempotencyConflict",
-    "InvalidArgument", "Job", "LeaseRequest", "Queue", "QueueClient", "RetryPolicy", "Runner",
-    "RunnerHooks", "StaleLease", "StateMismatch", "StoreError", "TerminalFlow", "ValueConflict",
+    "FerricflowdError", "FireResult", "FlowAlreadyExists", "FlowClient", "FlowError",
+    "FlowNotFound", "FlowRecord", "FlowStats", "FlowWorker", "HistoryEvent",
+    "IdempotencyConflict", "InvalidArgument", "Job", "LeaseRequest", "Queue", "QueueClient",
+    "RetryPolicy", "Runner", "RunnerHooks", "Schedule", "ScheduleExists", "ScheduleInfo",
+    "ScheduleNotFound", "StaleLease", "StateMismatch", "StoreError", "TerminalFlow", "ValueConflict",
     "Workflow", "WorkflowClient", "WorkerHooks", "WrongState", "__version__", "complete",
     "fail", "retry", "transition",
 ]
