@@ -81,7 +81,7 @@ __all__ = [
     "FlowNotFound", "FlowRecord", "FlowStats", "FlowWorker", "HistoryEvent",
     "IdempotencyConflict", "InvalidArgument", "Job", "LeaseRequest", "Queue", "QueueClient",
     "RetryPolicy", "Runner", "RunnerHooks", "Schedule", "ScheduleExists", "ScheduleInfo",
-    "ScheduleNotFound", "StaleLease", "StateMismatch", "StoreError", "TerminalFlow", "ValueConflict",
-    "Workflow", "WorkflowClient", "WorkerHooks", "WrongState", "__version__", "complete",
-    "fail", "retry", "transition",
+    "ScheduleNotFound", "StaleLease", "StateMismatch", "StoreError", "TerminalFlow",
+    "ValueConflict", "Workflow", "WorkflowClient", "WorkerHooks", "WrongState", "__version__",
+    "complete", "fail", "retry", "transition",
 ]

@@ -8,7 +8,9 @@ import json
 import math
 import signal
 import time
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -161,3 +163,20 @@ def test_config_schedules_are_retired_only_when_no_daemon_declares_them(
     finally:
         for c in clients:
             c.close()
+
+
+def test_hup_reconciles_the_config_schedules(start_daemon: Any, tmp_path: Any) -> None:
+    d = start_daemon({}, schedules={"a": {"type": "t", "every": "1h"}})
+    client = d.client
+    wait_for(lambda: client.schedules.get("a"), timeout=10, what="schedule a")
+    text = d.config_path.read_text()
+    d.config_path.write_text(text.replace('every = "1h"', 'cron = "0 4 * * *"\ntimezone = '
+                                          '"Asia/Tokyo"') + '[schedules.b]\ntype = "t"\n'
+                             'every = "1m"\npaused = true\n')
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: client.schedules.get("b") is not None, timeout=10, what="schedule b")
+    a, b = client.schedules.get("a"), client.schedules.get("b")
+    assert a.spec.cron == "0 4 * * *" and a.origin == "config"
+    assert datetime.fromtimestamp(a.next_due_ms / 1000, ZoneInfo("Asia/Tokyo")).hour == 4
+    assert b.paused and b.upcoming() == []
+    assert "schedules: a updated, b created" in d.log()
