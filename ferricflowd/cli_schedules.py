@@ -86,7 +86,7 @@ def list_(ctx: click.Context, **common_opts: Any) -> None:
     _setup(ctx, **common_opts)
     infos = _run(ctx, lambda c: c.schedules.list())
     _emit(ctx, [_info(i) for i in infos], lambda: [
-        f"{'NAME':20} {'TYPE':12} {'STATUS':7} {'FIRED':>6} {'SKIPPED':>7}  NEXT DUE (LOCAL (UTC))",
+        f"{'NAME':20} {'TYPE':12} {'STATUS':7} {'FIRED':>6} {'SKIPPED':>7}  NEXT DUE: LOCAL (UTC)",
         *[f"{i.name:20} {i.spec.type:12} {_status(i):7} {i.fired:>6} {i.skipped:>7}  "
           f"{_shown(i.next_due_ms)}" for i in infos]])
 
