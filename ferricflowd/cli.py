@@ -24,6 +24,7 @@ import click
 from ferricflowd import exitcodes
 from ferricflowd.cli_admin import register as register_admin_commands
 from ferricflowd.cli_ops import register as register_operator_commands
+from ferricflowd.cli_schedules import schedules as schedule_commands
 from ferricflowd.cli_watch import register as register_watch_commands
 from ferricflowd.config import Config, ConfigError, load_config
 from ferricflowd.procenv import worker_env
@@ -193,6 +194,7 @@ def _report_unserved(config: Config) -> None:
 register_operator_commands(cli)
 register_admin_commands(cli)  # browse, stuck, requeue, purge, cancel, rewind
 register_watch_commands(cli)  # stats [--watch]
+cli.add_command(schedule_commands)
 
 
 def main() -> None:

@@ -55,6 +55,7 @@ from ferricflowd.flow.errors import ConfigError
 
 if TYPE_CHECKING:  # flow.client pulls in redis-py: only the processes that talk to Redis load it
     from ferricflowd.flow.client import FlowClient
+    from ferricflowd.flow.schedule_spec import Schedule
 
 __all__ = [
     "ENV_PREFIX",
@@ -150,6 +151,7 @@ class Config:
     store: StoreConfig
     daemon: DaemonConfig
     groups: tuple[GroupConfig, ...]
+    schedules: tuple[Schedule, ...] = ()  # [schedules.NAME]: see schedules_config.py
 
     @property
     def store_url(self) -> str:
@@ -391,7 +393,11 @@ def _build(loader: Loader, env: Mapping[str, str]) -> Config:
     daemon = loader.resolve("daemon")
     defaults = loader.resolve("defaults")
     groups = {name: loader.resolve(f"groups.{name}", defaults) for name in loader.groups}
-    _validate(loader, daemon, groups)
+    from ferricflowd.schedules_config import parse_schedules  # loads the cron library
+
+    first_states = {v["type"].value: v["states"].value[0] for v in reversed(groups.values())}
+    schedules = parse_schedules(loader.file, loader.schedule_tables, first_states)
+    _validate(loader, daemon, groups, bool(schedules))
     wait, sock = store["wait_timeout"], store["socket_timeout"]
     if store["min_replicas"].value and wait.value >= sock.value:
         raise loader.error("store.wait_timeout",
@@ -413,15 +419,18 @@ def _build(loader: Loader, env: Mapping[str, str]) -> Config:
             GroupConfig(name=name, **loader.fields(f"groups.{name}", values))
             for name, values in groups.items()
         ),
+        schedules=schedules,
     )
 
 
 def _validate(
-    loader: Loader, daemon: dict[str, Value], groups: dict[str, dict[str, Value]]
+    loader: Loader, daemon: dict[str, Value], groups: dict[str, dict[str, Value]],
+    schedules: bool = False,
 ) -> None:
     """Rules that span settings."""
-    if not groups:
-        raise loader.error("groups", "no groups: declare at least one [groups.NAME] table")
+    if not groups and not schedules:  # a daemon that only fires schedules is fine
+        raise loader.error("groups", "no groups: declare at least one [groups.NAME] table "
+                           "(or [schedules.NAME])")
     drain, grace = daemon["drain_timeout"], daemon["stop_grace"]
     if grace.value is not None and drain.value >= grace.value:
         raise loader.error("daemon.drain_timeout",

@@ -36,7 +36,7 @@ __all__ = [
 ]  # fmt: skip
 
 ENV_PREFIX = "FERRICFLOWD_"
-_SECTION_TABLES = ("store", "daemon", "defaults", "groups")
+_SECTION_TABLES = ("store", "daemon", "defaults", "groups", "schedules")
 
 
 # --------------------------------------------------------------------------- value kinds
@@ -316,6 +316,7 @@ class Loader:
         # absolute() without resolve(): a k8s ConfigMap swaps a symlink, which we keep following
         self.path = Path(self.file).absolute()
         self.groups: list[str] = []
+        self.schedule_tables: object = {}  # parsed when the config is built (schedules_config)
         self.explicit: dict[str, dict[str, Value]] = {"store": {}, "daemon": {}, "defaults": {}}
 
     def settings_of(self, scope: str) -> dict[str, Setting]:
@@ -363,6 +364,7 @@ class Loader:
         for scope in ("store", "daemon", "defaults"):
             for key, raw in doc.get(scope, {}).items():
                 self.set(scope, key, raw, "file")
+        self.schedule_tables = doc.get("schedules", {})
         for name, table in doc.get("groups", {}).items():
             self.add_group(name, table)
             for key, raw in table.items():

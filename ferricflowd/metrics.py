@@ -18,8 +18,9 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SupervisorMetrics", "WorkerMetrics", "observe_many", "supervisor_metrics",
-           "under_replicated_writes", "worker_metrics"]
+__all__ = ["SchedulerMetrics", "SupervisorMetrics", "WorkerMetrics", "observe_many",
+           "scheduler_metrics", "supervisor_metrics", "under_replicated_writes",
+           "worker_metrics"]
 
 PREFIX = "ferricflowd"
 # Handler durations span milliseconds (queue jobs) to minutes (workflow steps); few buckets,
@@ -32,6 +33,8 @@ DRAIN_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, float("inf"))
 RESTART_REASONS = ("boot", "crash", "signal", "hang")  # supervisor/workers.py exit_label
 RECYCLE_TRIGGERS = ("max_jobs", "max_memory")
 RECLAIM_CAUSES = ("crash", "signal", "hang", "expired")
+# A fire's lag (store time of the fire - the occurrence's due time): milliseconds normally.
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, float("inf"))
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,51 @@ def under_replicated_writes() -> Any:
                    "Mutating store calls applied, but acknowledged by fewer than min_replicas "
                    "replicas within wait_timeout.",
                    registry=None)
+
+
+@dataclass(frozen=True)
+class SchedulerMetrics:
+    """Metrics of the schedules this daemon fires (its maintenance thread). `schedule` is a
+    label: schedules are declared by operators, a bounded set like groups."""
+
+    fires: Any
+    skipped: Any
+    lag: Any
+    next_due: Any
+
+
+@functools.cache
+def scheduler_metrics() -> SchedulerMetrics:
+    """The scheduler metrics of this process (built once)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    return SchedulerMetrics(
+        fires=Counter(
+            f"{PREFIX}_schedule_fires",
+            "Occurrences fired (a Flow created), by schedule and kind (on_time, catchup).",
+            ("schedule", "kind"),
+            registry=None,
+        ),
+        skipped=Counter(
+            f"{PREFIX}_schedule_skipped",
+            "Occurrences not fired, by schedule and reason (missed, overlap).",
+            ("schedule", "reason"),
+            registry=None,
+        ),
+        lag=Histogram(
+            f"{PREFIX}_schedule_lag_seconds",
+            "Fire time - due time of occurrences fired on time.",
+            buckets=LAG_BUCKETS,
+            registry=None,
+        ),
+        next_due=Gauge(
+            f"{PREFIX}_schedule_next_due_timestamp_seconds",
+            "When a schedule is next due (Unix time; 0 = done or paused).",
+            ("schedule",),
+            multiprocess_mode="mostrecent",
+            registry=None,
+        ),
+    )
 
 
 def observe_many(histogram: Any, amounts: list[float]) -> None:

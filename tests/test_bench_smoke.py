@@ -141,3 +141,12 @@ def test_ops_bench(what: str, extra: list[str], capsys: pytest.CaptureFixture[st
     else:
         assert report["rewound_once"] == 300 and report["live_per_s_before"] > 0, report
         assert [r["interrupted"] for r in report["runs"]] == [True, False], report
+
+
+@pytest.mark.slow
+def test_schedules_bench_runs() -> None:
+    from bench import schedules
+
+    result = schedules.run(200, 2, idle_s=0.5)
+    assert result["fire_same_second"]["created"] == 200, result
+    assert len(result["idle"]["cpu_percent"]) == 2

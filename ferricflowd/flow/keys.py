@@ -45,6 +45,10 @@ FAMILIES = (
     Family("outbox", "o", "list", "child -> parent notices for other partitions"),
     Family("types", "types", "set", "types seen in this partition"),
     Family("config", "cfg", "hash", "settings: history_cap, retention_ms, part"),
+    Family("schedule", "sc:<name>", "hash", "a schedule: its spec, next due, state"),
+    Family("schedule_fires", "sh:<name>", "list", "a schedule's recent fires (msgpack, capped)"),
+    Family("schedule_queue", "sq", "zset", "active schedules, score = next fire time (ms)"),
+    Family("schedule_names", "sn", "hash", 'every schedule: name -> origin ("api", "config")'),
 )
 
 
@@ -124,3 +128,29 @@ class KeySpace:
 
     def config(self, p: int) -> str:
         return f"{self.prefix(p)}cfg"
+
+    # A schedule lives in the partition of its name, and its Flows are created with the name
+    # as their partition_key, so a fire is one script call in one slot.
+
+    def schedule(self, p: int, name: str) -> str:
+        return f"{self.prefix(p)}sc:{name}"
+
+    def schedule_fires(self, p: int, name: str) -> str:
+        return f"{self.prefix(p)}sh:{name}"
+
+    def schedule_queue(self, p: int) -> str:
+        return f"{self.prefix(p)}sq"
+
+    def schedule_names(self, p: int) -> str:
+        return f"{self.prefix(p)}sn"
+
+    # -- namespace keys of no partition (the Python side only) --------------------------------
+
+    @property
+    def schedule_declarers(self) -> str:
+        """Running daemons' declarations of config schedules: daemon id -> "expires_ms set"."""
+        return f"{self.namespace}:schedules:declarers"
+
+    def schedule_declared(self, digest: str) -> str:
+        """One declared set of schedule names (msgpack list), named by its digest."""
+        return f"{self.namespace}:schedules:set:{digest}"

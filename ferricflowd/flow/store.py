@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 
 SCRIPTS = ("create", "claim", "extend", "complete", "transition", "fail", "retry", "cancel",
            "signal", "spawn", "deliver", "reclaim", "release", "cleanup", "stats",
-           "put_value", "browse", "rewind", "purge", "cancel_matching")
+           "put_value", "browse", "rewind", "purge", "cancel_matching", "schedule_fire",
+           "schedule_admin")
 # The library's includes (lua/lib/), in load order: each may use what the ones before define.
 INCLUDES = ("call", "keys", "record", "history", "lease", "children", "grant")
 

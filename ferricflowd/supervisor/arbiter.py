@@ -38,6 +38,7 @@ from ferricflowd.supervisor.groups import GroupState, reconcile_groups
 from ferricflowd.supervisor.http import Health, HealthServer
 from ferricflowd.supervisor.maintenance import Maintenance
 from ferricflowd.supervisor.promdir import PromDir
+from ferricflowd.supervisor.scheduler import Scheduler
 from ferricflowd.supervisor.workers import Worker
 
 __all__ = ["HaltServer", "Supervisor"]
@@ -146,6 +147,7 @@ class Supervisor:
             lambda: store.client(url), self._types(), daemon.maintenance_interval_s,
             served=self._served(),
             check_replicas=store.min_replicas > 0,
+            scheduler=Scheduler(self.config.schedules),
         )
         self.boot_started = time.monotonic()
         self.manage_workers(self.boot_started)
@@ -326,6 +328,7 @@ class Supervisor:
         self.config = new
         if self.maintenance is not None:
             self.maintenance.set_types(self._types(), self._served())
+            self.maintenance.set_schedules(new.schedules)
         systemd.ready()
         log.info("reloaded %s", new.path)
 

@@ -12,7 +12,9 @@ its own FlowClient:
   deliver the cross-partition outbox, backlog gauges from `stats` for every type in
   the store (the unserved gauge: Flows due in a (type, state) no group of this daemon
   claims, such as a typo'd type or a state missing from the config); retention cleanup runs
-  less often because it walks the terminal indexes.
+  less often because it walks the terminal indexes;
+- schedules (scheduler.py): fired at their next due time (the wait below ends then) and at
+  every sweep; the config's schedules reconciled at start and after a HUP.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ferricflowd.metrics import SupervisorMetrics
+from ferricflowd.metrics import SupervisorMetrics, scheduler_metrics
+from ferricflowd.supervisor.scheduler import Scheduler
 
 __all__ = ["Maintenance", "Reclaim"]
 
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 CLEANUP_EVERY_S = 60.0  # retention is in days; a minute of slack costs nothing
 CLEANUP_SLACK = 0.1  # ...but a short retention is kept to within a tenth of itself
 _STOP = object()
+_WAKE = object()  # look at the schedules now (a reload changed them)
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Maintenance:
         metrics: SupervisorMetrics | None = None,
         served: Iterable[tuple[str, str]] = (),
         check_replicas: bool = False,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self._client_factory = client_factory
         self._check_replicas = check_replicas
@@ -65,6 +70,7 @@ class Maintenance:
         self._served = frozenset(served)  # (type, state) pairs the groups claim
         self.interval_s = interval_s
         self._metrics = metrics
+        self._scheduler = scheduler
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._retry: list[Reclaim] = []
         self._pending = 0  # reclaims queued or awaiting retry
@@ -79,6 +85,8 @@ class Maintenance:
     def start(self, metrics: SupervisorMetrics | None = None) -> None:
         if metrics is not None:
             self._metrics = metrics
+            if self._scheduler is not None:
+                self._scheduler.metrics = scheduler_metrics()
         self._thread.start()
 
     def is_alive(self) -> bool:
@@ -95,6 +103,12 @@ class Maintenance:
         each swap is atomic."""
         self._types = tuple(sorted(set(types)))
         self._served = frozenset(served)
+
+    def set_schedules(self, schedules: Iterable[Any]) -> None:
+        """The config's schedules after a reload; reconciled by the thread at once."""
+        if self._scheduler is not None:
+            self._scheduler.set_declared(tuple(schedules))
+            self._queue.put(_WAKE)
 
     def store_ok(self, within_s: float) -> bool:
         """Did the latest ping succeed, and within the last `within_s` seconds? (A store
@@ -125,20 +139,27 @@ class Maintenance:
         if self._check_replicas:
             _count_under_replicated(client)
         next_sweep = time.monotonic()
+        scheduler = self._scheduler
         try:
             while True:
+                wake = next_sweep if scheduler is None else min(next_sweep, scheduler.wake_at())
                 try:
-                    item = self._queue.get(timeout=max(0.0, next_sweep - time.monotonic()))
+                    item = self._queue.get(timeout=max(0.0, wake - time.monotonic()))
                 except queue.Empty:
                     item = None
                 if item is _STOP:
                     return
                 if isinstance(item, Reclaim):
                     self._reclaim(client, item)
-                if time.monotonic() >= next_sweep:
+                swept = time.monotonic() >= next_sweep
+                if swept:
                     self._sweep(client)
                     next_sweep = time.monotonic() + self.interval_s
+                if scheduler is not None and (swept or time.monotonic() >= scheduler.wake_at()):
+                    scheduler.step(client)
         finally:
+            if scheduler is not None:
+                scheduler.stop(client)
             _close(client)
 
     def _reclaim(self, client: Any, item: Reclaim) -> None:

@@ -91,10 +91,12 @@ def write_config(
     store: dict[str, Any],
     daemon: dict[str, Any],
     defaults: dict[str, Any] | None = None,
+    schedules: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     parts = [toml_table("store", store), toml_table("daemon", daemon)]
     parts.append(toml_table("defaults", {**TEST_DEFAULTS, **(defaults or {})}))
     parts += [toml_table(f"groups.{name}", values) for name, values in groups.items()]
+    parts += [toml_table(f"schedules.{name}", values) for name, values in (schedules or {}).items()]
     path.write_text("\n".join(parts))
     return path
 
@@ -242,7 +244,8 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
 def start_daemon(
     tmp_path: Path, redis_server: Any, namespace: str
 ) -> Iterator[Callable[..., Daemon]]:
-    """start_daemon(groups, daemon={...}, defaults={...}, store={...}, env={...}, wait=True)."""
+    """start_daemon(groups, daemon={...}, defaults={...}, store={...}, env={...}, wait=True,
+    schedules={...}, config_name="flows.toml")."""
     started: list[Daemon] = []
 
     def start(
@@ -255,6 +258,8 @@ def start_daemon(
         wait: bool = True,
         args: tuple[str, ...] = (),
         prefix: tuple[str, ...] = (),
+        schedules: dict[str, dict[str, Any]] | None = None,
+        config_name: str = "flows.toml",
     ) -> Daemon:
         port = free_port()
         store_table = {"url": redis_server.url, "namespace": namespace, **(store or {})}
@@ -265,7 +270,8 @@ def start_daemon(
             **TEST_DAEMON,
             **(daemon or {}),
         }
-        config = write_config(tmp_path / "flows.toml", groups, store_table, daemon_table, defaults)
+        config = write_config(tmp_path / config_name, groups, store_table, daemon_table, defaults,
+                              schedules)
         log_path = tmp_path / f"daemon-{len(started)}.log"
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(

@@ -28,14 +28,14 @@ def test_the_metrics_reference_lists_every_series() -> None:
     import dataclasses
     from pathlib import Path
 
-    from ferricflowd.metrics import supervisor_metrics, worker_metrics
+    from ferricflowd.metrics import scheduler_metrics, supervisor_metrics, worker_metrics
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text("utf-8")
     names = []
-    for group in (worker_metrics(), supervisor_metrics()):
+    for group in (worker_metrics(), supervisor_metrics(), scheduler_metrics()):
         for field in dataclasses.fields(group):
             series = getattr(group, field.name)
             suffix = "_total" if series._type == "counter" else ""
             names.append(f"`{series._name}{suffix}`")
-    assert len(names) == 20
+    assert len(names) == 24
     assert [n for n in names if n not in doc] == []

@@ -24,6 +24,10 @@ against it.
   o                            list    koutbox    child -> parent notices for other partitions
   types                        set     ktypes     types seen in this partition
   cfg                          hash    kconfig    settings: history_cap, retention_ms, part
+  sc:<name>                    hash    kschedule  a schedule: its spec, next due, state
+  sh:<name>                    list    kschedule_fires a schedule's recent fires (msgpack, capped)
+  sq                           zset    kschedule_queue active schedules, score = next fire time (ms)
+  sn                           hash    kschedule_names every schedule: name -> origin ("api", "config")
 ]]
 
 -- A Flow's own keys, made on each use: a call seldom names one twice.
@@ -90,3 +94,7 @@ local function kpolicy(ftype) return T .. 'p:' .. ftype end
 local function koutbox() return T .. 'o' end
 local function ktypes() return T .. 'types' end
 local function kconfig() return T .. 'cfg' end
+local function kschedule(name) return T .. 'sc:' .. name end
+local function kschedule_fires(name) return T .. 'sh:' .. name end
+local function kschedule_queue() return T .. 'sq' end
+local function kschedule_names() return T .. 'sn' end
