@@ -40,6 +40,7 @@ __all__ = [
     "SETTINGS",
     "Config",
     "ConfigError",
+    "ConsoleConfig",
     "DaemonConfig",
     "GroupConfig",
     "Kind",
@@ -105,6 +106,17 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    listen: str  # "" = no console
+    token: str  # "" = read-only (no actions)
+    refresh_s: float
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen)
+
+
+@dataclass(frozen=True)
 class GroupConfig:
     name: str
     type: str
@@ -127,6 +139,7 @@ class Config:
     store: StoreConfig
     daemon: DaemonConfig
     groups: tuple[GroupConfig, ...]
+    console: ConsoleConfig
 
     @property
     def store_url(self) -> str:
@@ -402,6 +415,10 @@ def _check_listen(value: str) -> str | None:
     return None
 
 
+def _check_console_listen(value: str) -> str | None:
+    return _check_listen(value) if value else None  # empty: the console is off
+
+
 def _check_store_url(value: str) -> str | None:
     from ferricflowd.flow.urls import url_problem  # the URL is redacted in its message
 
@@ -419,7 +436,7 @@ _REQUIRED = object()  # marks group keys that have no default
 
 @dataclass(frozen=True)
 class Setting:
-    """One declared setting. `section` is "store", "daemon" or "group"."""
+    """One declared setting. `section` is "store", "daemon", "console" or "group"."""
 
     section: str
     key: str
@@ -503,6 +520,14 @@ SETTINGS: tuple[Setting, ...] = (
     S("daemon", "log_format", WORD, "text", '"text" or "json".', _one_of("text", "json")),
     S("daemon", "log_level", WORD, "info", "debug, info, warning or error.",
       _one_of("debug", "info", "warning", "error")),
+    S("console", "listen", STRING, "127.0.0.1:9465",
+      "host:port of the web console; empty = no console.", _check_console_listen),
+    S("console", "token", STRING, "",
+      "Token for the console's actions (Bearer or login); empty = read-only console.",
+      secret=True),
+    S("console", "refresh", DURATION, "5s",
+      "How often the console reads stats from the store (shared by every open page).",
+      _at_least(1, "s"), "refresh_s"),
     S("group", "type", STRING, _REQUIRED, "Flow type the group works on.", _check_name),
     S("group", "states", STRING_LIST, _REQUIRED, "States of that type its workers claim.",
       _check_states, convert=tuple),
@@ -532,13 +557,15 @@ SETTINGS: tuple[Setting, ...] = (
 del S
 # fmt: on
 
-_SECTION_TABLES = ("store", "daemon", "defaults", "groups")
+_SECTION_TABLES = ("store", "daemon", "console", "defaults", "groups")
+_PLAIN_SCOPES = ("store", "daemon", "console")  # sections without groups or inheritance
 _GROUP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def _settings_of(scope: str) -> dict[str, Setting]:
-    """The settings a scope may set: "store", "daemon", "defaults" or "groups.NAME"."""
-    if scope in ("store", "daemon"):
+    """The settings a scope may set: "store", "daemon", "console", "defaults" or
+    "groups.NAME"."""
+    if scope in _PLAIN_SCOPES:
         return {s.key: s for s in SETTINGS if s.section == scope}
     if scope == "defaults":
         return {s.key: s for s in SETTINGS if s.section == "group" and s.inherit}
@@ -593,7 +620,8 @@ class _Loader:
         # absolute() without resolve(): a k8s ConfigMap swaps a symlink, which we keep following
         self.path = Path(self.file).absolute()
         self.groups: list[str] = []
-        self.explicit: dict[str, dict[str, _Value]] = {"store": {}, "daemon": {}, "defaults": {}}
+        self.explicit: dict[str, dict[str, _Value]] = {
+            scope: {} for scope in (*_PLAIN_SCOPES, "defaults")}
 
     def error(self, key: str, problem: str) -> ConfigError:
         return ConfigError(self.file, key, problem)
@@ -624,7 +652,7 @@ class _Loader:
                 raise self.error(_join(name), f"unknown table{_hint(name, _SECTION_TABLES)}")
             if not isinstance(table, dict):
                 raise self.error(name, f"expected a table [{name}], got {_describe(table)}")
-        for scope in ("store", "daemon", "defaults"):
+        for scope in (*_PLAIN_SCOPES, "defaults"):
             for key, raw in doc.get(scope, {}).items():
                 self.set(scope, key, raw, "file")
         for name, table in doc.get("groups", {}).items():
@@ -732,7 +760,7 @@ class _Loader:
                 if parts[1] not in self.groups:
                     raise self.error(_join("groups", parts[1]),
                                      f"override {dotted!r} names a group the file does not declare")
-            elif len(parts) == 2 and parts[0] in ("store", "daemon", "defaults"):
+            elif len(parts) == 2 and parts[0] in (*_PLAIN_SCOPES, "defaults"):
                 scope = parts[0]
             else:
                 raise self.error(str(dotted), "override keys are SECTION.KEY or groups.NAME.KEY")
@@ -778,6 +806,7 @@ class _Loader:
                 GroupConfig(name=name, **_fields(f"groups.{name}", values))
                 for name, values in groups.items()
             ),
+            console=ConsoleConfig(**_fields("console", self.resolve("console"))),
         )
 
     def validate(self, daemon: dict[str, _Value], groups: dict[str, dict[str, _Value]]) -> None:

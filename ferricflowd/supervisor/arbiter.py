@@ -38,6 +38,7 @@ from ferricflowd.supervisor.children import (
     spawn_worker,
     worker_env,
 )
+from ferricflowd.supervisor.console import ConsoleProcess, local_url, status_doc
 from ferricflowd.supervisor.embedded import EmbeddedStore, EmbeddedStoreError
 from ferricflowd.supervisor.http import Health, HealthServer
 from ferricflowd.supervisor.maintenance import Maintenance
@@ -88,6 +89,7 @@ class Supervisor:
         self.maintenance: Maintenance | None = None
         self.boot_started = 0.0  # monotonic time of start(); finish_boot() follows
         self.http: HealthServer | None = None
+        self.console: ConsoleProcess | None = None
         self._health = Health(loop_tick=time.monotonic())
         self._systemd = systemd.Notifier()
         self._next_rss_check = 0.0
@@ -136,6 +138,8 @@ class Supervisor:
             self.http.start()
         except OSError as exc:
             raise HaltServer(f"cannot listen on {daemon.listen}: {exc}", exitcodes.CONFIG) from None
+        embedded_url = self.store_url if self.embedded is not None else None
+        self.console = ConsoleProcess(self.config, embedded_url, local_url(self.http.address))
         for group in self.config.groups:
             self.groups[group.name] = GroupState.of(self.config, group)
         store, url = self.config.store, self.store_url
@@ -189,6 +193,8 @@ class Supervisor:
             self.recycle_children(now)
             self.manage_children(now)
             self.check_helpers()
+            if self.console is not None and not self.booting:
+                self.console.maintain(now)
         self.publish_health(now)
         return True
 
@@ -200,6 +206,8 @@ class Supervisor:
             if not self.maintenance.flush(timeout_s=10.0):
                 log.warning("some leases of dead workers were not reclaimed; they expire instead")
             self.maintenance.stop()
+        if self.console is not None:
+            self.console.stop()
         if self.http is not None:
             self.http.stop()
         if self.embedded is not None:
@@ -329,6 +337,8 @@ class Supervisor:
             for child in self.children_of(name):
                 child.retire("group removed", self._retire_grace(), now)
         self.config = new
+        if self.console is not None:
+            self.console.reload(new)
         if self.maintenance is not None:
             self.maintenance.set_types(self._types())
         systemd.ready()
@@ -367,6 +377,9 @@ class Supervisor:
                 return
             if self.embedded is not None and pid == self.embedded.pid:
                 self._embedded_died(status)
+                continue
+            if self.console is not None and pid == self.console.pid:
+                self.console.exited(status, time.monotonic(), bool(self.stopping))
                 continue
             child = self.children.pop(pid, None)
             if child is None:
@@ -500,7 +513,8 @@ class Supervisor:
             groups[group.name], reason = group.readiness(self.children_of(group.name))
             if reason:
                 reasons.append(f"group {group.name}: {reason}")
-        self._health = Health(now, not reasons, tuple(reasons), groups)
+        status = status_doc(self.children.values(), self.groups.values(), now, self.console)
+        self._health = Health(now, not reasons, tuple(reasons), groups, status)
         if self._systemd.update(now, reasons, len(self.children)):
             log.info("all groups at strength")
 
