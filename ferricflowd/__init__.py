@@ -9,17 +9,22 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .flow.admin import BulkResult
+    from .flow.browse import BrowsePage, FlowFilter
     from .flow.client import FlowClient
     from .flow.errors import (
         ConfigError,
         DurabilityError,
+        FamilyConflict,
         FerricflowdError,
         FlowAlreadyExists,
         FlowError,
+        FlowLeased,
         FlowNotFound,
         IdempotencyConflict,
         InvalidArgument,
         StaleLease,
+        StaleVersion,
         StateMismatch,
         StoreError,
         TerminalFlow,
@@ -37,11 +42,14 @@ if TYPE_CHECKING:
 # Where each public name lives. They load on first use, so that `ferricflowd run` (the
 # supervisor, which never needs the client) starts its workers without importing redis-py.
 _EXPORTS = {
+    ".flow.admin": ("BulkResult",),
+    ".flow.browse": ("BrowsePage", "FlowFilter"),
     ".flow.client": ("FlowClient",),
-    ".flow.errors": ("ConfigError", "DurabilityError", "FerricflowdError", "FlowAlreadyExists",
-                     "FlowError", "FlowNotFound", "IdempotencyConflict",
-                     "InvalidArgument", "StaleLease", "StateMismatch", "StoreError",
-                     "TerminalFlow", "ValueConflict", "WrongState"),
+    ".flow.errors": ("ConfigError", "DurabilityError", "FamilyConflict", "FerricflowdError",
+                     "FlowAlreadyExists", "FlowError", "FlowLeased", "FlowNotFound",
+                     "IdempotencyConflict", "InvalidArgument", "StaleLease", "StaleVersion",
+                     "StateMismatch", "StoreError", "TerminalFlow", "ValueConflict",
+                     "WrongState"),
     ".flow.outcomes": ("complete", "fail", "retry", "transition"),
     ".flow.policy": ("ExceptionPolicy", "RetryPolicy"),
     ".flow.queue": ("Queue", "QueueClient"),
@@ -69,11 +77,12 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
-    "ChildSpec", "ConfigError", "CreateSpec", "DurabilityError", "ExceptionPolicy",
-    "FerricflowdError", "FlowAlreadyExists", "FlowClient", "FlowError", "FlowNotFound",
-    "FlowRecord", "FlowStats", "FlowWorker", "HistoryEvent", "IdempotencyConflict",
-    "InvalidArgument", "Job", "LeaseRequest", "Queue", "QueueClient", "RetryPolicy", "Runner",
-    "RunnerHooks", "StaleLease", "StateMismatch", "StoreError", "TerminalFlow", "ValueConflict",
-    "Workflow", "WorkflowClient", "WorkerHooks", "WrongState", "__version__", "complete",
-    "fail", "retry", "transition",
+    "BrowsePage", "BulkResult", "ChildSpec", "ConfigError", "CreateSpec", "DurabilityError",
+    "ExceptionPolicy", "FamilyConflict", "FerricflowdError", "FlowAlreadyExists", "FlowClient",
+    "FlowError", "FlowFilter", "FlowLeased", "FlowNotFound", "FlowRecord", "FlowStats",
+    "FlowWorker", "HistoryEvent", "IdempotencyConflict", "InvalidArgument", "Job",
+    "LeaseRequest", "Queue", "QueueClient", "RetryPolicy", "Runner", "RunnerHooks",
+    "StaleLease", "StaleVersion", "StateMismatch", "StoreError", "TerminalFlow",
+    "ValueConflict", "Workflow", "WorkflowClient", "WorkerHooks", "WrongState", "__version__",
+    "complete", "fail", "retry", "transition",
 ]

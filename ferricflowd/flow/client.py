@@ -2,11 +2,11 @@
 
 A facade over the parts of flow/: `checks` validates arguments (each error names its
 argument), `wire` encodes each script's ARGV and decodes its replies, `store` runs the
-scripts (the only module that talks to Redis), and the read and upkeep commands come from
-the `Reads` and `Upkeep` mixins. What stays here are the commands that change Flows. Batch
-forms group their items by partition and send one script call per partition and chunk in one
-round trip; error replies become the typed exceptions of `errors.py`, store failures
-`StoreError`, never a silent success.
+scripts (the only module that talks to Redis), and the read, browse, operator and upkeep
+commands come from the `Reads`, `Browse`, `Admin` and `Upkeep` mixins. What stays here are
+the commands that change Flows. Batch forms group their items by partition and send one
+script call per partition and chunk in one round trip; error replies become the typed
+exceptions of `errors.py`, store failures `StoreError`, never a silent success.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from .admin import Admin
+from .browse import Browse
 from .checks import (
     Limits,
     as_bytes,
@@ -69,7 +71,7 @@ DAY_MS = 86_400_000
 _NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
-class FlowClient(Reads, Upkeep):
+class FlowClient(Reads, Browse, Admin, Upkeep):
     """A connection to one FerricFlow namespace. Connects lazily on first use."""
 
     def __init__(self, store: Store, *, namespace: str = "ff", partitions: int | None = None,

@@ -13,7 +13,10 @@
         ├── IdempotencyConflict    ERR flow idempotency conflict / signal idempotency conflict
         ├── StateMismatch          ERR flow state mismatch
         ├── TerminalFlow           ERR flow is terminal
-        └── ValueConflict          ERR flow value <name> already exists with different digest
+        ├── ValueConflict          ERR flow value <name> already exists with different digest
+        ├── StaleVersion           ERR flow stale version (changed since the caller looked)
+        ├── FlowLeased             ERR flow is leased (a live lease: only its holder may act)
+        └── FamilyConflict         ERR flow family: ... (parents and children, see rewind.lua)
 
 Error replies travel as the upstream FerricFlow strings so clients of either can map them;
 `error_from_reply` turns one into its class.
@@ -93,6 +96,26 @@ class ValueConflict(FlowError):
     reply = "ERR flow value already exists with different digest"
 
 
+class StaleVersion(FlowError):
+    """The Flow changed since the version the caller acted on (an operator's guard)."""
+
+    reply = "ERR flow stale version"
+
+
+class FlowLeased(FlowError):
+    """A worker holds a live lease on the Flow; only that worker may move it."""
+
+    reply = "ERR flow is leased"
+
+
+class FamilyConflict(FlowError):
+    """Rewinding the Flow would break its parent's or its children's group: a parent with
+    an unresolved group or with children that already ran, or a finished child whose
+    parent no longer waits for it. The message says which."""
+
+    reply = "ERR flow family"
+
+
 _BY_PREFIX: tuple[tuple[str, type[FlowError]], ...] = (
     ("ERR flow not found", FlowNotFound),
     ("ERR flow already exists", FlowAlreadyExists),
@@ -103,6 +126,9 @@ _BY_PREFIX: tuple[tuple[str, type[FlowError]], ...] = (
     ("ERR flow state mismatch", StateMismatch),
     ("ERR flow is terminal", TerminalFlow),
     ("ERR flow value", ValueConflict),
+    ("ERR flow stale version", StaleVersion),
+    ("ERR flow is leased", FlowLeased),
+    ("ERR flow family", FamilyConflict),
 )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .admin import BulkResult
+from .browse import BrowsePage, FlowFilter
 from .checks import (
     as_bytes,
     as_values,
@@ -183,3 +185,45 @@ class TypeHandle:
                   partition_key: str | None = None) -> None:
         self.client.put_value(flow_id, name, data, override=override,
                               partition_key=partition_key)
+
+    # -- operator commands (FlowClient's Browse and Admin, for this type) ---------------------
+
+    def rewind(self, flow_id: str, **options: Any) -> str:
+        """Requeue one Flow nobody holds (see FlowClient.rewind); returns its state."""
+        return self.client.rewind(flow_id, **options)
+
+    def browse(self, *, order: str = "oldest", limit: int = 100, cursor: str | None = None,
+               **criteria: Any) -> BrowsePage:
+        """One page of this type's Flows; `criteria` are FlowFilter's (state= or states=,
+        due_before_ms=, error_contains=, ...)."""
+        return self.client.browse(self.type, FlowFilter.of(**criteria), order=order,
+                                  limit=limit, cursor=cursor)
+
+    def stuck(self, **options: Any) -> BrowsePage:
+        """Expired leases and long-due Flows of this type (see FlowClient.stuck)."""
+        return self.client.stuck(self.type, **options)
+
+    def requeue(self, **options: Any) -> BulkResult:
+        """Requeue every matching Flow, e.g. requeue(state="failed", error_contains="timeout");
+        options are FlowClient.requeue's and FlowFilter's."""
+        criteria, rest = _criteria(options)
+        return self.client.requeue(self.type, criteria, **rest)
+
+    def cancel_matching(self, **options: Any) -> BulkResult:
+        """Cancel every matching Flow (see FlowClient.cancel_matching)."""
+        criteria, rest = _criteria(options)
+        return self.client.cancel_matching(self.type, criteria, **rest)
+
+    def purge(self, **options: Any) -> BulkResult:
+        """Delete every matching terminal Flow now, e.g. purge(state="completed")."""
+        criteria, rest = _criteria(options)
+        return self.client.purge(self.type, criteria, **rest)
+
+
+_CRITERIA = frozenset({"state", "states", *FlowFilter.__dataclass_fields__})
+
+
+def _criteria(options: Mapping[str, Any]) -> tuple[FlowFilter, dict[str, Any]]:
+    """Split keyword arguments into a FlowFilter and the rest."""
+    found = {k: v for k, v in options.items() if k in _CRITERIA}
+    return FlowFilter.of(**found), {k: v for k, v in options.items() if k not in _CRITERIA}

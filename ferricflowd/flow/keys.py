@@ -57,6 +57,18 @@ class KeySpace:
     def terminal(self, p: int, type: str, status: str) -> str:
         return f"{self.prefix(p)}t:{type}:{status}"
 
+    def leases(self, p: int, type: str) -> str:
+        """Running Flows of a type, scored by lease deadline (ms)."""
+        return f"{self.prefix(p)}l:{type}"
+
+    def parked(self, p: int, type: str, state: str) -> str:
+        """Parents parked in `state` until their children finish, scored by since (ms)."""
+        return f"{self.prefix(p)}q:{type}:{state}"
+
+    def states(self, p: int, type: str) -> str:
+        """Every state a Flow of the type has rested in (a set)."""
+        return f"{self.prefix(p)}s:{type}"
+
     def wake(self, p: int, type: str, state: str) -> str:
         return f"{self.prefix(p)}x:{type}:{state}"
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 SCRIPTS = ("create", "claim", "extend", "complete", "transition", "fail", "retry", "cancel",
            "signal", "spawn", "deliver", "reclaim", "release", "cleanup", "stats",
-           "put_value")
+           "put_value", "browse", "rewind", "purge", "cancel_matching")
 
 Arg = str | bytes | int | float
 

@@ -19,6 +19,7 @@ ferricflowd/flow/keys.py builds the same names on the Python side):
   l:<type>                  zset    running Flows, score = lease deadline (ms)
   w:<worker>                set     ids leased by one worker id
   t:<type>:<status>         zset    terminal Flows, score = terminal time (ms)
+  q:<type>:<state>          zset    parked Flows (parents waiting for children), score = since (ms)
   x:<type>:<state>          list    wake tokens for idle workers (capped)
   c:<type>                  hash    Flow count per state ("running" included)
   s:<type>                  set     states seen for a type
@@ -465,6 +466,8 @@ local function rest(r, state, due, due_s)
   else
     touch(r)
     r[STATE], r[DUE] = state, false
+    -- Parked (a parent waiting for its children): indexed by when, so operators can list it.
+    if not TERMINAL[state] then zset(tkey('q:', r[TYPE], state), r[ID], now_str()) end
   end
   count(r[TYPE], state, 1)
 end
@@ -476,8 +479,10 @@ local function unrest(r)
     if r[OWNER] then sset(tkey('w:', r[OWNER]), r[ID], false) end
     touch(r)
     r[OWNER], r[TOKEN], r[DEADLINE], r[RUN_STATE] = false, false, false, false
-  elseif not TERMINAL[r[STATE]] then
+  elseif r[DUE] then
     zset(kdue(r[TYPE], r[STATE], r[PRIO] or '0'), r[ID], false)
+  elseif not TERMINAL[r[STATE]] then
+    zset(tkey('q:', r[TYPE], r[STATE]), r[ID], false)
   end
   count(r[TYPE], r[STATE], -1)
 end
