@@ -9,6 +9,7 @@ page again with the error. A browser POST whose Origin names another site is ref
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -21,12 +22,15 @@ from ferricflowd.flow.errors import FerricflowdError, FlowNotFound, InvalidArgum
 from . import views
 from .auth import COOKIE, SESSION_TTL_S, Denied, Grant
 from .fmt import flow_url, url_with
-from .ops import BULK_ACTIONS, Unsupported
+from .jobs import BulkJob
+from .ops import BULK_ACTIONS, Filters
 
 if TYPE_CHECKING:
     from .app import Console
 
-__all__ = ["bulk", "flow_action", "flow_action_by_query", "login", "logout"]
+__all__ = ["bulk", "flow_action", "flow_action_by_query", "login", "logout", "stop_job"]
+
+log = logging.getLogger(__name__)
 
 MAX_FORM_BYTES = 4 << 20  # a bulk form lists up to 500 ids of up to 8 KiB
 FLOW_ACTIONS = ("requeue", "cancel", "signal")
@@ -111,38 +115,30 @@ async def _flow_action(console: Console, request: Request, flow_id: str,
 
 def _apply(console: Console, flow_id: str, action: str, fields: dict[str, list[str]],
            grant: Grant) -> dict[str, Any]:
-    client, who = console.client, f"console ({grant.via})"
+    client = console.client
     record = client.get(flow_id, payload=False)
     if record is None:
         raise FlowNotFound(f"no Flow {flow_id!r}", flow_id)
-    reason = _one(fields, "reason") or f"{action} from the {who}"
+    reason = _one(fields, "reason") or f"{action} from the console ({grant.via})"
     if action == "requeue":
-        to = _one(fields, "state") or _default_target(console, flow_id)
-        if not to:
-            raise InvalidArgument("state", "name the state to requeue to")
-        console.ops.requeue(record, to, reason)
+        console.ops.requeue(flow_id, _one(fields, "state") or None, reason)
         done = "requeued"
     elif action == "cancel":
         console.ops.cancel(flow_id, reason)
         done = "cancelled"
     else:
-        name = _one(fields, "name")
         to = _one(fields, "transition_to") or None
-        client.signal(flow_id, name, if_state=record.state if to else None, transition_to=to)
+        client.signal(flow_id, _one(fields, "name"), if_state=record.state if to else None,
+                      transition_to=to)
         done = "signalled"
     after = client.get(flow_id, payload=False)
     return {"done": done, "state": after.state if after is not None else None}
 
 
-def _default_target(console: Console, flow_id: str) -> str | None:
-    timeline = views._timeline(console.client.history(flow_id, count=views.HISTORY_SHOWN,
-                                                      reverse=True)[::-1])
-    return views._last_state(timeline)
-
-
 async def bulk(console: Console, request: Request) -> Response:
-    """Requeue, cancel or purge the Flows selected on a page: first a confirmation page that
-    shows how many, then (with confirm=yes) the action itself."""
+    """Requeue, cancel or purge Flows of a page: the selected ones, or every one the page's
+    filters match. A browser first gets a confirmation page with the count; confirm=yes
+    (or a Bearer request) does it. A filter run goes on in the background (jobs.py)."""
     type_, state = request.path_params["type"], request.path_params["state"]
     scripted = "authorization" in request.headers
     try:
@@ -150,30 +146,88 @@ async def bulk(console: Console, request: Request) -> Response:
         await _authorize(console, request, fields)
     except Denied as exc:
         return _denied(console, request, exc, scripted)
-    action = _one(fields, "action")
-    ids = [i for i in fields.get("ids", []) if i][:views.PAGE_SIZES[-1]]
-    to_state = _one(fields, "to_state")
-    back = url_with(f"/types/{type_}/{state}", {})
-    if action not in BULK_ACTIONS or not ids:
-        message = "Choose an action and select at least one Flow."
-        return console.render(request, "error.html", 400, title="Nothing to do",
-                              message=message, back=back)
-    if _one(fields, "confirm") != "yes" and not scripted:
-        return console.render(request, "confirm.html", title="Confirm", type=type_, state=state,
-                              action=action, ids=ids, to_state=to_state, back=back)
+    plan = {"action": _one(fields, "action"), "scope": _one(fields, "scope", "selected"),
+            "ids": [i for i in fields.get("ids", []) if i][:views.PAGE_SIZES[-1]],
+            "to_state": _one(fields, "to_state") or None, "filters": Filters.of(fields)}
+    back = url_with(f"/types/{type_}/{state}", plan["filters"].as_query())
     try:
-        result = await run_in_threadpool(console.ops.bulk, action, ids, to_state,
-                                         f"bulk {action} from the console")
-    except (FerricflowdError, Unsupported) as exc:
+        problem = _check_plan(plan)
+        if problem:
+            raise InvalidArgument("action", problem)
+        if plan["scope"] == "all":
+            count = await run_in_threadpool(console.ops.count, type_, state, plan["filters"])
+        else:
+            count = len(plan["ids"])
+    except (FerricflowdError, ValueError) as exc:
+        return _bulk_error(console, request, scripted, 400, str(exc), back)
+    if _one(fields, "confirm") != "yes" and not scripted:
+        return console.render(request, "confirm.html", title="Confirm", type=type_,
+                              state=state, count=count, back=back, **plan)
+    reason = f"bulk {plan['action']} from the console"
+    if plan["scope"] == "selected":
+        try:
+            result = await run_in_threadpool(console.ops.act_on_selection, plan["action"],
+                                             plan["ids"], plan["to_state"], reason)
+        except (FerricflowdError, ValueError) as exc:
+            return _bulk_error(console, request, scripted, 409, str(exc), back)
         if scripted:
-            return JSONResponse({"ok": False, "error": str(exc)}, 409)
-        return console.render(request, "error.html", 409, title="Not done", message=str(exc),
-                              back=back)
+            return JSONResponse({"ok": True, "done": result.done, "skipped": result.skipped,
+                                 "errors": result.errors})
+        return console.render(request, "bulk_done.html", title="Done", result=result,
+                              back=back, type=type_, state=state, action=plan["action"])
+    job = _start_job(console, type_, state, plan, count, reason)
     if scripted:
-        return JSONResponse({"ok": True, "done": result.done, "skipped": result.skipped,
-                             "errors": result.errors})
-    return console.render(request, "bulk_done.html", title="Done", action=action,
-                          result=result, back=back, type=type_, state=state)
+        return JSONResponse({"ok": True, "job": job.id, "matched": count}, 202)
+    return RedirectResponse(f"/jobs/{job.id}", 303)
+
+
+def _check_plan(plan: dict[str, Any]) -> str | None:
+    if plan["action"] not in BULK_ACTIONS:
+        return f"choose an action: {', '.join(BULK_ACTIONS)}"
+    if plan["scope"] not in ("selected", "all"):
+        return "scope must be 'selected' or 'all'"
+    if plan["scope"] == "selected" and not plan["ids"]:
+        return "select at least one Flow (or choose every Flow matching the filters)"
+    if plan["scope"] == "selected" and plan["action"] == "purge":
+        return "purge works on every Flow matching the filters, not on a selection"
+    return None
+
+
+def _bulk_error(console: Console, request: Request, scripted: bool, status: int,
+                message: str, back: str) -> Response:
+    if scripted:
+        return JSONResponse({"ok": False, "error": message}, status)
+    return console.render(request, "error.html", status, title="Not done", message=message,
+                          back=back)
+
+
+def _start_job(console: Console, type_: str, state: str, plan: dict[str, Any], count: int,
+               reason: str) -> BulkJob:
+    def run(job: BulkJob) -> Any:
+        def progress(handled: int, done: int) -> None:
+            job.handled, job.done = handled, done
+
+        return console.ops.act_on_filter(plan["action"], type_, state, plan["filters"],
+                                         plan["to_state"], reason, progress=progress,
+                                         should_stop=job.stop.is_set)
+
+    job = BulkJob(console.jobs.new_id(), plan["action"], type_, state, count)
+    log.info("console: bulk %s of %s/%s (%d matching) started as job %s", job.action, type_,
+             state, count, job.id)
+    return console.jobs.start(job, run)
+
+
+async def stop_job(console: Console, request: Request) -> Response:
+    scripted = "authorization" in request.headers
+    try:
+        fields = await form(request)
+        await _authorize(console, request, fields)
+    except Denied as exc:
+        return _denied(console, request, exc, scripted)
+    job = console.jobs.get(request.path_params["job_id"])
+    if job is not None:
+        job.stop.set()
+    return RedirectResponse(f"/jobs/{request.path_params['job_id']}", 303)
 
 
 async def login(console: Console, request: Request) -> Response:

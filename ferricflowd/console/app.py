@@ -9,7 +9,6 @@ Starlette's thread pool.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from . import actions, views
 from .auth import COOKIE, Auth
 from .data import DaemonStatus, Overview
 from .fmt import FILTERS
+from .jobs import Jobs
 from .ops import Operator
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class Console:
     overview: Overview
     auth: Auth
     env: Environment
+    jobs: Jobs
 
     def render(self, request: Request, template: str, status: int = 200,
                **context: Any) -> HTMLResponse:
@@ -126,7 +127,7 @@ def create_app(config: Config, client: FlowClient, *, daemon_url: str | None,
     env.policies["json.dumps_kwargs"] = {"sort_keys": False}
     ops = Operator(client)
     overview = Overview(ops, config.console.refresh_s, DaemonStatus(daemon_url))
-    console = Console(config, client, ops, overview, Auth(config.console.token), env)
+    console = Console(config, client, ops, overview, Auth(config.console.token), env, Jobs())
 
     def route(path: str, fn: Callable[..., Awaitable[Response]], methods: list[str]) -> Route:
         return Route(path, _handler(console, fn), methods=methods)
@@ -137,6 +138,8 @@ def create_app(config: Config, client: FlowClient, *, daemon_url: str | None,
         route("/failed", views.failed, ["GET"]),
         route("/types/{type}/{state}", views.flows, ["GET"]),
         route("/types/{type}/{state}/bulk", actions.bulk, ["POST"]),
+        route("/jobs/{job_id}", views.job, ["GET"]),
+        route("/jobs/{job_id}/stop", actions.stop_job, ["POST"]),
         route("/flow", views.flow_by_query, ["GET"]),
         route("/flow/{action}", actions.flow_action_by_query, ["POST"]),
         route("/flows/{flow_id:path}/{action}", actions.flow_action, ["POST"]),
@@ -160,7 +163,3 @@ def _not_found(console: Console) -> Callable[[Request, Exception], Awaitable[Res
                               message=f"Nothing at {request.url.path}")
 
     return handler
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))

@@ -1,96 +1,95 @@
 """The operator calls the console makes, behind one small adapter.
 
-The pages ask for Flows by type and state a page at a time, for terminal counts per minute,
-for stuck Flows, for value sizes, and for requeue, cancel and purge, one Flow or many. Until
-the operator commands of issue 20 are in FlowClient, the reads here use the store's indexes
-directly (the due, lease and terminal sorted sets named by flow/keys.py, read with
-Store.batch) and requeue only Flows that are not terminal (a guarded signal moves them); the
-views never touch a key name themselves.
+Pages ask for the Flows of a type in a state a page at a time (FlowClient.browse and its
+cursor), for stuck and long-running Flows, for requeue (rewind), cancel and purge of one
+Flow, of the Flows selected on a page, or of every Flow a filter matches (the bulk commands
+of issue 20). Two reads have no FlowClient command and are made here from the indexes that
+flow/keys.py names: the Flows finished per time window (one ZCOUNT per terminal index and
+window, all in one round trip: the throughput chart) and a Flow's value names and sizes
+(HKEYS, HSTRLEN: never the bytes). The views never touch a key name themselves.
 """
 
 from __future__ import annotations
 
-import base64
-import heapq
-import json
-import time
-from collections.abc import Iterable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ferricflowd.flow.errors import FerricflowdError, FlowError
-from ferricflowd.flow.keys import PRIORITIES
-from ferricflowd.flow.records import RUNNING, TERMINAL_STATES, FlowRecord
+from ferricflowd.flow.browse import BrowsePage, FlowFilter
+from ferricflowd.flow.errors import FlowError, FlowNotFound, InvalidArgument
+from ferricflowd.flow.records import TERMINAL_STATES
 
 if TYPE_CHECKING:
+    from ferricflowd.flow.admin import BulkResult
     from ferricflowd.flow.client import FlowClient
 
-__all__ = ["BULK_ACTIONS", "Operator", "Page", "PageRow", "Unsupported"]
+__all__ = ["BULK_ACTIONS", "Filters", "Operator", "Selection"]
 
 BULK_ACTIONS = ("requeue", "cancel", "purge")
-TIE_CAP = 1000  # Flows sharing one score that a page boundary can tell apart
-
-
-class Unsupported(FerricflowdError):
-    """An operation the store's API cannot do yet (needs the operator commands, issue 20)."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what} needs the operator commands of issue 20, not merged yet")
+BY = "console"  # `by` of the history's rewound events
+_AGO_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_AGO_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
-class PageRow:
-    """One Flow of a page: its index score (due time, lease deadline or terminal time)."""
+class Filters:
+    """A page's filters as the form sends them (text); `flow_filter` checks and converts."""
 
-    id: str
-    score_ms: int
-    record: FlowRecord | None
+    error: str = ""
+    attempts: str = ""
+    updated_after: str = ""
+    updated_before: str = ""
+
+    @classmethod
+    def of(cls, params: Mapping[str, Any]) -> Filters:
+        """From a query string or a form (each field's first value)."""
+        def get(key: str) -> str:
+            value = params.get(key) or ""
+            return str(value[0] if isinstance(value, list) else value).strip()
+
+        return cls(*(get(k) for k in ("error", "attempts", "updated_after", "updated_before")))
+
+    def as_query(self) -> dict[str, str]:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+    def flow_filter(self, state: str, now_ms: int) -> FlowFilter:
+        """The FlowFilter for `state`; InvalidArgument names the field that is wrong."""
+        attempts = None
+        if self.attempts:
+            if not self.attempts.isdigit():
+                raise InvalidArgument("attempts", "must be a whole number")
+            attempts = int(self.attempts)
+        return FlowFilter(states=(state,), error_contains=self.error or None,
+                          min_attempts=attempts,
+                          updated_after_ms=_when("updated_after", self.updated_after, now_ms),
+                          updated_before_ms=_when("updated_before", self.updated_before,
+                                                  now_ms))
 
 
-@dataclass(frozen=True)
-class Page:
-    rows: list[PageRow]
-    next_cursor: str | None
-    score_label: str  # what score_ms means on this page
-    note: str = ""  # a limitation the page should show
-    total: int | None = None
+def _when(field_name: str, text: str, now_ms: int) -> int | None:
+    """"15m", "2h", "1d" (that long ago) or "2026-12-01 10:00[:00]" (UTC) -> epoch ms."""
+    if not text:
+        return None
+    ago = _AGO_RE.match(text)
+    if ago:
+        return now_ms - int(float(ago.group(1)) * _AGO_S[ago.group(2)] * 1000)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", ""))
+    except ValueError:
+        raise InvalidArgument(field_name, 'give a time ago ("15m", "2h", "1d") or a UTC time '
+                              '("2026-12-01 10:00")') from None
+    return int(moment.replace(tzinfo=UTC).timestamp() * 1000)
 
 
 @dataclass
-class BulkResult:
+class Selection:
+    """The outcome of an action on the Flows selected on a page."""
+
     done: int = 0
     skipped: int = 0
-    errors: list[str] = field(default_factory=list)
-
-
-def _encode_cursor(score: float, member: str) -> str:
-    raw = json.dumps([score, member], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _page_commands(key: str, after: tuple[float, str] | None, limit: int,
-                   newest: bool) -> list[tuple[Any, ...]]:
-    """Range reads of one index for a page: past the cursor's score, and the members sharing
-    the cursor's score (Redis orders them by member; the caller keeps those past the cursor).
-    More than TIE_CAP Flows with one score could hide some of them from the pages."""
-    order = ("REV",) if newest else ()
-    if after is None:
-        lo, hi = ("+inf", "-inf") if newest else ("-inf", "+inf")
-        return [("ZRANGE", key, lo, hi, "BYSCORE", *order, "LIMIT", 0, limit + 1, "WITHSCORES")]
-    score = repr(after[0])
-    end = "-inf" if newest else "+inf"
-    return [("ZRANGE", key, f"({score}", end, "BYSCORE", *order, "LIMIT", 0, limit + 1,
-             "WITHSCORES"),
-            ("ZRANGE", key, score, score, "BYSCORE", "LIMIT", 0, TIE_CAP, "WITHSCORES")]
-
-
-def _decode_cursor(cursor: str) -> tuple[float, str] | None:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        score, member = json.loads(raw)
-        return float(score), str(member)
-    except (ValueError, TypeError):
-        return None
+    errors: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Operator:
@@ -101,51 +100,30 @@ class Operator:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def index_keys(self, type: str, state: str) -> tuple[list[str], str, bool]:
-        """(keys of the sorted sets listing a state's Flows, what their score is, newest
-        first by default)."""
-        keys = self.client.keys
-        parts = range(keys.partitions)
-        if state in TERMINAL_STATES:
-            return [keys.terminal(p, type, state) for p in parts], "finished", True
-        if state == RUNNING:
-            return [f"{keys.prefix(p)}l:{type}" for p in parts], "lease deadline", False
-        return ([keys.due(p, type, state, prio) for p in parts for prio in PRIORITIES],
-                "due", False)
+    def browse(self, type: str, state: str, filters: Filters, *, cursor: str | None,
+               limit: int, order: str) -> tuple[BrowsePage, int | None]:
+        """A page of the Flows of `type` in `state` matching `filters`, and how many Flows
+        the state holds (None when filters apply: counting those would read them all)."""
+        flow_filter = filters.flow_filter(state, self.client.server_ms())
+        page = self.client.browse(type, flow_filter, order=order, limit=limit, cursor=cursor)
+        total = (None if filters.as_query() else
+                 self.client.count_matching(type, FlowFilter(states=(state,))))
+        return page, total
 
-    def browse(self, type: str, state: str, *, cursor: str | None = None, limit: int = 50,
-               newest_first: bool | None = None) -> Page:
-        """A page of the Flows of `type` in `state`, ordered by their index score (ties by
-        id), after `cursor`; constant work per page whatever the number of Flows."""
-        index, label, default_newest = self.index_keys(type, state)
-        newest = default_newest if newest_first is None else newest_first
-        after = _decode_cursor(cursor) if cursor else None
-        commands: list[tuple[Any, ...]] = [("ZCARD", key) for key in index]
-        for key in index:
-            commands += _page_commands(key, after, limit, newest)
-        got = self.client.store.batch(commands)
-        total = sum(int(n) for n in got[:len(index)])
-        candidates = {(float(s), m.decode("utf-8", "surrogateescape"))
-                      for reply in got[len(index):] for m, s in reply}
-        if after is not None:
-            candidates = {c for c in candidates if (c < after if newest else c > after)}
-        picked = (heapq.nlargest if newest else heapq.nsmallest)(limit + 1, candidates)
-        more = len(picked) > limit
-        picked = picked[:limit]
-        records = self.client.get_many(
-            [(self.client.partition_for(fid), fid) for _, fid in picked], payload=False)
-        rows = [PageRow(fid, int(score), rec)
-                for (score, fid), rec in zip(picked, records, strict=True)]
-        note = ("" if state in TERMINAL_STATES or state == RUNNING else
-                "Lists the Flows due in this state (now or later); parents parked until their "
-                "children finish are counted but not listed.")
-        nxt = _encode_cursor(*picked[-1]) if more and picked else None
-        return Page(rows, nxt, label, note, total)
+    def count(self, type: str, state: str, filters: Filters) -> int:
+        return self.client.count_matching(
+            type, filters.flow_filter(state, self.client.server_ms()))
+
+    def stuck(self, type: str, due_for_ms: int, limit: int = 20) -> BrowsePage:
+        return self.client.stuck(type, due_for_ms=due_for_ms, limit=limit)
+
+    def states(self, type: str) -> list[str]:
+        return self.client.resting_states(type)
 
     def terminal_counts(self, types: Sequence[str],
                         windows: Sequence[tuple[int, int]]) -> list[dict[str, tuple[int, int]]]:
-        """Per window (start_ms, end_ms]: type -> (completed, failed) that finished in it;
-        one round trip for all of them."""
+        """Per window (start_ms, end_ms]: type -> (completed, failed) that ended in it; one
+        round trip for all of them."""
         keys = self.client.keys
         parts = range(keys.partitions)
         commands = [("ZCOUNT", keys.terminal(p, t, status), f"({lo}", hi)
@@ -156,25 +134,11 @@ class Operator:
         for _ in windows:
             per_type = {}
             for t in types:
-                done = sum(int(next(got)) for _ in parts)
+                completed = sum(int(next(got)) for _ in parts)
                 failed = sum(int(next(got)) for _ in parts)
-                per_type[t] = (done, failed)
+                per_type[t] = (completed, failed)
             out.append(per_type)
         return out
-
-    def expired_leases(self, type: str, limit: int = 100) -> list[PageRow]:
-        """Running Flows whose lease deadline has passed (their worker is gone or hung; the
-        maintenance loop reclaims them)."""
-        keys = self.client.keys
-        now = int(time.time() * 1000)
-        got = self.client.store.batch(
-            [("ZRANGE", f"{keys.prefix(p)}l:{type}", "-inf", now, "BYSCORE", "LIMIT", 0, limit,
-              "WITHSCORES") for p in range(keys.partitions)])
-        pairs = sorted((float(s), m.decode("utf-8", "surrogateescape"))
-                       for reply in got for m, s in reply)[:limit]
-        records = self.client.get_many([(self.client.partition_for(f), f) for _, f in pairs],
-                                       payload=False)
-        return [PageRow(f, int(s), r) for (s, f), r in zip(pairs, records, strict=True)]
 
     def value_sizes(self, flow_id: str) -> dict[str, int]:
         """Names and sizes of a Flow's values, without reading their bytes."""
@@ -186,43 +150,61 @@ class Operator:
         sizes = self.client.store.batch([("HSTRLEN", key, n) for n in names])
         return {n: int(s) for n, s in zip(names, sizes, strict=True)}
 
-    # -- writes ---------------------------------------------------------------------------
+    # -- one Flow -------------------------------------------------------------------------
 
-    def requeue(self, record: FlowRecord, to_state: str, reason: str) -> bool:
-        """Move one Flow to `to_state`, due now. Until issue 20's rewind is merged only a
-        Flow resting in a state (not running, not terminal) can be moved: a signal guarded by
-        its current state, so a Flow that moved meanwhile is left alone."""
-        if record.terminal:
-            raise Unsupported("requeuing a terminal Flow")
-        if record.state == RUNNING:
-            raise Unsupported("requeuing a running Flow")
-        return self.client.signal(record.id, "console.requeue", if_state=record.state,
-                                  transition_to=to_state)
+    def requeue(self, flow_id: str, to_state: str | None, reason: str, *,
+                if_state: str | None = None, if_version: int | None = None) -> str:
+        """Rewind one Flow into `to_state` (None: the state it last rested in), due now;
+        returns that state."""
+        return self.client.rewind(flow_id, to_state=to_state, reason=reason, by=BY,
+                                  if_state=if_state, if_version=if_version)
 
     def cancel(self, flow_id: str, reason: str) -> bool:
         return self.client.cancel(flow_id, reason)
 
-    def purge(self, records: Iterable[FlowRecord]) -> int:
-        raise Unsupported("purging Flows")
+    # -- many Flows -----------------------------------------------------------------------
 
-    def bulk(self, action: str, ids: Sequence[str], to_state: str, reason: str) -> BulkResult:
-        """Apply `action` to each Flow of `ids` (one Flow failing never stops the rest)."""
-        result = BulkResult()
+    def act_on_selection(self, action: str, ids: Sequence[str], to_state: str | None,
+                         reason: str) -> Selection:
+        """Requeue or cancel each Flow of `ids`, each guarded by the state and version it
+        has now (one Flow refused never stops the rest). Purge works on a filter only."""
+        if action not in ("requeue", "cancel"):
+            raise InvalidArgument("action", "selected Flows can be requeued or cancelled; "
+                                  "purge every Flow the filter matches instead")
+        out = Selection()
         records = self.client.get_many([(self.client.partition_for(i), i) for i in ids],
                                        payload=False)
-        if action == "purge":
-            result.done = self.purge(r for r in records if r is not None)
-            return result
-        for fid, record in zip(ids, records, strict=True):
-            if record is None:
-                result.skipped += 1
-                continue
+        for flow_id, record in zip(ids, records, strict=True):
             try:
-                ok = (self.requeue(record, to_state, reason) if action == "requeue"
-                      else self.cancel(fid, reason))
-            except (FlowError, Unsupported) as exc:
-                result.errors.append(f"{fid}: {exc}")
-                continue
-            result.done += int(ok)
-            result.skipped += int(not ok)
-        return result
+                if record is None:
+                    raise FlowNotFound("no such Flow", flow_id)
+                if action == "requeue":
+                    self.requeue(flow_id, to_state, reason, if_state=record.state,
+                                 if_version=record.version)
+                elif not self.cancel(flow_id, reason):
+                    out.skipped += 1
+                    continue
+                out.done += 1
+            except FlowError as exc:
+                out.errors.append((flow_id, str(exc)))
+        return out
+
+    def act_on_filter(self, action: str, type: str, state: str, filters: Filters,
+                      to_state: str | None, reason: str, *,
+                      progress: Callable[[int, int], None] | None = None,
+                      should_stop: Callable[[], bool] | None = None) -> BulkResult:
+        """Requeue, cancel or purge every Flow of `type` in `state` that `filters` match, in
+        batches at the bulk commands' default rate (so live workers keep the store)."""
+        flow_filter = filters.flow_filter(state, self.client.server_ms())
+        run: dict[str, Any] = {"progress": progress, "should_stop": should_stop}
+        if action == "requeue":
+            return self.client.requeue(type, flow_filter, to_state=to_state, reason=reason,
+                                       by=BY, **run)
+        if action == "cancel":
+            return self.client.cancel_matching(type, flow_filter, reason=reason, **run)
+        if action == "purge":
+            if state not in TERMINAL_STATES:
+                raise InvalidArgument("action", "only finished Flows can be purged")
+            return self.client.purge(type, flow_filter, **run)
+        raise InvalidArgument("action", f"must be one of {', '.join(BULK_ACTIONS)}")
+

@@ -16,17 +16,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ferricflowd.flow.checks import NAME_RE
-from ferricflowd.flow.errors import FerricflowdError
+from ferricflowd.flow.errors import FerricflowdError, InvalidArgument
 from ferricflowd.flow.records import RUNNING, TERMINAL_STATES, FlowRecord, HistoryEvent
 
 from .auth import COOKIE
 from .fmt import flow_url, utc
-from .ops import BULK_ACTIONS
+from .ops import Filters
 
 if TYPE_CHECKING:
     from .app import Console
 
-__all__ = ["failed", "flow", "flow_by_query", "flows", "login_page", "overview",
+__all__ = ["failed", "flow", "flow_by_query", "flows", "job", "login_page", "overview",
            "overview_json"]
 
 PAGE_SIZES = (20, 50, 100, 500)
@@ -70,20 +70,33 @@ async def flows(console: Console, request: Request) -> Response:
         return RedirectResponse(flow_url(search), 303)
     limit = int(params.get("limit", "50")) if params.get("limit", "").isdigit() else 50
     limit = min(max(limit, 1), PAGE_SIZES[-1])
-    order = params.get("order", "")
-    newest = {"newest": True, "oldest": False}.get(order)
+    terminal = state in TERMINAL_STATES
+    order = params.get("order") or ("newest" if terminal else "oldest")
+    order = order if order in ("oldest", "newest") else "oldest"
+    filters = Filters.of(params)
+    cursor = params.get("cursor") or None
+    error = None
     try:
-        page = await run_in_threadpool(console.ops.browse, type_, state,
-                                       cursor=params.get("cursor") or None, limit=limit,
-                                       newest_first=newest)
+        page, total = await run_in_threadpool(console.ops.browse, type_, state, filters,
+                                              cursor=cursor, limit=limit, order=order)
+        targets = await run_in_threadpool(_targets, console, type_)
+    except InvalidArgument as exc:
+        page, total, targets, error = None, None, [], str(exc)
     except FerricflowdError as exc:
         return _error(console, request, 503, "Store unavailable", str(exc))
-    query = {k: v for k, v in params.items() if k in ("limit", "order")}
+    query = {"limit": limit, "order": order, **filters.as_query()}
     return console.render(
-        request, "flows.html", title=f"{type_} · {state}", type=type_, state=state, page=page,
-        query=query, limit=limit, order=order, page_sizes=PAGE_SIZES, actions=BULK_ACTIONS,
-        terminal=state in TERMINAL_STATES, running=state == RUNNING,
-        targets=console.known_states(type_), first=not params.get("cursor"))
+        request, "flows.html", 400 if error else 200, title=f"{type_} · {state}", type=type_,
+        state=state, page=page, total=total, query=query, limit=limit, order=order,
+        filters=filters, page_sizes=PAGE_SIZES, terminal=terminal, error=error,
+        running=state == RUNNING, targets=targets, first=cursor is None)
+
+
+def _targets(console: Console, type: str) -> list[str]:
+    """States a Flow of `type` may be requeued to: its groups' states, then any other
+    state its Flows have rested in."""
+    known = console.known_states(type)
+    return known + [s for s in console.ops.states(type) if s not in known]
 
 
 async def flow(console: Console, request: Request) -> Response:
@@ -111,7 +124,7 @@ async def _flow_page(console: Console, request: Request, flow_id: str, *, status
     reveal = await run_in_threadpool(_reveal, console, request, data["record"], show)
     message = MESSAGES.get(request.query_params.get("done", ""))
     record: FlowRecord = data["record"]
-    targets = console.known_states(record.type)
+    targets = await run_in_threadpool(_targets, console, record.type)
     return console.render(request, "flow.html", status, title=f"Flow {flow_id}", **data,
                           reveal=reveal, show=show, message=message, error=error,
                           targets=targets, default_target=_last_state(data["history"]))
@@ -179,7 +192,12 @@ async def failed(console: Console, request: Request) -> Response:
     return console.render(request, "failed.html", title="Failed and stuck", **data)
 
 
+STUCK_DUE_MS = 5 * 60_000  # due longer than this: workers are missing or too few
+
+
 def _read_failed(console: Console) -> dict[str, Any] | str:
+    """Per type: the newest failed Flows and the stuck ones (an expired lease, or due longer
+    than STUCK_DUE_MS)."""
     snap = console.overview.snapshot()
     if snap.error:
         return snap.error
@@ -187,20 +205,23 @@ def _read_failed(console: Console) -> dict[str, Any] | str:
     try:
         for row in snap.rows:
             failed_n = row.stats.counts.get("failed", 0)
-            expired = console.ops.expired_leases(row.type, 20)
-            late = [s for s in row.stats.states.values()
-                    if (s.oldest_due_age_ms or 0) > STUCK_DUE_MS]
-            if not failed_n and not expired and not late:
+            stuck = console.ops.stuck(row.type, STUCK_DUE_MS).records
+            if not failed_n and not stuck:
                 continue
             recent = console.client.terminals(row.type, "failed", 10) if failed_n else []
             sections.append({"type": row.type, "failed": failed_n, "recent": recent,
-                             "expired": expired, "late": late})
+                             "stuck": stuck})
     except FerricflowdError as exc:
         return str(exc)
     return {"sections": sections, "snap": snap, "stuck_due_ms": STUCK_DUE_MS}
 
 
-STUCK_DUE_MS = 5 * 60_000  # due longer than this: workers are missing or too few
+async def job(console: Console, request: Request) -> Response:
+    found = console.jobs.get(request.path_params["job_id"])
+    if found is None:
+        return _error(console, request, 404, "No such job", "Bulk jobs are kept in the "
+                      "console process only; this one is gone (or the console restarted).")
+    return console.render(request, "job.html", title=f"Bulk {found.action}", job=found)
 
 
 async def login_page(console: Console, request: Request) -> Response:
