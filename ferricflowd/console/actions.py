@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ferricflowd.flow.errors import FerricflowdError, FlowNotFound, InvalidArgument
+from ferricflowd.flow.records import TERMINAL_STATES
 
 from . import views
 from .auth import COOKIE, SESSION_TTL_S, Denied, Grant
@@ -151,7 +152,7 @@ async def bulk(console: Console, request: Request) -> Response:
             "to_state": _one(fields, "to_state") or None, "filters": Filters.of(fields)}
     back = url_with(f"/types/{type_}/{state}", plan["filters"].as_query())
     try:
-        problem = _check_plan(plan)
+        problem = _check_plan(plan, state)
         if problem:
             raise InvalidArgument("action", problem)
         if plan["scope"] == "all":
@@ -181,13 +182,15 @@ async def bulk(console: Console, request: Request) -> Response:
     return RedirectResponse(f"/jobs/{job.id}", 303)
 
 
-def _check_plan(plan: dict[str, Any]) -> str | None:
+def _check_plan(plan: dict[str, Any], state: str) -> str | None:
     if plan["action"] not in BULK_ACTIONS:
         return f"choose an action: {', '.join(BULK_ACTIONS)}"
     if plan["scope"] not in ("selected", "all"):
         return "scope must be 'selected' or 'all'"
     if plan["scope"] == "selected" and not plan["ids"]:
         return "select at least one Flow (or choose every Flow matching the filters)"
+    if plan["action"] == "purge" and state not in TERMINAL_STATES:
+        return "only finished Flows (completed, failed, cancelled) can be purged"
     if plan["scope"] == "selected" and plan["action"] == "purge":
         return "purge works on every Flow matching the filters, not on a selection"
     return None
