@@ -125,6 +125,10 @@ class Overview:
             self._fetched = time.monotonic()
             return self._snapshot
 
+    def expire(self) -> None:
+        """Make the next snapshot() read the store (tests and the bench)."""
+        self._snapshot = None
+
     def _read(self) -> Snapshot:
         started = time.perf_counter()
         now = int(self.clock() * 1000)
