@@ -23,6 +23,8 @@ if TYPE_CHECKING:
         FlowNotFound,
         IdempotencyConflict,
         InvalidArgument,
+        ScheduleExists,
+        ScheduleNotFound,
         StaleLease,
         StaleVersion,
         StateMismatch,
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
     from .flow.queue import Queue, QueueClient
     from .flow.records import FlowRecord, FlowStats, HistoryEvent, Job
     from .flow.runner import FlowWorker, Runner, RunnerHooks, WorkerHooks
+    from .flow.schedule_spec import Schedule
+    from .flow.schedules import FireResult, ScheduleInfo
     from .flow.wire import ChildSpec, CreateSpec, LeaseRequest
     from .flow.workflow import Workflow, WorkflowClient
 
@@ -47,14 +51,16 @@ _EXPORTS = {
     ".flow.client": ("FlowClient",),
     ".flow.errors": ("ConfigError", "DurabilityError", "FamilyConflict", "FerricflowdError",
                      "FlowAlreadyExists", "FlowError", "FlowLeased", "FlowNotFound",
-                     "IdempotencyConflict", "InvalidArgument", "StaleLease", "StaleVersion",
-                     "StateMismatch", "StoreError", "TerminalFlow", "ValueConflict",
-                     "WrongState"),
+                     "IdempotencyConflict", "InvalidArgument", "ScheduleExists",
+                     "ScheduleNotFound", "StaleLease", "StaleVersion", "StateMismatch",
+                     "StoreError", "TerminalFlow", "ValueConflict", "WrongState"),
     ".flow.outcomes": ("complete", "fail", "retry", "transition"),
     ".flow.policy": ("ExceptionPolicy", "RetryPolicy"),
     ".flow.queue": ("Queue", "QueueClient"),
     ".flow.records": ("FlowRecord", "FlowStats", "HistoryEvent", "Job"),
     ".flow.runner": ("FlowWorker", "Runner", "RunnerHooks", "WorkerHooks"),
+    ".flow.schedule_spec": ("Schedule",),
+    ".flow.schedules": ("FireResult", "ScheduleInfo"),
     ".flow.wire": ("ChildSpec", "CreateSpec", "LeaseRequest"),
     ".flow.workflow": ("Workflow", "WorkflowClient"),
 }
@@ -78,11 +84,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BrowsePage", "BulkResult", "ChildSpec", "ConfigError", "CreateSpec", "DurabilityError",
-    "ExceptionPolicy", "FamilyConflict", "FerricflowdError", "FlowAlreadyExists", "FlowClient",
-    "FlowError", "FlowFilter", "FlowLeased", "FlowNotFound", "FlowRecord", "FlowStats",
-    "FlowWorker", "HistoryEvent", "IdempotencyConflict", "InvalidArgument", "Job",
-    "LeaseRequest", "Queue", "QueueClient", "RetryPolicy", "Runner", "RunnerHooks",
-    "StaleLease", "StaleVersion", "StateMismatch", "StoreError", "TerminalFlow",
+    "ExceptionPolicy", "FamilyConflict", "FerricflowdError", "FireResult", "FlowAlreadyExists",
+    "FlowClient", "FlowError", "FlowFilter", "FlowLeased", "FlowNotFound", "FlowRecord",
+    "FlowStats", "FlowWorker", "HistoryEvent", "IdempotencyConflict", "InvalidArgument", "Job",
+    "LeaseRequest", "Queue", "QueueClient", "RetryPolicy", "Runner", "RunnerHooks", "Schedule",
+    "ScheduleExists", "ScheduleInfo", "ScheduleNotFound", "StaleLease", "StaleVersion",
+    "StateMismatch", "StoreError", "TerminalFlow",
     "ValueConflict", "Workflow", "WorkflowClient", "WorkerHooks", "WrongState", "__version__",
     "complete", "fail", "retry", "transition",
 ]

@@ -21,6 +21,7 @@ import click
 
 from ferricflowd import exitcodes
 from ferricflowd.cli_ops import register as register_operator_commands
+from ferricflowd.cli_schedules import schedules as schedule_commands
 from ferricflowd.config import Config, ConfigError, load_config
 
 __all__ = ["cli", "main"]
@@ -181,6 +182,7 @@ def console(config_path: Path, listen: str | None, daemon_url: str | None,
 # ======================================================================================
 
 register_operator_commands(cli)
+cli.add_command(schedule_commands)
 
 
 def main() -> None:

@@ -34,6 +34,7 @@ from ferricflowd.flow.errors import ConfigError
 
 if TYPE_CHECKING:  # flow.client pulls in redis-py: only the processes that talk to Redis load it
     from ferricflowd.flow.client import FlowClient
+    from ferricflowd.flow.schedule_spec import Schedule
 
 __all__ = [
     "ENV_PREFIX",
@@ -140,6 +141,7 @@ class Config:
     daemon: DaemonConfig
     groups: tuple[GroupConfig, ...]
     console: ConsoleConfig
+    schedules: tuple[Schedule, ...] = ()  # [schedules.NAME]: see schedules_config.py
 
     @property
     def store_url(self) -> str:
@@ -557,7 +559,7 @@ SETTINGS: tuple[Setting, ...] = (
 del S
 # fmt: on
 
-_SECTION_TABLES = ("store", "daemon", "console", "defaults", "groups")
+_SECTION_TABLES = ("store", "daemon", "console", "defaults", "groups", "schedules")
 _PLAIN_SCOPES = ("store", "daemon", "console")  # sections without groups or inheritance
 _GROUP_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
@@ -620,6 +622,7 @@ class _Loader:
         # absolute() without resolve(): a k8s ConfigMap swaps a symlink, which we keep following
         self.path = Path(self.file).absolute()
         self.groups: list[str] = []
+        self.schedule_tables: object = {}  # parsed in build(), by schedules_config
         self.explicit: dict[str, dict[str, _Value]] = {
             scope: {} for scope in (*_PLAIN_SCOPES, "defaults")}
 
@@ -655,6 +658,7 @@ class _Loader:
         for scope in (*_PLAIN_SCOPES, "defaults"):
             for key, raw in doc.get(scope, {}).items():
                 self.set(scope, key, raw, "file")
+        self.schedule_tables = doc.get("schedules", {})
         for name, table in doc.get("groups", {}).items():
             self.add_group(name, table)
             for key, raw in table.items():
@@ -790,7 +794,11 @@ class _Loader:
         daemon = self.resolve("daemon")
         defaults = self.resolve("defaults")
         groups = {name: self.resolve(f"groups.{name}", defaults) for name in self.groups}
-        self.validate(daemon, groups)
+        from ferricflowd.schedules_config import parse_schedules  # loads the cron library
+
+        first_states = {v["type"].value: v["states"].value[0] for v in reversed(groups.values())}
+        schedules = parse_schedules(self.file, self.schedule_tables, first_states)
+        self.validate(daemon, groups, bool(schedules))
         try:
             data_dir = Path(daemon["data_dir"].value).expanduser()
         except RuntimeError as exc:  # "~nobody/..." with no such user
@@ -807,12 +815,15 @@ class _Loader:
                 for name, values in groups.items()
             ),
             console=ConsoleConfig(**_fields("console", self.resolve("console"))),
+            schedules=schedules,
         )
 
-    def validate(self, daemon: dict[str, _Value], groups: dict[str, dict[str, _Value]]) -> None:
+    def validate(self, daemon: dict[str, _Value], groups: dict[str, dict[str, _Value]],
+                 schedules: bool = False) -> None:
         """Rules that span settings."""
-        if not groups:
-            raise self.error("groups", "no groups: declare at least one [groups.NAME] table")
+        if not groups and not schedules:  # a daemon that only fires schedules is fine
+            raise self.error("groups", "no groups: declare at least one [groups.NAME] table "
+                             "(or [schedules.NAME])")
         drain, grace = daemon["drain_timeout"], daemon["stop_grace"]
         if grace.value is not None and drain.value >= grace.value:
             raise self.error("daemon.drain_timeout",

@@ -18,14 +18,16 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["SupervisorMetrics", "WorkerMetrics", "observe_many", "supervisor_metrics",
-           "worker_metrics"]
+__all__ = ["SchedulerMetrics", "SupervisorMetrics", "WorkerMetrics", "observe_many",
+           "scheduler_metrics", "supervisor_metrics", "worker_metrics"]
 
 PREFIX = "ferricflowd"
 # Handler durations span milliseconds (queue jobs) to minutes (workflow steps); few buckets,
 # because every process pre-allocates a file for them.
 DURATION_BUCKETS = (0.005, 0.025, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, float("inf"))
 DRAIN_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, float("inf"))
+# A fire's lag (store time of the fire - the occurrence's due time): milliseconds normally.
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, float("inf"))
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,51 @@ def supervisor_metrics() -> SupervisorMetrics:
         ),
         running=gauge("flows_running", "Flows leased now, by type.", ("type",), "livemostrecent"),
         store_up=gauge("store_up", "1 when the last store ping succeeded.", (), "livemostrecent"),
+    )
+
+
+@dataclass(frozen=True)
+class SchedulerMetrics:
+    """Metrics of the schedules this daemon fires (its maintenance thread). `schedule` is a
+    label: schedules are declared by operators, a bounded set like groups."""
+
+    fires: Any
+    skipped: Any
+    lag: Any
+    next_due: Any
+
+
+@functools.cache
+def scheduler_metrics() -> SchedulerMetrics:
+    """The scheduler metrics of this process (built once)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    return SchedulerMetrics(
+        fires=Counter(
+            f"{PREFIX}_schedule_fires",
+            "Occurrences fired (a Flow created), by schedule and kind (on_time, catchup).",
+            ("schedule", "kind"),
+            registry=None,
+        ),
+        skipped=Counter(
+            f"{PREFIX}_schedule_skipped",
+            "Occurrences not fired, by schedule and reason (missed, overlap).",
+            ("schedule", "reason"),
+            registry=None,
+        ),
+        lag=Histogram(
+            f"{PREFIX}_schedule_lag_seconds",
+            "Fire time - due time of occurrences fired on time.",
+            buckets=LAG_BUCKETS,
+            registry=None,
+        ),
+        next_due=Gauge(
+            f"{PREFIX}_schedule_next_due_timestamp_seconds",
+            "When a schedule is next due (Unix time; 0 = done or paused).",
+            ("schedule",),
+            multiprocess_mode="mostrecent",
+            registry=None,
+        ),
     )
 
 

@@ -121,3 +121,12 @@ def test_split_cost(tmp_path: Path) -> None:
         assert set(report["median"]) == {"nothing", "incr", "incr_async"}
         for row in report["median"].values():
             assert row["jobs_per_s"] > 0 and row["worker_cpu_us"] > 0, report
+
+
+@pytest.mark.slow
+def test_schedules_bench_runs() -> None:
+    from bench import schedules
+
+    result = schedules.run(200, 2, idle_s=0.5)
+    assert result["fire_same_second"]["created"] == 200, result
+    assert len(result["idle"]["cpu_percent"]) == 2

@@ -16,7 +16,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from .admin import Admin
 from .browse import Browse
@@ -59,6 +60,9 @@ from .wire import (
     pack_values,
     raise_item,
 )
+
+if TYPE_CHECKING:
+    from .schedules import Schedules
 
 __all__ = ["ChildSpec", "ClaimResult", "CreateSpec", "FlowClient", "FlowHandle",
            "LeaseRequest"]
@@ -152,6 +156,14 @@ class FlowClient(Reads, Browse, Admin, Upkeep):
 
     def ping(self) -> bool:
         return self.store.ping()
+
+    @cached_property
+    def schedules(self) -> Schedules:
+        """The schedules of this namespace: create, pause, trigger, fire_due, ... (imported
+        on first use: it loads the cron library)."""
+        from .schedules import Schedules
+
+        return Schedules(self)
 
     def close(self) -> None:
         self.store.close()

@@ -16,7 +16,9 @@
         ├── ValueConflict          ERR flow value <name> already exists with different digest
         ├── StaleVersion           ERR flow stale version (changed since the caller looked)
         ├── FlowLeased             ERR flow is leased (a live lease: only its holder may act)
-        └── FamilyConflict         ERR flow family: ... (parents and children, see rewind.lua)
+        ├── FamilyConflict         ERR flow family: ... (parents and children, see rewind.lua)
+        ├── ScheduleNotFound       ERR flow schedule not found
+        └── ScheduleExists         ERR flow schedule already exists (with another spec)
 
 Error replies travel as the upstream FerricFlow strings so clients of either can map them;
 `error_from_reply` turns one into its class.
@@ -116,6 +118,14 @@ class FamilyConflict(FlowError):
     reply = "ERR flow family"
 
 
+class ScheduleNotFound(FlowError):
+    reply = "ERR flow schedule not found"
+
+
+class ScheduleExists(FlowError):
+    reply = "ERR flow schedule already exists"
+
+
 _BY_PREFIX: tuple[tuple[str, type[FlowError]], ...] = (
     ("ERR flow not found", FlowNotFound),
     ("ERR flow already exists", FlowAlreadyExists),
@@ -129,6 +139,8 @@ _BY_PREFIX: tuple[tuple[str, type[FlowError]], ...] = (
     ("ERR flow stale version", StaleVersion),
     ("ERR flow is leased", FlowLeased),
     ("ERR flow family", FamilyConflict),
+    ("ERR flow schedule not found", ScheduleNotFound),
+    ("ERR flow schedule already exists", ScheduleExists),
 )
 
 

@@ -83,3 +83,30 @@ class KeySpace:
 
     def config(self, p: int) -> str:
         return f"{self.prefix(p)}cfg"
+
+    # -- schedules (flow/schedules.py; lua/schedule_*.lua) ------------------------------------
+    # A schedule lives in the partition of its name, and its Flows are created with the name
+    # as their partition_key, so a fire is one script call in one slot.
+
+    def schedule(self, p: int, name: str) -> str:
+        return f"{self.prefix(p)}sc:{name}"
+
+    def schedule_fires(self, p: int, name: str) -> str:
+        return f"{self.prefix(p)}sh:{name}"
+
+    def schedule_queue(self, p: int) -> str:
+        """Active schedules of a partition by next fire time (ms)."""
+        return f"{self.prefix(p)}sq"
+
+    def schedule_names(self, p: int) -> str:
+        """Every schedule of a partition: name -> origin ("api" or "config")."""
+        return f"{self.prefix(p)}sn"
+
+    @property
+    def schedule_declarers(self) -> str:
+        """Running daemons' declarations of config schedules: daemon id -> "expires_ms set"."""
+        return f"{self.namespace}:schedules:declarers"
+
+    def schedule_declared(self, digest: str) -> str:
+        """One declared set of schedule names (msgpack list), named by its digest."""
+        return f"{self.namespace}:schedules:set:{digest}"

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 SCRIPTS = ("create", "claim", "extend", "complete", "transition", "fail", "retry", "cancel",
            "signal", "spawn", "deliver", "reclaim", "release", "cleanup", "stats",
-           "put_value", "browse", "rewind", "purge", "cancel_matching")
+           "put_value", "browse", "rewind", "purge", "cancel_matching", "schedule_fire",
+           "schedule_admin")
 
 Arg = str | bytes | int | float
 

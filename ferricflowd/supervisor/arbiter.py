@@ -43,6 +43,7 @@ from ferricflowd.supervisor.embedded import EmbeddedStore, EmbeddedStoreError
 from ferricflowd.supervisor.http import Health, HealthServer
 from ferricflowd.supervisor.maintenance import Maintenance
 from ferricflowd.supervisor.metrics import MultiprocessMetrics
+from ferricflowd.supervisor.scheduler import Scheduler
 
 __all__ = ["HaltServer", "Supervisor"]
 
@@ -146,7 +147,8 @@ class Supervisor:
         # Created now (a dead worker's reclaim can be queued at once), started in finish_boot;
         # after the groups, whose types it sweeps.
         self.maintenance = Maintenance(
-            lambda: store.client(url), self._types(), daemon.maintenance_interval_s
+            lambda: store.client(url), self._types(), daemon.maintenance_interval_s,
+            scheduler=Scheduler(self.config.schedules),
         )
         self.boot_started = time.monotonic()
         self.manage_children(self.boot_started)
@@ -341,6 +343,7 @@ class Supervisor:
             self.console.reload(new)
         if self.maintenance is not None:
             self.maintenance.set_types(self._types())
+            self.maintenance.set_schedules(new.schedules)
         systemd.ready()
         log.info("reloaded %s", new.path)
 

@@ -9,7 +9,9 @@ its own FlowClient:
   after the death instead of after the lease; failures are retried every interval;
 - every `interval_s`: ping (cached for /readyz), reclaim expired leases of the configured
   types, deliver the cross-partition outbox, backlog gauges from `stats`; retention cleanup
-  runs less often because it walks the terminal indexes.
+  runs less often because it walks the terminal indexes;
+- schedules (scheduler.py): fired at their next due time (the wait below ends then) and at
+  every sweep; the config's schedules reconciled at start and after a HUP.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ferricflowd.metrics import SupervisorMetrics
+from ferricflowd.metrics import SupervisorMetrics, scheduler_metrics
+from ferricflowd.supervisor.scheduler import Scheduler
 
 __all__ = ["Maintenance", "Reclaim"]
 
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CLEANUP_EVERY_S = 60.0  # retention is in days; a minute of slack costs nothing
 _STOP = object()
+_WAKE = object()  # look at the schedules now (a reload changed them)
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,13 @@ class Maintenance:
         types: Iterable[str],
         interval_s: float,
         metrics: SupervisorMetrics | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self._client_factory = client_factory
         self._types = tuple(sorted(set(types)))
         self.interval_s = interval_s
         self._metrics = metrics
+        self._scheduler = scheduler
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._retry: list[Reclaim] = []
         self._pending = 0  # reclaims queued or awaiting retry
@@ -69,6 +75,8 @@ class Maintenance:
     def start(self, metrics: SupervisorMetrics | None = None) -> None:
         if metrics is not None:
             self._metrics = metrics
+            if self._scheduler is not None:
+                self._scheduler.metrics = scheduler_metrics()
         self._thread.start()
 
     def is_alive(self) -> bool:
@@ -83,6 +91,12 @@ class Maintenance:
     def set_types(self, types: Iterable[str]) -> None:
         """The Flow types to sweep (after a reload); the tuple swap is atomic."""
         self._types = tuple(sorted(set(types)))
+
+    def set_schedules(self, schedules: Iterable[Any]) -> None:
+        """The config's schedules after a reload; reconciled by the thread at once."""
+        if self._scheduler is not None:
+            self._scheduler.set_declared(tuple(schedules))
+            self._queue.put(_WAKE)
 
     def store_ok(self, within_s: float) -> bool:
         """Did the latest ping succeed, and within the last `within_s` seconds? (A store
@@ -111,20 +125,27 @@ class Maintenance:
     def _run(self) -> None:
         client = self._client_factory()
         next_sweep = time.monotonic()
+        scheduler = self._scheduler
         try:
             while True:
+                wake = next_sweep if scheduler is None else min(next_sweep, scheduler.wake_at())
                 try:
-                    item = self._queue.get(timeout=max(0.0, next_sweep - time.monotonic()))
+                    item = self._queue.get(timeout=max(0.0, wake - time.monotonic()))
                 except queue.Empty:
                     item = None
                 if item is _STOP:
                     return
                 if isinstance(item, Reclaim):
                     self._reclaim(client, item)
-                if time.monotonic() >= next_sweep:
+                swept = time.monotonic() >= next_sweep
+                if swept:
                     self._sweep(client)
                     next_sweep = time.monotonic() + self.interval_s
+                if scheduler is not None and (swept or time.monotonic() >= scheduler.wake_at()):
+                    scheduler.step(client)
         finally:
+            if scheduler is not None:
+                scheduler.stop(client)
             _close(client)
 
     def _reclaim(self, client: Any, item: Reclaim) -> None:

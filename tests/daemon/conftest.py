@@ -90,12 +90,14 @@ def write_config(
     daemon: dict[str, Any],
     defaults: dict[str, Any] | None = None,
     console: dict[str, Any] | None = None,
+    schedules: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     parts = [toml_table("store", store), toml_table("daemon", daemon)]
     # No web console unless a test asks for one: it would take the same port in every test.
     parts.append(toml_table("console", console if console is not None else {"listen": ""}))
     parts.append(toml_table("defaults", {**TEST_DEFAULTS, **(defaults or {})}))
     parts += [toml_table(f"groups.{name}", values) for name, values in groups.items()]
+    parts += [toml_table(f"schedules.{name}", values) for name, values in (schedules or {}).items()]
     path.write_text("\n".join(parts))
     return path
 
@@ -229,7 +231,8 @@ def start_daemon(
     tmp_path: Path, redis_server: Any, namespace: str
 ) -> Iterator[Callable[..., Daemon]]:
     """start_daemon(groups, daemon={...}, defaults={...}, store={...}, console={...}, env={...},
-    wait=True). No console unless `console` gives its table."""
+    wait=True, schedules={...}, config_name="flows.toml"). No console unless `console` gives
+    its table."""
     started: list[Daemon] = []
 
     def start(
@@ -243,6 +246,8 @@ def start_daemon(
         wait: bool = True,
         args: tuple[str, ...] = (),
         prefix: tuple[str, ...] = (),
+        schedules: dict[str, dict[str, Any]] | None = None,
+        config_name: str = "flows.toml",
     ) -> Daemon:
         port = free_port()
         store_table = {"url": redis_server.url, "namespace": namespace, **(store or {})}
@@ -253,8 +258,8 @@ def start_daemon(
             **TEST_DAEMON,
             **(daemon or {}),
         }
-        config = write_config(tmp_path / "flows.toml", groups, store_table, daemon_table, defaults,
-                              console)
+        config = write_config(tmp_path / config_name, groups, store_table, daemon_table, defaults,
+                              console=console, schedules=schedules)
         log_path = tmp_path / f"daemon-{len(started)}.log"
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(
