@@ -29,7 +29,8 @@ from .ops import BULK_ACTIONS, Filters
 if TYPE_CHECKING:
     from .app import Console
 
-__all__ = ["bulk", "flow_action", "flow_action_by_query", "login", "logout", "stop_job"]
+__all__ = ["authorize", "bulk", "denied", "flow_action", "flow_action_by_query", "form",
+           "login", "logout", "stop_job"]
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def _same_origin(request: Request) -> bool:
     return origin is None or urlsplit(origin).netloc == request.headers.get("host", "")
 
 
-async def _authorize(console: Console, request: Request, fields: dict[str, list[str]]) -> Grant:
+async def authorize(console: Console, request: Request, fields: dict[str, list[str]]) -> Grant:
     authorization = request.headers.get("authorization")
     if not authorization and not _same_origin(request):
         raise Denied(403, "cross-site request refused")
@@ -73,7 +74,7 @@ async def _authorize(console: Console, request: Request, fields: dict[str, list[
                                   _one(fields, "csrf"))
 
 
-def _denied(console: Console, request: Request, exc: Denied, scripted: bool) -> Response:
+def denied(console: Console, request: Request, exc: Denied, scripted: bool) -> Response:
     if scripted:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"ok": False, "error": exc.reason}, exc.status, headers)
@@ -98,9 +99,9 @@ async def _flow_action(console: Console, request: Request, flow_id: str,
         if action not in FLOW_ACTIONS:
             raise Denied(404, f"no action {action!r}")
         fields = await form(request)
-        grant = await _authorize(console, request, fields)
+        grant = await authorize(console, request, fields)
     except Denied as exc:
-        return _denied(console, request, exc, scripted)
+        return denied(console, request, exc, scripted)
     try:
         done = await run_in_threadpool(_apply, console, flow_id, action, fields, grant)
     except (FerricflowdError, ValueError) as exc:
@@ -144,9 +145,9 @@ async def bulk(console: Console, request: Request) -> Response:
     scripted = "authorization" in request.headers
     try:
         fields = await form(request)
-        await _authorize(console, request, fields)
+        await authorize(console, request, fields)
     except Denied as exc:
-        return _denied(console, request, exc, scripted)
+        return denied(console, request, exc, scripted)
     plan = {"action": _one(fields, "action"), "scope": _one(fields, "scope", "selected"),
             "ids": [i for i in fields.get("ids", []) if i][:views.PAGE_SIZES[-1]],
             "to_state": _one(fields, "to_state") or None, "filters": Filters.of(fields)}
@@ -224,9 +225,9 @@ async def stop_job(console: Console, request: Request) -> Response:
     scripted = "authorization" in request.headers
     try:
         fields = await form(request)
-        await _authorize(console, request, fields)
+        await authorize(console, request, fields)
     except Denied as exc:
-        return _denied(console, request, exc, scripted)
+        return denied(console, request, exc, scripted)
     job = console.jobs.get(request.path_params["job_id"])
     if job is not None:
         job.stop.set()

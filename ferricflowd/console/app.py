@@ -22,7 +22,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import actions, views
+from . import actions, schedules, views
 from .auth import COOKIE, Auth
 from .data import DaemonStatus, Overview
 from .fmt import FILTERS
@@ -140,6 +140,9 @@ def create_app(config: Config, client: FlowClient, *, daemon_url: str | None,
         route("/types/{type}/{state}/bulk", actions.bulk, ["POST"]),
         route("/jobs/{job_id}", views.job, ["GET"]),
         route("/jobs/{job_id}/stop", actions.stop_job, ["POST"]),
+        route("/schedules", schedules.schedules, ["GET"]),
+        route("/schedules/{name}", schedules.schedule, ["GET"]),
+        route("/schedules/{name}/{action}", schedules.schedule_action, ["POST"]),
         route("/flow", views.flow_by_query, ["GET"]),
         route("/flow/{action}", actions.flow_action_by_query, ["POST"]),
         route("/flows/{flow_id:path}/{action}", actions.flow_action, ["POST"]),

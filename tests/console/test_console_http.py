@@ -251,3 +251,31 @@ def test_vendored_files_match_their_recorded_hashes(name: str) -> None:
     table = (VENDOR / "README.md").read_text()
     digest = hashlib.sha256((VENDOR / name).read_bytes()).hexdigest()
     assert f"| {name} |" in table and digest in table.split(f"| {name} |", 1)[1].split("\n")[0]
+
+
+def test_schedules_pages_and_actions(console_app) -> None:
+    from ferricflowd.flow.schedule_spec import Schedule
+
+    app = console_app()
+    app.client.schedules.create(Schedule(name="tick", type="job", every_ms=60_000))
+    listing = app.get("/schedules")
+    assert listing.status == 200 and 'id="schedule-tick"' in listing.body
+    assert "every 1m00s" in listing.body and "active" in listing.body
+    assert app.post("/schedules/tick/pause").status == 401
+    assert not app.client.schedules.get("tick").paused
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    assert app.post("/schedules/tick/pause", **bearer).status == 200
+    assert app.client.schedules.get("tick").paused
+    session = app.login()
+    resumed = app.post("/schedules/tick/resume", {"csrf": session["csrf"]},
+                       Cookie=session["cookie"])
+    assert resumed.status == 303 and resumed.headers["location"] == "/schedules/tick?done=resume"
+    assert not app.client.schedules.get("tick").paused
+    fired = app.post("/schedules/tick/trigger", **bearer)
+    import json
+
+    flow_id = json.loads(fired.body)["flows"][0]
+    assert flow_id.startswith("tick:") and app.client.get(flow_id).state == "queued"
+    page = app.get("/schedules/tick")
+    assert page.status == 200 and "triggered" in page.body and flow_id in page.body
+    assert app.get("/schedules/nope").status == 404

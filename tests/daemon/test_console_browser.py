@@ -123,6 +123,19 @@ def test_requeue_a_failed_flow_from_the_browser(start_daemon, browser, tmp_path:
     assert page.inner_text("#job-status") == "finished"
     shot("9-bulk-job")
 
+    from ferricflowd.flow.schedule_spec import Schedule
+
+    daemon.client.schedules.create(Schedule(name="nightly-report", type="report",
+                                            cron="0 3 * * *", timezone="Europe/Berlin"))
+    page.goto(base + "/schedules")
+    page.click("#schedule-nightly-report button:text('Fire now')")
+    page.wait_for_selector("#message")
+    shot("10-schedules")
+    page.click("a:text-is('nightly-report')")
+    page.wait_for_selector("#trigger")
+    assert "triggered" in page.inner_text("table")
+    shot("11-schedule")
+
     assert problems == []
     print(f"screenshots in {shots}")
 
