@@ -1,7 +1,12 @@
 """The console's ASGI application: its shared state, the page helper and the routes.
 
-Starlette routes requests and serves the static files; uvicorn speaks HTTP. Pages are
-rendered on the server with Jinja2 (autoescaped: every value a page shows is text, a Flow id
+Starlette routes requests and serves the static files; uvicorn speaks HTTP. Not the stdlib's
+http.server, which the daemon uses for /metrics: its documentation says it implements only
+basic security checks and is not for production, and this server takes logins, cookies and
+form posts that change Flows, may be put behind a proxy, and stays up for weeks. uvicorn
+parses with h11 (size limits, keep-alive timeouts) and stops gracefully on SIGTERM; three
+small, widely used dependencies and no build step. Pages are rendered on the server with
+Jinja2 (autoescaped: every value a page shows is text, a Flow id
 such as `<script>` included), so every page works without JavaScript; htmx refreshes parts of
 them and uPlot draws the chart. Store calls are blocking (redis-py), so handlers run them in
 Starlette's thread pool.

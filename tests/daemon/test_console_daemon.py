@@ -83,3 +83,13 @@ def test_a_console_that_cannot_listen_waits_for_hup(start_daemon) -> None:
         assert daemon.log().count("cannot listen on") == 1  # tried once, not in a loop
     daemon.signal(signal.SIGHUP)  # the port is free now
     wait_for(lambda: page(port), timeout=15, what="the console after HUP")
+
+
+def test_the_console_exits_when_the_supervisor_is_killed(start_daemon) -> None:
+    port = free_port()
+    daemon = start_daemon(GROUPS, console={"listen": f"127.0.0.1:{port}"})
+    wait_for(lambda: console_pid(daemon), timeout=15, what="the console process")
+    console = psutil.Process(console_pid(daemon))
+    os.kill(daemon.pid, signal.SIGKILL)
+    wait_for(lambda: not console.is_running() or console.status() == psutil.STATUS_ZOMBIE,
+             timeout=10, what="the console gone after its supervisor")
