@@ -93,6 +93,9 @@ def serve(config: Config, *, listen: str | None = None, store_url: str | None = 
     host, _ = parse_listen(listen)
     if not is_loopback(host) and not config.console.token:
         log.warning("console on %s without a token: anyone who reaches it can read it", listen)
+    if config.console.token and len(config.console.token) < 16:
+        log.warning("console: the token is short (%d characters); use 16 or more",
+                    len(config.console.token))
     client = config.store.client(store_url or config.store_url)
     app = create_app(config, client, daemon_url=daemon_url or daemon_url_of(config),
                      loopback_only=is_loopback(host))
