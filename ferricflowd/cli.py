@@ -4,6 +4,8 @@
     ferricflowd check --config flows.toml      import every handler in a fresh process
     ferricflowd console --config flows.toml    the web console alone (the daemon runs its own)
     ferricflowd enqueue|get|history|...        operator commands (cli_ops.py)
+    ferricflowd browse|requeue|purge|...       many Flows at once (cli_admin.py)
+    ferricflowd stats [--watch]                the backlog, live (cli_watch.py)
 
 FERRICFLOWD_CONFIG stands in for --config everywhere. Config problems exit 2 with a message
 naming the file and the dotted key; see EXIT_CODES_HELP for the rest.
@@ -20,8 +22,10 @@ from typing import Any
 import click
 
 from ferricflowd import exitcodes
+from ferricflowd.cli_admin import register as register_admin_commands
 from ferricflowd.cli_ops import register as register_operator_commands
 from ferricflowd.cli_schedules import schedules as schedule_commands
+from ferricflowd.cli_watch import register as register_watch_commands
 from ferricflowd.config import Config, ConfigError, load_config
 
 __all__ = ["cli", "main"]
@@ -183,6 +187,8 @@ def console(config_path: Path, listen: str | None, daemon_url: str | None,
 
 register_operator_commands(cli)
 cli.add_command(schedule_commands)
+register_admin_commands(cli)  # browse, stuck, requeue, purge, cancel, rewind
+register_watch_commands(cli)  # stats [--watch]
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Operator commands: create, inspect, signal and cancel Flows from a shell.
+"""Operator commands: create, inspect and signal Flows from a shell (cancel, requeue, purge,
+browse: cli_admin.py; stats: cli_watch.py).
 
 Mounted on the main click group by `cli.py` (`register(main)`). Every command finds the store
 from the same config the daemon uses (`--config`, or FERRICFLOWD_CONFIG), or from `--url`.
@@ -21,7 +22,7 @@ import click
 from . import exitcodes
 from .config import ConfigError, load_config
 from .flow.errors import FerricflowdError, FlowError, StoreError
-from .flow.records import RUNNING, TERMINAL_STATES, FlowRecord, HistoryEvent
+from .flow.records import TERMINAL_STATES, FlowRecord, HistoryEvent
 
 if TYPE_CHECKING:  # the client (and redis-py) load on first use: `ferricflowd run` starts sooner
     from .flow.client import FlowClient
@@ -114,7 +115,7 @@ def _payload(text: str | None, file: str | None) -> bytes:
 
 def register(main: click.Group) -> None:
     """Add the operator commands to the main group."""
-    for cmd in (enqueue, start, get, history, children, terminals, stats, signal, cancel):
+    for cmd in (enqueue, start, get, history, children, terminals, signal):
         main.add_command(cmd)
 
 
@@ -231,41 +232,6 @@ def terminals(ctx: click.Context, type: str, state: str | None, count: int,
 
 
 @click.command()
-@click.argument("types", nargs=-1)
-@common
-@click.pass_context
-def stats(ctx: click.Context, types: tuple[str, ...], **common_opts: Any) -> None:
-    """Backlog per type and state: count, due now, oldest due age (all types if none given)."""
-    _setup(ctx, **common_opts)
-
-    def collect(c: FlowClient) -> dict[str, Any]:
-        out = {}
-        for t in types or c.types():
-            s = c.stats(t)
-            out[t] = {"counts": dict(s.counts), "running": s.running,
-                      "states": {k: {"count": v.count, "due_now": v.due_now,
-                                     "oldest_due_age_ms": v.oldest_due_age_ms}
-                                 for k, v in s.states.items()}}
-        return out
-
-    data = _run(ctx, collect)
-
-    def lines() -> list[str]:
-        rows = [f"{'TYPE':16} {'STATE':16} {'COUNT':>8} {'DUE NOW':>8} {'OLDEST DUE':>11}"]
-        for t, s in data.items():
-            for st, v in s["states"].items():
-                age = v["oldest_due_age_ms"]
-                rows.append(f"{t:16} {st:16} {v['count']:>8} {v['due_now']:>8} "
-                            f"{'-' if age is None else f'{age / 1000:.1f}s':>11}")
-            for st in (RUNNING, *TERMINAL_STATES):
-                n = s["running"] if st == "running" else s["counts"].get(st, 0)
-                rows.append(f"{t:16} {st:16} {n:>8}")
-        return rows
-
-    _emit(ctx, data, lines)
-
-
-@click.command()
 @click.argument("flow_id")
 @click.argument("name")
 @click.option("--if-state", multiple=True, help="Only when the Flow is in this state.")
@@ -282,16 +248,3 @@ def signal(ctx: click.Context, flow_id: str, name: str, if_state: tuple[str, ...
                                         idempotency_key=idempotency_key))
     _emit(ctx, {"id": flow_id, "applied": done},
           lambda: [f"{'signaled' if done else 'already signaled (idempotent)'} {flow_id}"])
-
-
-@click.command()
-@click.argument("flow_id")
-@click.option("--reason", default="cancelled by operator", show_default=True)
-@common
-@click.pass_context
-def cancel(ctx: click.Context, flow_id: str, reason: str, **common_opts: Any) -> None:
-    """Cancel a Flow that is not running (and its unfinished children)."""
-    _setup(ctx, **common_opts)
-    done = _run(ctx, lambda c: c.cancel(flow_id, reason))
-    _emit(ctx, {"id": flow_id, "cancelled": done},
-          lambda: [f"{'cancelled' if done else 'already cancelled'} {flow_id}"])

@@ -18,6 +18,7 @@ BOOT_IMPORT = 3  # worker could not import its handler module: do not restart it
 BOOT_CONFIG = 4  # worker got an invalid config: do not restart it in a loop
 STORE_UNREACHABLE = 5  # store not reachable at boot: restart with backoff
 PARENT_GONE = 6  # worker exited because its supervisor died
+INTERRUPTED = 130  # an operator command stopped by Ctrl-C (128 + SIGINT, as shells report it)
 
 # A worker that exits with one of these would fail the same way again: restarting it
 # only burns CPU and floods logs, so the supervisor marks its group as failed instead.
@@ -31,6 +32,7 @@ MEANINGS: dict[int, str] = {
     BOOT_CONFIG: "boot: invalid worker config",
     STORE_UNREACHABLE: "boot: store unreachable",
     PARENT_GONE: "supervisor gone",
+    INTERRUPTED: "interrupted",
 }
 
 # Why a process may have got this signal, for the operator reading the log line.

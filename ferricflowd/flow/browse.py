@@ -97,6 +97,19 @@ class BrowsePage:
         return [r for _, r in self.items]
 
 
+@dataclass(frozen=True)
+class RunningFlow:
+    """A leased Flow: who holds it, since when (its current claim), until when."""
+
+    id: str
+    type: str
+    state: str
+    worker: str
+    claimed_at_ms: int
+    lease_deadline_ms: int
+    partition: int
+
+
 # One index a page reads: kind (due, parked, running, terminal), state, score range.
 _Index = tuple[str, str, int | None, int | None]
 
@@ -167,6 +180,42 @@ class Browse:
                                 for p in range(keys.partitions)])
         found = {s.decode() for members in got for s in members}
         return sorted(found - {RUNNING, *TERMINAL_STATES})
+
+    def running(self, type: str, *, limit: int = 10, scan: int = 1000) -> list[RunningFlow]:
+        """The longest-running Flows of `type` (earliest claim first), among the `scan`
+        soonest lease deadlines of each partition (running Flows are few: at most the
+        workers' concurrency)."""
+        check_name("type", type)
+        check_int("limit", limit, low=1)
+        keys = self.keys
+        ids = self.store.batch([("ZRANGE", keys.leases(p, type), 0, scan - 1)
+                                for p in range(keys.partitions)])
+        refs = [(p, fid.decode("utf-8", "surrogateescape")) for p, members in enumerate(ids)
+                for fid in members]
+        blobs = self.store.batch([("GET", keys.flow(p, fid)) for p, fid in refs])
+        out = []
+        for (p, fid), blob in zip(refs, blobs, strict=True):
+            raw = record_fields(blob)
+            token = raw.get(b"token", b"").decode("utf-8", "replace")
+            # A lease token is "<worker id>:<claim time ms>:<fencing>" (grant in _lib.lua).
+            worker, _, rest = token.rsplit(":", 1)[0].rpartition(":")
+            if raw.get(b"state") != b"running" or not rest.isdigit():
+                continue
+            out.append(RunningFlow(fid, type,
+                                   raw.get(b"run_state", b"").decode(), worker, int(rest),
+                                   int(raw.get(b"deadline", 0)), p))
+        out.sort(key=lambda f: (f.claimed_at_ms, f.id))
+        return out[:limit]
+
+    def finished_since(self, type: str, since_ms: int) -> dict[str, int]:
+        """How many Flows of `type` ended (per terminal status) at or after `since_ms`."""
+        check_name("type", type)
+        keys = self.keys
+        got = self.store.batch([("ZCOUNT", keys.terminal(p, type, s), since_ms, "+inf")
+                                for s in TERMINAL_STATES for p in range(keys.partitions)])
+        n = keys.partitions
+        return {s: sum(int(x) for x in got[i * n:(i + 1) * n])
+                for i, s in enumerate(TERMINAL_STATES)}
 
     def server_ms(self) -> int:
         """The store's clock (the engine's leases and due times are on it)."""

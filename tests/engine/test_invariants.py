@@ -9,7 +9,9 @@ Invariants (per Flow, across both partitions of a fresh namespace per example):
 - version == number of history events, and their versions are 1..n;
 - the fencing token never decreases;
 - the counts hash c:<type> equals the number of Flows per state;
-- a terminal Flow is in exactly one terminal zset (its status), others in none.
+- a terminal Flow is in exactly one terminal zset (its status), others in none;
+- a parked Flow (a parent waiting for its children) is in q:<type>:<state>, others are not.
+Operator commands take part too: rewind (requeue), a bulk requeue and a purge.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ from hypothesis.stateful import (
 
 from ferricflowd import (
     ChildSpec,
+    FamilyConflict,
     FlowAlreadyExists,
     FlowClient,
+    FlowFilter,
+    FlowLeased,
     FlowNotFound,
     IdempotencyConflict,
     RetryPolicy,
@@ -237,6 +242,36 @@ class FlowMachine(RuleBasedStateMachine):
         if to is not None:
             self._retire(flow_id)
 
+    @precondition(lambda self: self.flows)
+    @rule(i=index, to=st.one_of(st.none(), states), keep=st.booleans())
+    def rewind(self, i: int, to: str | None, keep: bool) -> None:
+        flow_id = sorted(self.flows)[i % len(self.flows)]
+        try:
+            self.fc.rewind(flow_id, to_state=to, keep_attempts=keep,
+                           partition_key=self.flows[flow_id])
+        except (FlowLeased, FamilyConflict, FlowNotFound, WrongState) as exc:
+            self.exercised[f"rewind refused {type(exc).__name__}"] += 1
+            return
+        self.exercised["rewound"] += 1
+        self._retire(flow_id)
+
+    @rule(status=st.sampled_from(TERMINAL))
+    def requeue_all(self, status: str) -> None:
+        result = self.fc.requeue(TYPE, FlowFilter.of(state=status), rate=None, batch=2)
+        self.exercised["requeued in bulk"] += result.done
+
+    @rule(status=st.sampled_from(TERMINAL))
+    def purge_all(self, status: str) -> None:
+        result = self.fc.purge(TYPE, FlowFilter.of(state=status), rate=None, batch=2)
+        self.exercised["purged"] += result.done
+        gone = {fid for fid, key in self.flows.items()
+                if self.fc.get(fid, partition_key=key) is None}
+        for fid in gone:
+            del self.flows[fid]
+            self.fences.pop(fid, None)
+        self.held = [j for j in self.held if j.id not in gone]
+        self.spent = [j for j in self.spent if j.id not in gone]
+
     @rule(worker=st.sampled_from(WORKERS))
     def reclaim_worker(self, worker: str) -> None:
         released, failed = self.fc.reclaim_worker(worker, "crash")
@@ -269,6 +304,8 @@ class FlowMachine(RuleBasedStateMachine):
                     for prio in (0, 1, 2):
                         pipe.zscore(f"{pre}d:{TYPE}:{s}:{prio}", fid)
                 pipe.zscore(f"{pre}l:{TYPE}", fid)
+                for st_ in live_states:
+                    pipe.zscore(keys.parked(p, TYPE, st_), fid)
                 for w in WORKERS:
                     pipe.sismember(f"{pre}w:{w}", fid)
                 for status in TERMINAL:
@@ -285,11 +322,14 @@ class FlowMachine(RuleBasedStateMachine):
             history = [msgpack.unpackb(e, raw=False) for e in next(got)]
             due = {(s, prio): next(got) for s in live_states for prio in (0, 1, 2)}
             lease = next(got)
+            parked = {st_ for st_ in live_states if next(got) is not None}
             in_workers = {w: bool(next(got)) for w in WORKERS}
             terminals = {status: next(got) for status in TERMINAL}
             assert raw, f"{fid} vanished"
             actual[raw["state"]] += 1
             self._check_flow(fid, raw, history, due, lease, in_workers, terminals)
+            is_parked = raw["state"] in live_states and not raw.get("due")
+            assert parked == ({raw["state"]} if is_parked else set()), (fid, raw, parked)
 
         counted: Counter[str] = Counter()
         for _ in range(keys.partitions):
@@ -352,7 +392,8 @@ def test_engine_invariants_hold_under_random_commands(redis_server: Any) -> None
     outcomes_sent = sum(n for what, n in reached.items()
                         if what.split()[0] in ("complete", "transition", "retry", "fail"))
     assert outcomes_sent > 0 and reached["stale"] + reached["replay"] > 0, reached
-    for what in ("claimed", "spawned", "cancelled", "reclaimed", "transition kept"):
+    for what in ("claimed", "spawned", "cancelled", "reclaimed", "transition kept", "rewound",
+                 "requeued in bulk", "purged"):
         assert reached[what] > 0, f"the random runs never reached {what!r}: {reached}"
 
 

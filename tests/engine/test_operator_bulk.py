@@ -249,3 +249,21 @@ def test_purge_deletes_flows_history_and_values_now(client: FlowClient) -> None:
         names = [keys.flow(p, fid), keys.history(p, fid), keys.values(p, fid),
                  keys.payload(p, fid)]
         assert fc.store.execute(lambda r, names=names: r.exists(*names)) == 0
+
+
+def test_longest_running_and_recent_ends(flow_client: FlowClient) -> None:
+    fc = flow_client
+    fc.create_many([CreateSpec(f"r{i}", T, "queued") for i in range(4)])
+    first = fc.claim(T, LeaseRequest("host:1:g", ["queued"], 60_000), limit=2).jobs
+    _tick(fc)
+    later = fc.claim(T, LeaseRequest("host:2:g", ["queued"], 60_000), limit=2).jobs
+    top = fc.running(T, limit=3)
+    assert [f.id for f in top[:2]] == sorted(j.id for j in first)
+    assert len(top) == 3 and top[2].id in {j.id for j in later}
+    assert top[0].worker == "host:1:g" and top[0].state == "queued"
+    assert top[0].claimed_at_ms < top[2].claimed_at_ms
+    since = fc.server_ms()
+    fc.apply_outcomes([(first[0], complete()), (first[1], fail(b"x"))])
+    assert fc.finished_since(T, since) == {"completed": 1, "failed": 1, "cancelled": 0}
+    assert fc.finished_since(T, fc.server_ms() + 1) == {"completed": 0, "failed": 0,
+                                                         "cancelled": 0}
