@@ -25,12 +25,12 @@ from datetime import UTC, datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgpack
 from cronsim import CronSim, CronSimError
 
 from .checks import as_bytes, as_values, check_bool, check_int, check_name, check_priority
 from .checks import check_state as _check_state
 from .errors import InvalidArgument
-from .wire import digest
 
 __all__ = ["MIN_EVERY_MS", "ON_TIME_MS", "OVERLAPS", "FireStep", "Schedule", "iso_ms", "plan"]
 
@@ -56,6 +56,13 @@ def zone(name: str) -> timezone | ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise InvalidArgument("timezone", f"unknown IANA time zone {name!r}") from exc
+
+
+def digest(*parts: object) -> str:
+    """As wire.digest (64 bits of blake2b over msgpack), without importing wire and with it
+    redis-py: the config loader uses this module, and the supervisor loads redis-py later."""
+    packed = msgpack.packb(parts, use_bin_type=True, default=repr)
+    return hashlib.blake2b(packed, digest_size=8).hexdigest()
 
 
 def iso_ms(text: str, tz: str = "UTC") -> int:

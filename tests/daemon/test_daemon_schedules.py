@@ -72,6 +72,12 @@ def test_catch_up_after_both_daemons_stopped_follows_the_window(start_daemon: An
     restart_ms = int(time.time() * 1000)
     wait_for(lambda: all(max(dues(client, n)) > restart_ms + 1000 for n in ticks), timeout=15,
              what="fires after the restart")
+    text = d2.metrics()
+    assert metric(text, "ferricflowd_schedule_fires_total", schedule="win", kind="catchup") == 1
+    assert metric(text, "ferricflowd_schedule_fires_total", schedule="nowin",
+                  kind="catchup") == 0
+    assert metric(text, "ferricflowd_schedule_skipped_total", schedule="nowin",
+                  reason="missed") >= 4
     d2.signal(signal.SIGTERM)
     assert d2.wait_exit(15) == 0
     for name, window in (("win", True), ("nowin", False)):
