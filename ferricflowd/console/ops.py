@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ferricflowd.flow.browse import BrowsePage, FlowFilter
+from ferricflowd.flow.browse import BrowsePage, FlowFilter, RunningFlow
 from ferricflowd.flow.errors import FlowError, FlowNotFound, InvalidArgument
 from ferricflowd.flow.records import TERMINAL_STATES
 
@@ -116,6 +116,10 @@ class Operator:
 
     def stuck(self, type: str, due_for_ms: int, limit: int = 20) -> BrowsePage:
         return self.client.stuck(type, due_for_ms=due_for_ms, limit=limit)
+
+    def running(self, type: str, limit: int = 5) -> list[RunningFlow]:
+        """The longest-running Flows of `type` (earliest claim first)."""
+        return self.client.running(type, limit=limit)
 
     def states(self, type: str) -> list[str]:
         return self.client.resting_states(type)

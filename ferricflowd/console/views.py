@@ -196,8 +196,8 @@ STUCK_DUE_MS = 5 * 60_000  # due longer than this: workers are missing or too fe
 
 
 def _read_failed(console: Console) -> dict[str, Any] | str:
-    """Per type: the newest failed Flows and the stuck ones (an expired lease, or due longer
-    than STUCK_DUE_MS)."""
+    """Per type: the newest failed Flows, the stuck ones (an expired lease, or due longer
+    than STUCK_DUE_MS) and the longest running."""
     snap = console.overview.snapshot()
     if snap.error:
         return snap.error
@@ -206,11 +206,12 @@ def _read_failed(console: Console) -> dict[str, Any] | str:
         for row in snap.rows:
             failed_n = row.stats.counts.get("failed", 0)
             stuck = console.ops.stuck(row.type, STUCK_DUE_MS).records
-            if not failed_n and not stuck:
+            running = console.ops.running(row.type) if row.stats.running else []
+            if not failed_n and not stuck and not running:
                 continue
             recent = console.client.terminals(row.type, "failed", 10) if failed_n else []
             sections.append({"type": row.type, "failed": failed_n, "recent": recent,
-                             "stuck": stuck})
+                             "stuck": stuck, "running": running})
     except FerricflowdError as exc:
         return str(exc)
     return {"sections": sections, "snap": snap, "stuck_due_ms": STUCK_DUE_MS}
