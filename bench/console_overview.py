@@ -139,12 +139,13 @@ def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
         first.append(timed_get(port, path)[0])
     _, page = timed_get(port, path)
     nxt, pages = path, 0
-    for pages in range(1, 101):  # walk up to 100 pages in
+    while pages < 100:  # walk up to 100 pages in
         found = re.search(r'rel="next" href="([^"]+)"', page)
         if found is None:
             break
         nxt = found.group(1).replace("&amp;", "&")
         _, page = timed_get(port, nxt)
+        pages += 1
     for _ in range(args.requests):
         deep.append(timed_get(port, nxt)[0])
     flow = [timed_get(port, "/flows/f-12345")[0] for _ in range(args.requests)]
