@@ -114,12 +114,13 @@ def main(argv: list[str] | None = None) -> None:
             server.terminate()
 
 
-def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
-    client = FlowClient.from_url(url, namespace=NAMESPACE, durability="relaxed")
+def run(args: argparse.Namespace, tmp: Path, url: str,
+        namespace: str = NAMESPACE) -> dict[str, Any]:
+    client = FlowClient.from_url(url, namespace=namespace, durability="relaxed")
     created_s = populate(client, args.flows, args.types, args.states)
     config = tmp / "flows.toml"
     config.write_text(
-        f'[store]\nurl = "{url}"\nnamespace = "{NAMESPACE}"\ndurability = "relaxed"\n'
+        f'[store]\nurl = "{url}"\nnamespace = "{namespace}"\ndurability = "relaxed"\n'
         f'[daemon]\ndata_dir = "{tmp}"\nlisten = "127.0.0.1:1"\n'
         f'[console]\nlisten = "127.0.0.1:{free_port()}"\nrefresh = "1h"\n'
         '[groups.g]\ntype = "type-00"\nstates = ["state-0"]\nhandler = "m:f"\n')
@@ -148,7 +149,7 @@ def run(args: argparse.Namespace, tmp: Path, url: str) -> dict[str, Any]:
         pages += 1
     for _ in range(args.requests):
         deep.append(timed_get(port, nxt)[0])
-    flow = [timed_get(port, "/flows/f-12345")[0] for _ in range(args.requests)]
+    flow = [timed_get(port, f"/flows/f-{args.flows // 2}")[0] for _ in range(args.requests)]
     info = client.store.execute(lambda r: r.info("memory"))
     return {
         "flows": args.flows, "types": args.types, "states": args.states,
