@@ -49,6 +49,7 @@ class ConsoleProcess:
         self.failures = 0  # deaths in a row, for the backoff
         self.restarts = 0
         self.failed: str | None = None  # exited with a config error: wait for HUP
+        self.replacing = False  # SIGTERMed by a reload: start the new one at once
 
     @property
     def pid(self) -> int | None:
@@ -84,8 +85,9 @@ class ConsoleProcess:
         if popen is not None:
             popen.returncode = os.waitstatus_to_exitcode(status)  # no second waitpid
         how = exitcodes.describe(status)
-        if stopping:
-            log.info("console exited: %s", how)
+        if stopping or self.replacing:
+            log.info("console exited: %s%s", how, " (replaced)" if self.replacing else "")
+            self.replacing = False
             return
         if os.waitstatus_to_exitcode(status) == exitcodes.CONFIG:
             self.failed = how
@@ -105,6 +107,7 @@ class ConsoleProcess:
         if changed or self.failed is not None:
             self.failed, self.failures, self.next_start_at = None, 0, 0.0
             if self.popen is not None:
+                self.replacing = True
                 self.popen.send_signal(signal.SIGTERM)  # reaped, then started again
 
     def stop(self) -> None:

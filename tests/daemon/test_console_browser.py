@@ -111,17 +111,18 @@ def test_requeue_a_failed_flow_from_the_browser(start_daemon, browser, tmp_path:
     page.goto(base + "/types/report/failed")
     page.check("input[name=scope][value=all]")
     page.select_option("select[name=action]", "requeue")
+    shot("8-bulk-form")
     page.click("button:text('Review')")
     page.wait_for_selector("#count")
     assert page.inner_text("#count") == "3"
-    shot("8-bulk-confirm")
+    shot("9-bulk-confirm")
     page.click("#confirm")
     page.wait_for_selector("#job-status")
     wait_for(lambda: daemon.client.stats("report").counts.get("completed") == 4, timeout=20,
              what="every report completed")
     page.reload()
     assert page.inner_text("#job-status") == "finished"
-    shot("9-bulk-job")
+    shot("10-bulk-job")
 
     from ferricflowd.flow.schedule_spec import Schedule
 
@@ -130,11 +131,11 @@ def test_requeue_a_failed_flow_from_the_browser(start_daemon, browser, tmp_path:
     page.goto(base + "/schedules")
     page.click("#schedule-nightly-report button:text('Fire now')")
     page.wait_for_selector("#message")
-    shot("10-schedules")
+    shot("11-schedules")
     page.click("a:text-is('nightly-report')")
     page.wait_for_selector("#trigger")
     assert "triggered" in page.inner_text("table")
-    shot("11-schedule")
+    shot("12-schedule")
 
     assert problems == []
     print(f"screenshots in {shots}")

@@ -93,3 +93,16 @@ def test_the_console_exits_when_the_supervisor_is_killed(start_daemon) -> None:
     os.kill(daemon.pid, signal.SIGKILL)
     wait_for(lambda: not console.is_running() or console.status() == psutil.STATUS_ZOMBIE,
              timeout=10, what="the console gone after its supervisor")
+
+
+def test_hup_with_a_new_console_address_moves_the_console(start_daemon) -> None:
+    port, moved = free_port(), free_port()
+    daemon = start_daemon(GROUPS, console={"listen": f"127.0.0.1:{port}"})
+    wait_for(lambda: page(port), timeout=15, what="the console answers")
+    first = console_pid(daemon)
+    text = daemon.config_path.read_text().replace(f"127.0.0.1:{port}", f"127.0.0.1:{moved}")
+    daemon.config_path.write_text(text)
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: page(moved), timeout=15, what="the console on its new address")
+    assert page(port) is None and console_pid(daemon) != first
+    assert "(replaced)" in daemon.log() and "restarting it in" not in daemon.log()
