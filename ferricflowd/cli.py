@@ -3,6 +3,7 @@
     ferricflowd [run] --config flows.toml      the daemon (run is the default command)
     ferricflowd --version | --help             (a bare `ferricflowd` prints the help)
     ferricflowd check --config flows.toml      import every handler in a fresh process
+    ferricflowd console --config flows.toml    the web console alone (the daemon runs its own)
     ferricflowd enqueue|get|history|...        operator commands (cli_ops.py)
     ferricflowd browse|requeue|purge|...       many Flows at once (cli_admin.py)
     ferricflowd stats [--watch]                the backlog, live (cli_watch.py)
@@ -183,6 +184,28 @@ def _report_unserved(config: Config) -> None:
         if (flow_type, state) not in served:
             click.echo(f"warning: {n} Flow(s) of type {flow_type!r} due in state {state!r}, "
                        "which no group of this config handles", err=True)
+
+
+@cli.command()
+@config_option
+@click.option("--listen", metavar="HOST:PORT", help="Overrides console.listen.")
+@click.option("--daemon-url", metavar="URL",
+              help="The daemon's /status to show its processes (default: from daemon.listen).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Overrides daemon.log_level.")
+def console(config_path: Path, listen: str | None, daemon_url: str | None,
+            log_level: str | None) -> None:
+    """Serve the web console on its own (no workers), like Flower: for a host without the
+    daemon, or a second console. The daemon starts one itself on console.listen."""
+    overrides = {"console.listen": listen} if listen is not None else {}
+    if log_level is not None:
+        overrides["daemon.log_level"] = log_level
+    config = _load(config_path, overrides)
+    from ferricflowd.console.server import serve
+    from ferricflowd.logs import setup_logging
+
+    setup_logging(config.daemon.log_format, config.daemon.log_level)
+    sys.exit(serve(config, daemon_url=daemon_url))
 
 
 # ======================================================================================

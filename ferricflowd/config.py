@@ -62,6 +62,7 @@ __all__ = [
     "SETTINGS",
     "Config",
     "ConfigError",
+    "ConsoleConfig",
     "DaemonConfig",
     "GroupConfig",
     "Kind",
@@ -128,6 +129,17 @@ class DaemonConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    listen: str  # "" = no console
+    token: str  # "" = read-only (no actions)
+    refresh_s: float
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.listen)
+
+
+@dataclass(frozen=True)
 class GroupConfig:
     name: str
     type: str
@@ -151,6 +163,7 @@ class Config:
     store: StoreConfig
     daemon: DaemonConfig
     groups: tuple[GroupConfig, ...]
+    console: ConsoleConfig
     schedules: tuple[Schedule, ...] = ()  # [schedules.NAME]: see schedules_config.py
 
     @property
@@ -262,6 +275,10 @@ def _check_listen(value: str) -> str | None:
     return None
 
 
+def _check_console_listen(value: str) -> str | None:
+    return _check_listen(value) if value else None  # empty: the console is off
+
+
 def _check_store_url(value: str) -> str | None:
     from ferricflowd.flow.urls import url_problem  # the URL is redacted in its message
 
@@ -337,6 +354,14 @@ SETTINGS: tuple[Setting, ...] = (
     S("daemon", "log_format", WORD, "text", '"text" or "json".', one_of("text", "json")),
     S("daemon", "log_level", WORD, "info", "debug, info, warning or error.",
       one_of("debug", "info", "warning", "error")),
+    S("console", "listen", STRING, "127.0.0.1:9465",
+      "host:port of the web console; empty = no console.", _check_console_listen),
+    S("console", "token", STRING, "",
+      "Token for the console's actions (Bearer or login); empty = read-only console.",
+      secret=True),
+    S("console", "refresh", DURATION, "5s",
+      "How often the console reads stats from the store (shared by every open page).",
+      at_least(1, "s"), "refresh_s"),
     S("group", "type", STRING, REQUIRED, "Flow type the group works on.", _check_name),
     S("group", "states", STRING_LIST, REQUIRED, "States of that type its workers claim.",
       _check_states, convert=tuple),
@@ -419,6 +444,7 @@ def _build(loader: Loader, env: Mapping[str, str]) -> Config:
             GroupConfig(name=name, **loader.fields(f"groups.{name}", values))
             for name, values in groups.items()
         ),
+        console=ConsoleConfig(**loader.fields("console", loader.resolve("console"))),
         schedules=schedules,
     )
 

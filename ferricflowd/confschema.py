@@ -36,7 +36,8 @@ __all__ = [
 ]  # fmt: skip
 
 ENV_PREFIX = "FERRICFLOWD_"
-_SECTION_TABLES = ("store", "daemon", "defaults", "groups", "schedules")
+_SECTION_TABLES = ("store", "daemon", "console", "defaults", "groups", "schedules")
+PLAIN_SCOPES = ("store", "daemon", "console")  # sections without groups or inheritance
 
 
 # --------------------------------------------------------------------------- value kinds
@@ -245,7 +246,7 @@ REQUIRED = object()  # marks group keys that have no default
 
 @dataclass(frozen=True)
 class Setting:
-    """One declared setting. `section` is "store", "daemon" or "group"."""
+    """One declared setting. `section` is "store", "daemon", "console" or "group"."""
 
     section: str
     key: str
@@ -317,11 +318,13 @@ class Loader:
         self.path = Path(self.file).absolute()
         self.groups: list[str] = []
         self.schedule_tables: object = {}  # parsed when the config is built (schedules_config)
-        self.explicit: dict[str, dict[str, Value]] = {"store": {}, "daemon": {}, "defaults": {}}
+        self.explicit: dict[str, dict[str, Value]] = {
+            scope: {} for scope in (*PLAIN_SCOPES, "defaults")}
 
     def settings_of(self, scope: str) -> dict[str, Setting]:
-        """The settings a scope may set: "store", "daemon", "defaults" or "groups.NAME"."""
-        if scope in ("store", "daemon"):
+        """The settings a scope may set: "store", "daemon", "console", "defaults" or
+        "groups.NAME"."""
+        if scope in PLAIN_SCOPES:
             return {s.key: s for s in self.settings if s.section == scope}
         if scope == "defaults":
             return {s.key: s for s in self.settings if s.section == "group" and s.inherit}
@@ -361,7 +364,7 @@ class Loader:
                 raise self.error(join_key(name), f"unknown table{_hint(name, _SECTION_TABLES)}")
             if not isinstance(table, dict):
                 raise self.error(name, f"expected a table [{name}], got {_describe(table)}")
-        for scope in ("store", "daemon", "defaults"):
+        for scope in (*PLAIN_SCOPES, "defaults"):
             for key, raw in doc.get(scope, {}).items():
                 self.set(scope, key, raw, "file")
         self.schedule_tables = doc.get("schedules", {})
@@ -471,7 +474,7 @@ class Loader:
                 if parts[1] not in self.groups:
                     raise self.error(join_key("groups", parts[1]),
                                      f"override {dotted!r} names a group the file does not declare")
-            elif len(parts) == 2 and parts[0] in ("store", "daemon", "defaults"):
+            elif len(parts) == 2 and parts[0] in (*PLAIN_SCOPES, "defaults"):
                 scope = parts[0]
             else:
                 raise self.error(str(dotted), "override keys are SECTION.KEY or groups.NAME.KEY")

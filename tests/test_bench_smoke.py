@@ -150,3 +150,15 @@ def test_schedules_bench_runs() -> None:
     result = schedules.run(200, 2, idle_s=0.5)
     assert result["fire_same_second"]["created"] == 200, result
     assert len(result["idle"]["cpu_percent"]) == 2
+
+
+def test_console_overview_bench_runs(redis_server, namespace: str, tmp_path: Path) -> None:
+    import argparse
+
+    from bench import console_overview
+
+    args = argparse.Namespace(flows=1_000, types=4, states=3, requests=2)
+    result = console_overview.run(args, tmp_path, redis_server.url, namespace)
+    assert result["overview_rows"] > 4 * 3
+    for key in ("overview_cold_ms", "overview_cached_ms", "browse_first_ms", "flow_ms"):
+        assert result[key]["n"] == 2 and result[key]["max"] > 0

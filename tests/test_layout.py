@@ -16,7 +16,7 @@ from ferricflowd.flow import store
 ROOT = Path(__file__).resolve().parents[1]
 FLOW = ROOT / "ferricflowd" / "flow"
 FORBIDDEN = ("ferricflowd.config", "ferricflowd.cli", "ferricflowd.supervisor",
-             "ferricflowd.worker")
+             "ferricflowd.worker", "ferricflowd.console")
 
 
 def imported_modules(source: str, module: str, is_package: bool = False) -> set[str]:
@@ -131,6 +131,12 @@ def test_built_package_ships_every_lua_file(tmp_path: Path) -> None:
     lua = tmp_path / "lib" / "ferricflowd" / "flow" / "lua"
     built = {str(p.relative_to(lua)) for p in lua.rglob("*.lua")}
     assert built == _lua_on_disk()
+    console = ROOT / "ferricflowd" / "console"
+    for folder in ("templates", "static", "static/vendor"):
+        on_disk = {p.name for p in (console / folder).iterdir() if p.is_file()}
+        shipped = {p.name for p in (tmp_path / "lib" / "ferricflowd" / "console" / folder)
+                   .iterdir() if p.is_file()}
+        assert shipped == on_disk, folder
 
 
 def test_the_supervisor_spawns_without_importing_what_only_it_needs_later(
@@ -150,7 +156,8 @@ def test_the_supervisor_spawns_without_importing_what_only_it_needs_later(
         "from ferricflowd.supervisor.arbiter import Supervisor\n"
         f"c = load_config({str(config)!r}, os.environ, {{}})\n"
         "redact_url(c.store.url)\n"
-        "print(sorted(m for m in ('redis', 'prometheus_client', 'psutil') if m in sys.modules))\n"
+        "print(sorted(m for m in ('redis', 'prometheus_client', 'psutil', 'starlette', "
+        "'uvicorn', 'jinja2') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, cwd=ROOT, timeout=60).stdout

@@ -202,6 +202,9 @@ listen = "127.0.0.1:{free_port_for_bench()}"
 drain_timeout = "30s"
 log_level = "warning"
 
+[console]
+listen = ""
+
 [groups.bench]
 type = "{type_}"
 states = {states}

@@ -129,29 +129,40 @@ class Reads:
 
     def stats(self, type: str) -> FlowStats:
         """Exact counts per state, due-now and oldest-due age, running, across partitions."""
-        check_name("type", type)
-        calls = [Call("stats", pre, ["", type]) for pre in self.keys.all_prefixes()]
-        counts: dict[str, int] = defaultdict(int)
-        due: dict[str, int] = defaultdict(int)
-        oldest: dict[str, int] = {}
-        running = 0
-        for reply in self.store.call_many(calls, mutating=False):
-            now, run, flat, *per_state = raise_item(reply, None)
-            running += int(run)
-            for i in range(0, len(flat), 2):
-                counts[flat[i].decode()] += int(flat[i + 1])
-            for st, n, first in per_state:
-                name = st.decode()
-                due[name] += int(n)
-                if int(first) >= 0:
-                    age = int(now) - int(first)
-                    oldest[name] = max(oldest.get(name, 0), age)
-        states = {s: StateStats(s, counts.get(s, 0), due.get(s, 0), oldest.get(s))
-                  for s in sorted(set(counts) | set(due)) if s not in RESERVED_STATES}
-        return FlowStats(type, {k: v for k, v in counts.items() if v}, running, states)
+        return self.stats_many([type])[type]
+
+    def stats_many(self, types: Sequence[str]) -> dict[str, FlowStats]:
+        """stats() of several types in one round trip (a dashboard reads every type)."""
+        types = [check_name("type", t) for t in types]
+        prefixes = self.keys.all_prefixes()
+        calls = [Call("stats", pre, ["", t]) for t in types for pre in prefixes]
+        replies = iter(self.store.call_many(calls, mutating=False))
+        return {t: _merge_stats(t, [next(replies) for _ in prefixes]) for t in types}
 
     def types(self) -> list[str]:
         """Every Flow type this namespace has seen."""
         keys = self.keys
         got = self.store.batch([("SMEMBERS", keys.types(p)) for p in range(keys.partitions)])
         return sorted({t.decode() for members in got for t in members})
+
+
+def _merge_stats(type: str, replies: Sequence[Any]) -> FlowStats:
+    """One type's stats.lua replies (one per partition) summed into FlowStats."""
+    counts: dict[str, int] = defaultdict(int)
+    due: dict[str, int] = defaultdict(int)
+    oldest: dict[str, int] = {}
+    running = 0
+    for reply in replies:
+        now, run, flat, *per_state = raise_item(reply, None)
+        running += int(run)
+        for i in range(0, len(flat), 2):
+            counts[flat[i].decode()] += int(flat[i + 1])
+        for st, n, first in per_state:
+            name = st.decode()
+            due[name] += int(n)
+            if int(first) >= 0:
+                age = int(now) - int(first)
+                oldest[name] = max(oldest.get(name, 0), age)
+    states = {s: StateStats(s, counts.get(s, 0), due.get(s, 0), oldest.get(s))
+              for s in sorted(set(counts) | set(due)) if s not in RESERVED_STATES}
+    return FlowStats(type, {k: v for k, v in counts.items() if v}, running, states)

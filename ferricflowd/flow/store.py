@@ -50,9 +50,8 @@ from .wakewait import WakeWait
 log = logging.getLogger(__name__)
 
 SCRIPTS = ("create", "claim", "extend", "complete", "transition", "fail", "retry", "cancel",
-           "signal", "spawn", "deliver", "reclaim", "release", "cleanup", "stats",
-           "put_value", "browse", "rewind", "purge", "cancel_matching", "schedule_fire",
-           "schedule_admin")
+           "signal", "spawn", "deliver", "reclaim", "release", "cleanup", "stats", "put_value",
+           "browse", "rewind", "purge", "cancel_matching", "schedule_fire", "schedule_admin")
 # The library's includes (lua/lib/), in load order: each may use what the ones before define.
 INCLUDES = ("call", "keys", "record", "history", "lease", "children", "grant")
 

@@ -6,11 +6,10 @@ the loop does everything else, in this order on every turn:
     handle signals -> reap -> read control pipes -> murder (hung, overdue) -> recycle
     -> maintain strength (spawn) -> publish health
 
-Workers are started by fork+exec of `python -m ferricflowd.worker` (never a bare fork: this
-process keeps an HTTP thread and a store thread), each with a pipe on which it reports
-readiness, heartbeats and status. The supervisor never imports user handler code and never
-talks to the store from this thread; dead workers' leases are reclaimed by the maintenance
-thread (ferricflowd/supervisor/maintenance.py), which the loop feeds.
+Workers are fork+exec'd (`python -m ferricflowd.worker`; this process keeps an HTTP thread
+and a store thread), each with a pipe on which it reports readiness, heartbeats and status.
+The supervisor never imports handler code nor talks to the store from this thread: dead
+workers' leases are reclaimed by the maintenance thread (maintenance.py), which it feeds.
 """
 
 from __future__ import annotations
@@ -32,9 +31,10 @@ from ferricflowd.logs import init_sentry, redact_url
 from ferricflowd.metrics import SupervisorMetrics, supervisor_metrics
 from ferricflowd.procenv import SUPERVISOR_PID_ENV, worker_env
 from ferricflowd.supervisor import systemd
+from ferricflowd.supervisor.console import ConsoleProcess, local_url, status_doc
 from ferricflowd.supervisor.datadir import DataDirInUse, DataDirLock
 from ferricflowd.supervisor.embedded import EmbeddedStore, EmbeddedStoreError
-from ferricflowd.supervisor.groups import GroupState, reconcile_groups
+from ferricflowd.supervisor.groups import GroupState, reconcile_groups, served_by, types_of
 from ferricflowd.supervisor.http import Health, HealthServer
 from ferricflowd.supervisor.maintenance import Maintenance
 from ferricflowd.supervisor.promdir import PromDir
@@ -46,7 +46,6 @@ __all__ = ["HaltServer", "Supervisor"]
 log = logging.getLogger(__name__)
 
 LOOP_INTERVAL_S = 0.25  # longest sleep between turns; signals wake the loop at once
-BOOT_TIMEOUT_S = 60.0  # a worker must report ready within this (slow imports are common)
 BOOT_DEFER_S = 2.0  # finish_boot waits at most this long for the first workers to be ready
 ABORT_GRACE_S = 1.0  # SIGABRT -> SIGKILL for a hung worker
 KILL_GRACE_S = 2.0  # a retired worker's own drain deadline -> our SIGKILL
@@ -87,6 +86,7 @@ class Supervisor:
         self.maintenance: Maintenance | None = None
         self.boot_started = 0.0  # monotonic time of start(); finish_boot() follows
         self.http: HealthServer | None = None
+        self.console: ConsoleProcess | None = None
         self._health = Health(loop_tick=time.monotonic())
         self._systemd = systemd.Notifier()
         self._next_rss_check = 0.0
@@ -131,21 +131,22 @@ class Supervisor:
             except EmbeddedStoreError as exc:
                 raise HaltServer(str(exc), exitcodes.CONFIG) from None
             self.store_url = self.embedded.url
-        self.http = HealthServer(
-            daemon.listen, lambda: self._health, self.metrics_dir, max(5.0, 20 * LOOP_INTERVAL_S)
-        )
+        self.http = HealthServer(daemon.listen, lambda: self._health, self.metrics_dir,
+                                 max(5.0, 20 * LOOP_INTERVAL_S))
         try:
             self.http.start()
         except OSError as exc:
             raise HaltServer(f"cannot listen on {daemon.listen}: {exc}", exitcodes.CONFIG) from None
+        embedded_url = self.store_url if self.embedded is not None else None
+        self.console = ConsoleProcess(self.config, embedded_url, local_url(self.http.address))
         for group in self.config.groups:
             self.groups[group.name] = GroupState.of(self.config, group)
         store, url = self.config.store, self.store_url
         # Created now (a dead worker's reclaim can be queued at once), started in finish_boot;
         # after the groups, whose types it sweeps.
         self.maintenance = Maintenance(
-            lambda: store.client(url), self._types(), daemon.maintenance_interval_s,
-            served=self._served(),
+            lambda: store.client(url), types_of(self.groups), daemon.maintenance_interval_s,
+            served=served_by(self.groups),
             check_replicas=store.min_replicas > 0,
             scheduler=Scheduler(self.config.schedules),
         )
@@ -200,6 +201,8 @@ class Supervisor:
             self.recycle_workers(now)
             self.manage_workers(now)
             self.check_helpers()
+            if self.console is not None and not self.booting:
+                self.console.maintain(now)
         self.publish_health(now)
         return True
 
@@ -213,6 +216,8 @@ class Supervisor:
             if not self.maintenance.flush(timeout_s=10.0):
                 log.warning("some leases of dead workers were not reclaimed; they expire instead")
             self.maintenance.stop()
+        if self.console is not None:
+            self.console.stop()
         if self.http is not None:
             self.http.stop()
         if self.embedded is not None:
@@ -257,9 +262,7 @@ class Supervisor:
         """Graceful drain; a second TERM while draining is a fast stop."""
         self.stop(graceful=self.stopping is None)
 
-    def handle_int(self) -> None:
-        """Same as TERM (Ctrl-C in a terminal)."""
-        self.stop(graceful=self.stopping is None)
+    handle_int = handle_term  # Ctrl-C in a terminal
 
     def handle_quit(self) -> None:
         """Fast stop."""
@@ -326,8 +329,10 @@ class Supervisor:
         if self.metrics is not None:
             self.metrics.preinit(list(self.groups))
         self.config = new
+        if self.console is not None:
+            self.console.reload(new)
         if self.maintenance is not None:
-            self.maintenance.set_types(self._types(), self._served())
+            self.maintenance.set_types(types_of(self.groups), served_by(self.groups))
             self.maintenance.set_schedules(new.schedules)
         systemd.ready()
         log.info("reloaded %s", new.path)
@@ -365,6 +370,9 @@ class Supervisor:
                 return
             if self.embedded is not None and pid == self.embedded.pid:
                 self._embedded_died(status)
+                continue
+            if self.console is not None and pid == self.console.pid:
+                self.console.exited(status, time.monotonic(), bool(self.stopping))
                 continue
             worker = self.workers.pop(pid, None)
             if worker is None:
@@ -498,7 +506,8 @@ class Supervisor:
             groups[group.name], reason = group.readiness(self.workers_of(group.name))
             if reason:
                 reasons.append(f"group {group.name}: {reason}")
-        self._health = Health(now, not reasons, tuple(reasons), groups)
+        status = status_doc(self.workers.values(), self.groups.values(), now, self.console)
+        self._health = Health(now, not reasons, tuple(reasons), groups, status)
         if self._systemd.update(now, reasons, len(self.workers)):
             log.info("all groups at strength")
 
@@ -560,14 +569,12 @@ class Supervisor:
             old.retire(old.retire_reason or "recycle", self._retire_grace(), now)
 
     def _hang_limit(self, worker: Worker) -> float:
-        if not worker.ready:
-            return max(self.config.daemon.heartbeat_timeout_s, BOOT_TIMEOUT_S)
         group = self.groups.get(worker.group)
-        block_s = group.config.block_ms / 1000.0 if group is not None else 0.0
-        return self.config.daemon.heartbeat_timeout_s + block_s
+        return worker.hang_limit(self.config.daemon.heartbeat_timeout_s,
+                                 group.config.block_ms if group is not None else 0)
 
     def _count_restart(self, group: GroupState, reason: str) -> None:
-        if self.metrics is not None:
+        if self.metrics is not None:  # None while booting
             self.metrics.worker_restarts.labels(group.name, reason).inc()
 
     def _stop_remaining(self) -> None:
@@ -591,8 +598,3 @@ class Supervisor:
     def _window(self) -> float:
         return self.config.daemon.restart_window_s
 
-    def _types(self) -> list[str]:
-        return [g.config.type for g in self.groups.values()]
-
-    def _served(self) -> list[tuple[str, str]]:
-        return [(g.config.type, s) for g in self.groups.values() for s in g.config.states]

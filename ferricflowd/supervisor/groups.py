@@ -12,6 +12,7 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,3 +170,13 @@ def reconcile_groups(groups: dict[str, GroupState], new: Config) -> list[str]:
         log.info("reload: group %s removed; retiring its workers", name)
         del groups[name]
     return removed
+
+
+def types_of(groups: Mapping[str, GroupState]) -> list[str]:
+    """The Flow types the groups work on (the maintenance thread sweeps them)."""
+    return [g.config.type for g in groups.values()]
+
+
+def served_by(groups: Mapping[str, GroupState]) -> list[tuple[str, str]]:
+    """Every (type, state) some group claims."""
+    return [(g.config.type, s) for g in groups.values() for s in g.config.states]

@@ -1,4 +1,5 @@
-"""The supervisor's small HTTP endpoint on `daemon.listen`: /metrics, /healthz, /readyz.
+"""The supervisor's small HTTP endpoint on `daemon.listen`: /metrics, /healthz, /readyz and
+/status (the process table and groups, for the web console).
 
 It runs in its own threads and never touches the process table: the supervisor loop
 publishes an immutable `Health` snapshot on every turn and the handlers only read the latest
@@ -36,6 +37,7 @@ class Health:
     ready: bool = False
     reasons: tuple[str, ...] = ()
     groups: dict[str, Any] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)  # supervisor/console.py: status_doc
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -72,8 +74,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.reply_json(*owner.healthz())
         elif path == "/readyz":
             self.reply_json(*owner.readyz())
+        elif path == "/status":
+            self.reply_json(200, owner.health().status)
         else:
-            paths = ["/metrics", "/healthz", "/readyz"]
+            paths = ["/metrics", "/healthz", "/readyz", "/status"]
             self.reply_json(404, {"status": "not found", "paths": paths})
 
     def reply_json(self, code: int, doc: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["Worker"]
 
 _MAX_LINE = 64 * 1024  # a control line longer than this is garbage; drop it
+BOOT_TIMEOUT_S = 60.0  # a worker must report ready within this (slow imports are common)
 MAX_JOBS_JITTER = 0.1  # up to +10%, so workers started together do not recycle together
 
 
@@ -129,6 +130,13 @@ class Worker:
     @property
     def retiring(self) -> bool:
         return self.retire_reason is not None
+
+    def hang_limit(self, heartbeat_timeout_s: float, block_ms: int) -> float:
+        """Seconds without a heartbeat after which it counts as hung: a booting worker may
+        take BOOT_TIMEOUT_S to import; a ready one may block in a claim for block_ms."""
+        if not self.ready:
+            return max(heartbeat_timeout_s, BOOT_TIMEOUT_S)
+        return heartbeat_timeout_s + block_ms / 1000.0
 
     def describe(self) -> str:
         """One line for the process table (SIGUSR1)."""

@@ -91,9 +91,12 @@ def write_config(
     store: dict[str, Any],
     daemon: dict[str, Any],
     defaults: dict[str, Any] | None = None,
+    console: dict[str, Any] | None = None,
     schedules: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     parts = [toml_table("store", store), toml_table("daemon", daemon)]
+    # No web console unless a test asks for one: it would take the same port in every test.
+    parts.append(toml_table("console", console if console is not None else {"listen": ""}))
     parts.append(toml_table("defaults", {**TEST_DEFAULTS, **(defaults or {})}))
     parts += [toml_table(f"groups.{name}", values) for name, values in groups.items()]
     parts += [toml_table(f"schedules.{name}", values) for name, values in (schedules or {}).items()]
@@ -244,8 +247,9 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
 def start_daemon(
     tmp_path: Path, redis_server: Any, namespace: str
 ) -> Iterator[Callable[..., Daemon]]:
-    """start_daemon(groups, daemon={...}, defaults={...}, store={...}, env={...}, wait=True,
-    schedules={...}, config_name="flows.toml")."""
+    """start_daemon(groups, daemon={...}, defaults={...}, store={...}, console={...}, env={...},
+    wait=True, schedules={...}, config_name="flows.toml"). No console unless `console` gives
+    its table."""
     started: list[Daemon] = []
 
     def start(
@@ -254,6 +258,7 @@ def start_daemon(
         daemon: dict[str, Any] | None = None,
         defaults: dict[str, Any] | None = None,
         store: dict[str, Any] | None = None,
+        console: dict[str, Any] | None = None,
         env: dict[str, str] | None = None,
         wait: bool = True,
         args: tuple[str, ...] = (),
@@ -271,7 +276,7 @@ def start_daemon(
             **(daemon or {}),
         }
         config = write_config(tmp_path / config_name, groups, store_table, daemon_table, defaults,
-                              schedules)
+                              console=console, schedules=schedules)
         log_path = tmp_path / f"daemon-{len(started)}.log"
         with open(log_path, "wb") as log_file:
             proc = subprocess.Popen(

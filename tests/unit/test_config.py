@@ -17,6 +17,7 @@ from ferricflowd.config import (
     SETTINGS,
     Config,
     ConfigError,
+    ConsoleConfig,
     DaemonConfig,
     GroupConfig,
     StoreConfig,
@@ -67,6 +68,7 @@ def test_example_loads() -> None:
 def test_example_sets_every_declared_key() -> None:
     doc = tomllib.loads(EXAMPLE.read_text())
     written = {("store", k) for k in doc["store"]} | {("daemon", k) for k in doc["daemon"]}
+    written |= {("console", k) for k in doc["console"]}
     written |= {("defaults", k) for k in doc["defaults"]}
     written |= {("group", k) for g in doc["groups"].values() for k in g}
     for s in SETTINGS:
@@ -78,7 +80,8 @@ def test_example_sets_every_declared_key() -> None:
 
 
 def test_schema_fills_the_dataclasses_exactly() -> None:
-    for section, cls in (("store", StoreConfig), ("daemon", DaemonConfig)):
+    for section, cls in (("store", StoreConfig), ("daemon", DaemonConfig),
+                         ("console", ConsoleConfig)):
         declared = [s.field_name for s in SETTINGS if s.section == section]
         assert declared == [f.name for f in dataclasses.fields(cls)]
     declared = ["name"] + [s.field_name for s in SETTINGS if s.section == "group"]
@@ -95,6 +98,7 @@ def test_built_in_defaults(tmp_path: Path) -> None:
         5, 60.0, 1.0, "text", "info")
     assert config.groups == (GroupConfig(
         "a", "t", ("s",), "m:f", 1, 8, 100, 30_000, 5_000, 512 * 2**20, 0, (), None),)
+    assert config.console == ConsoleConfig("127.0.0.1:9465", "", 5.0)
 
 
 def test_config_objects_are_frozen(tmp_path: Path) -> None:
@@ -594,3 +598,17 @@ def test_fuzz_corpus_loads_or_raises_config_error(tmp_path: Path, seed: int) -> 
     else:
         assert isinstance(config, Config) and config.groups, kind
         assert all(g.processes >= 1 and g.lease_ms >= 1000 for g in config.groups), kind
+
+
+def test_console_table(tmp_path: Path) -> None:
+    path = write(tmp_path, '[console]\nlisten = ""\nrefresh = "2s"\n' + GROUP)
+    config = load_config(path, env={"FERRICFLOWD_CONSOLE_TOKEN": "s3cret"})
+    assert config.console == ConsoleConfig("", "s3cret", 2.0)
+    assert not config.console.enabled
+    with pytest.raises(ConfigError, match=r"console\.listen.*host:port"):
+        load_config(write(tmp_path, '[console]\nlisten = "nope"\n' + GROUP), env={})
+    with pytest.raises(ConfigError, match=r"console\.tokn: unknown key; did you mean 'token'"):
+        load_config(write(tmp_path, '[console]\ntokn = "x"\n' + GROUP), env={})
+    with pytest.raises(ConfigError, match=r"console\.token") as info:
+        load_config(write(tmp_path, '[console]\ntoken = 12345678\n' + GROUP), env={})
+    assert "12345678" not in str(info.value)  # a secret is never echoed
