@@ -14,7 +14,7 @@ import pytest
 
 from ferricflowd.flow.queue import Queue
 from ferricflowd.flow.workflow import WorkflowClient
-from tests.daemon.conftest import wait_for
+from tests.helpers import wait_for
 
 H = "tests.daemon.handlers"
 

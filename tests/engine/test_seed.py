@@ -28,7 +28,7 @@ from ferricflowd import (
     transition,
 )
 from ferricflowd.flow.wire import LeaseRequest
-from tests.engine.util import assert_versions, events, running, terminal, wait_for
+from tests.helpers import assert_versions, events, running, terminal, wait_for
 
 Opts = tuple[str, dict[str, Any]]
 Opened = Callable[[Any], Any]

@@ -1,14 +1,30 @@
-"""Helpers of the engine tests: polling with a deadline, workers in threads, key reads."""
+"""Helpers shared by the suites: polling with a deadline (one poller for every suite),
+workers in threads, reads of a Flow's history and keys."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from ferricflowd import FlowClient
-from tests.daemon.conftest import wait_for as wait_for  # one poller for every suite
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 15.0, interval: float = 0.02,
+             what: str = "") -> T:
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
 
 
 @contextmanager
@@ -65,3 +81,11 @@ def assert_failed_after_retries(client: FlowClient, flow_id: str, error: bytes) 
     retries = [e.details for e in client.history(flow_id) if e.event == "retry"]
     assert [d["decision"] for d in retries] == ["scheduled", "exhausted"]
     assert all(d["error"] == error.decode() for d in retries)
+
+
+def flow_keys(redis_client: Any, namespace: str, flow_id: str) -> list[bytes]:
+    """Every key of the namespace whose name ends in `:<flow_id>` (record, history, values,
+    children); read with SCAN so ids with glob characters need no escaping."""
+    suffix = f":{flow_id}".encode()
+    return [k for k in redis_client.scan_iter(match=f"{{{namespace}:*", count=1000)
+            if k.endswith(suffix)]
