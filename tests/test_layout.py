@@ -122,7 +122,7 @@ def test_no_test_module_imports_another_or_a_conftest() -> None:
     ("from tests.daemon.conftest import wait_for", True),
     ("from tests.unit.test_config import make_case", True),
     ("from tests.unit import test_config", True),
-    ("from .test_seed import helper", True),
+    ("from .test_leases import helper", True),
     ("from . import conftest", True),
     ("import conftest", True),
     ("from tests.helpers import wait_for", False),

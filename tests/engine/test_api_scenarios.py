@@ -1,4 +1,5 @@
-"""The seed scenarios of the engine issue, on a single node and on a 3-master cluster.
+"""The public API end to end, one scenario per test (the seed scenarios of the engine issue),
+on a single node and on a 3-master cluster.
 
 Each scenario uses the public API exactly as the seed examples do (queue, state machine,
 signal, retry with exhaustion, fanout, value refs, failure model, inspection) and asserts the
