@@ -4,7 +4,7 @@
     python -m bench.chaos --flows 5000 --workflows 1000 --kill-every 0.2 --storm 30
     python -m bench.chaos --only kill_storm,poison_pill --flows 500 --workflows 100
 
-The scenarios are the ones the short form (tests/chaos/) runs, from bench/chaos_scenarios.py,
+The scenarios are the ones the short form (tests/chaos/) runs, from tests/chaos/scenarios.py,
 against a throwaway durable redis-server (AOF, appendfsync always) and real `ferricflowd run`
 daemons. Exit status 0 when every scenario's exact accounting passed (lost = 0,
 duplicates = 0, ...), 1 otherwise. Daemon logs stay in --work-dir (a temp dir by default).
@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import chaos_scenarios as cs
+from tests.chaos.lab import Lab
+from tests.chaos.scenarios import SCENARIOS, Result
 from tests.servers import RedisServer
 
 
@@ -59,7 +60,7 @@ def plan(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
     }
 
 
-def headline(r: cs.Result) -> dict[str, Any]:
+def headline(r: Result) -> dict[str, Any]:
     """The figures issue 4 asks for, per scenario."""
     s = r.summary
     rec = s.get("recovery_ms") or {}
@@ -82,16 +83,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         chosen = {n: chosen[n] for n in names}
     server = RedisServer(work / "redis").start()
-    results: list[cs.Result] = []
+    results: list[Result] = []
     started = time.monotonic()
     try:
         for name, kwargs in chosen.items():
-            lab = cs.Lab(server, work / name)
+            lab = Lab(server, work / name)
             t0 = time.monotonic()
             try:
-                result = cs.SCENARIOS[name](lab, **kwargs)
+                result = SCENARIOS[name](lab, **kwargs)
             except AssertionError as exc:  # a deadline passed: report it as a problem
-                result = cs.Result(name, problems=[str(exc)])
+                result = Result(name, problems=[str(exc)])
             finally:
                 lab.close()
                 server.ensure_running()

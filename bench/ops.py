@@ -35,7 +35,7 @@ from typing import Any
 from bench.common import REPO, precompile
 from ferricflowd import FlowClient, FlowFilter, complete, fail
 from ferricflowd.flow.wire import CreateSpec, LeaseRequest
-from tests.daemon.conftest import daemon_env, free_port, write_config
+from tests.daemons import daemon_env, free_port, write_config
 from tests.servers import RedisServer
 
 

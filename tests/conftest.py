@@ -6,16 +6,23 @@
 - namespace (function): a fresh namespace per test; tests isolate by namespace, never FLUSHALL.
 - redis_cluster (session): 3 masters, no replicas; .url .ports .nodes .client().
 - make_redis_server (function): factory for servers with special options.
+- start_daemon (function): starts the real `ferricflowd run` as a subprocess on
+  redis_server (see tests/daemons.py); every daemon is killed after the test.
 """
 
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ferricflowd.flow.client import FlowClient
+from tests.daemons import TEST_DAEMON, Daemon, daemon_env, free_port, write_config
 from tests.servers import RedisClusterServers, RedisServer, terminate_all
 
 _SERVER_KEY = pytest.StashKey[RedisServer]()
@@ -112,3 +119,60 @@ def closing() -> Iterator[Callable[[Any], Any]]:
     yield register
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def start_daemon(
+    tmp_path: Path, redis_server: Any, namespace: str
+) -> Iterator[Callable[..., Daemon]]:
+    """start_daemon(groups, daemon={...}, defaults={...}, store={...}, console={...}, env={...},
+    wait=True, schedules={...}, config_name="flows.toml"). No console unless `console` gives
+    its table."""
+    started: list[Daemon] = []
+
+    def start(
+        groups: dict[str, dict[str, Any]],
+        *,
+        daemon: dict[str, Any] | None = None,
+        defaults: dict[str, Any] | None = None,
+        store: dict[str, Any] | None = None,
+        console: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        args: tuple[str, ...] = (),
+        prefix: tuple[str, ...] = (),
+        schedules: dict[str, dict[str, Any]] | None = None,
+        config_name: str = "flows.toml",
+    ) -> Daemon:
+        port = free_port()
+        store_table = {"url": redis_server.url, "namespace": namespace, **(store or {})}
+        store_table = {k: v for k, v in store_table.items() if v is not None}
+        daemon_table = {
+            "data_dir": str(tmp_path / "data"),
+            "listen": f"127.0.0.1:{port}",
+            **TEST_DAEMON,
+            **(daemon or {}),
+        }
+        config = write_config(tmp_path / config_name, groups, store_table, daemon_table, defaults,
+                              console=console, schedules=schedules)
+        log_path = tmp_path / f"daemon-{len(started)}.log"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(
+                [*prefix, sys.executable, "-m", "ferricflowd", "run", "--config", str(config),
+                 *args],
+                cwd=tmp_path, env=daemon_env(env), stdin=subprocess.DEVNULL,
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        url = store_table.get("url") or f"unix://{tmp_path / 'data' / 'redis' / 'redis.sock'}"
+        client = FlowClient.from_url(url, namespace=namespace)
+        handle = Daemon(proc, config, log_path, port, client, wrapped=bool(prefix))
+        started.append(handle)
+        if wait:
+            handle.wait_ready()
+        return handle
+
+    yield start
+    for handle in started:
+        handle.kill_all()
+        handle.client.close()
+        print(f"---- {handle.log_path.name} (tail) ----\n{handle.log_tail(60)}")

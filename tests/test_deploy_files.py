@@ -4,26 +4,17 @@ expects (the container and Kubernetes files are tested in tests/deploy/)."""
 from __future__ import annotations
 
 import configparser
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "ferricflowd.service"
 DEFAULT_DRAIN_TIMEOUT_S = 30.0  # daemon.drain_timeout default (architecture.md, section 5)
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-
-
-def seconds(value: str | int | float) -> float:
-    """'45s', '1m', '500ms' or a bare number of seconds (systemd's and our own style)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h)?\s*", str(value))
-    assert match, f"not a duration: {value!r}"
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-
 
 # -- systemd -------------------------------------------------------------------------------
 

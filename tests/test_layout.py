@@ -1,4 +1,5 @@
-"""Package layout: flow/ imports nothing of the daemon, and every Lua script ships."""
+"""Package layout: flow/ imports nothing of the daemon, every Lua script ships, and no test
+module imports another test module or a conftest (shared helpers live in support modules)."""
 
 from __future__ import annotations
 
@@ -77,6 +78,60 @@ def test_flow_modules_import_nothing_of_the_daemon() -> None:
 def test_the_import_check_itself(source: str, bad: bool) -> None:
     names = imported_modules(source, "ferricflowd.flow.client")
     assert bool(forbidden_imports(names)) is bad, names
+
+
+def imports_of_test_modules(names: set[str]) -> set[str]:
+    """The imported names that reach into a test module (test_*.py) or a conftest.py."""
+    bad = set()
+    for name in names:
+        parts = name.split(".")
+        if parts[0] != "tests" and parts[0] != "conftest" and not parts[0].startswith("test_"):
+            continue  # not ours: a library may well name a module test_*
+        if any(p == "conftest" or p.startswith("test_") for p in parts):
+            bad.add(name)
+    return bad
+
+
+def _modules_under(*dirs: str) -> list[tuple[Path, str]]:
+    out = []
+    for top in dirs:
+        for path in sorted((ROOT / top).rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out.append((path, ".".join(parts)))
+    return out
+
+
+def test_no_test_module_imports_another_or_a_conftest() -> None:
+    """Helpers and fakes shared by several test modules live in plain support modules
+    (tests/helpers.py, tests/daemons.py, ...); fixtures in a conftest.py that pytest loads."""
+    modules = _modules_under("tests", "bench")
+    assert len(modules) >= 40
+    offenders = {}
+    for path, module in modules:
+        names = imported_modules(path.read_text("utf-8"), module, path.name == "__init__.py")
+        bad = imports_of_test_modules(names)
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = sorted(bad)
+    assert offenders == {}
+
+
+@pytest.mark.parametrize("source,bad", [
+    ("from tests.daemon.conftest import wait_for", True),
+    ("from tests.unit.test_config import make_case", True),
+    ("from tests.unit import test_config", True),
+    ("from .test_leases import helper", True),
+    ("from . import conftest", True),
+    ("import conftest", True),
+    ("from tests.helpers import wait_for", False),
+    ("from tests.chaos.lab import Lab", False),
+    ("from .calls import claim_one", False),
+    ("import pytest", False),
+])
+def test_the_test_import_check_itself(source: str, bad: bool) -> None:
+    names = imported_modules(source, "tests.engine.test_cancel")
+    assert bool(imports_of_test_modules(names)) is bad, names
 
 
 def _lua_on_disk() -> set[str]:

@@ -1,5 +1,5 @@
 """The chaos suite's lab: its own redis-server (the scenarios kill and stop it) and a work
-directory for the daemons' configs and logs. Scenario code: bench/chaos_scenarios.py."""
+directory for the daemons' configs and logs. Scenario code: tests/chaos/scenarios.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.chaos_scenarios import Lab
+from tests.chaos.lab import Lab
 from tests.servers import RedisServer
 
 

@@ -12,7 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.console.conftest import free_port, write_console_config
+from tests.consoles import write_console_config
+from tests.daemons import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

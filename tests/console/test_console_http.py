@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.console.conftest import TOKEN, Served, fail_all
+from tests.consoles import TOKEN, Served, fail_all
 
 XSS_ID = "<script>alert(1)</script>"
 VENDOR = Path(__file__).resolve().parents[2] / "ferricflowd" / "console" / "static" / "vendor"

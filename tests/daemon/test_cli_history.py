@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from tests.daemon.conftest import run_cli
+from tests.daemons import run_cli
 
 
 def test_history_of_a_missing_flow_exits_1_and_times_are_iso(redis_server, namespace,

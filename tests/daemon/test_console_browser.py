@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.daemon.conftest import free_port, wait_for
+from tests.daemons import free_port
+from tests.helpers import wait_for
 
 TOKEN = "browser-console-token-7"
 CHROMIUM = "/usr/bin/chromium"

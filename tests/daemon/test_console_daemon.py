@@ -12,7 +12,8 @@ import urllib.request
 
 import psutil
 
-from tests.daemon.conftest import Daemon, free_port, wait_for
+from tests.daemons import Daemon, free_port
+from tests.helpers import wait_for
 
 TOKEN = "daemon-console-token-42"
 GROUPS = {"q": {"type": "job", "states": ["queued"], "handler": "tests.daemon.handlers.basic:echo",

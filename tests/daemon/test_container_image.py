@@ -27,8 +27,9 @@ import pytest
 
 from ferricflowd.flow.client import FlowClient
 from ferricflowd.flow.queue import Queue
-from tests.daemon.conftest import Daemon, free_port, wait_for
+from tests.daemons import Daemon, free_port
 from tests.deploy.kit import K8S, ROOT, dockerfile, env_of
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 IMAGE_CONFIG = "/etc/ferricflowd/flows.toml"

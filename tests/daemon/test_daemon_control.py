@@ -15,7 +15,8 @@ import pytest
 
 from ferricflowd.flow.client import FlowClient
 from ferricflowd.flow.queue import Queue
-from tests.daemon.conftest import daemon_env, metric, metric_or_none, run_cli, wait_for
+from tests.daemons import daemon_env, metric, metric_or_none, run_cli
+from tests.helpers import wait_for
 
 H = "tests.daemon.handlers.basic"
 TWO_GROUPS = {

@@ -10,7 +10,8 @@ import time
 import psutil
 
 from ferricflowd.flow.queue import Queue
-from tests.daemon.conftest import metric, process_gone, run_cli, wait_for
+from tests.daemons import metric, process_gone, run_cli
+from tests.helpers import wait_for
 
 H = "tests.daemon.handlers"
 

@@ -10,7 +10,8 @@ import psutil
 
 from ferricflowd.flow.policy import RetryPolicy
 from ferricflowd.flow.queue import Queue
-from tests.daemon.conftest import free_port, metric, run_cli, wait_for
+from tests.daemons import free_port, metric, run_cli
+from tests.helpers import wait_for
 
 H = "tests.daemon.handlers.basic"
 

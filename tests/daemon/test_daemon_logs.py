@@ -10,7 +10,7 @@ import socket
 import struct
 
 from ferricflowd.flow.queue import Queue
-from tests.daemon.conftest import wait_for
+from tests.helpers import wait_for
 
 H = "tests.daemon.handlers.basic"
 

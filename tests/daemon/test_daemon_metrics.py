@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import signal
 
-from tests.daemon.conftest import metric, metric_or_none, wait_for
+from tests.daemons import metric, metric_or_none
+from tests.helpers import wait_for
 
 H = "tests.daemon.handlers.basic"
 

@@ -13,7 +13,8 @@ import pytest
 
 from ferricflowd.flow.queue import Queue
 from ferricflowd.flow.workflow import WorkflowClient
-from tests.daemon.conftest import SentryEnvelopes, wait_for
+from tests.daemons import SentryEnvelopes
+from tests.helpers import wait_for
 
 H = "tests.daemon.handlers"
 

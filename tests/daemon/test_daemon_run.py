@@ -8,7 +8,8 @@ import time
 
 from ferricflowd.flow.queue import Queue
 from ferricflowd.flow.workflow import WorkflowClient
-from tests.daemon.conftest import metric, metric_or_none, wait_for
+from tests.daemons import metric, metric_or_none
+from tests.helpers import wait_for
 
 H = "tests.daemon.handlers.basic"
 

@@ -18,8 +18,8 @@ from ferricflowd import FlowClient
 from ferricflowd.flow.schedule_spec import Schedule
 from ferricflowd.supervisor import scheduler as scheduler_module
 from ferricflowd.supervisor.scheduler import Scheduler
-from tests.daemon.conftest import daemon_env, metric, run_cli, wait_for
-from tests.engine.test_schedules import dues
+from tests.daemons import daemon_env, metric, run_cli
+from tests.helpers import dues, wait_for
 
 
 def flows_of(client: FlowClient, prefix: str) -> list[Any]:

@@ -11,7 +11,8 @@ from http.server import ThreadingHTTPServer
 
 import pytest
 
-from tests.daemon.conftest import SentryEnvelopes, wait_for
+from tests.daemons import SentryEnvelopes
+from tests.helpers import wait_for
 
 H = "tests.daemon.handlers"
 

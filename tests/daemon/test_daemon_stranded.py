@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import signal
 
-from tests.daemon.conftest import metric_or_none, run_cli, wait_for
+from tests.daemons import metric_or_none, run_cli
+from tests.helpers import wait_for
 
 H = "tests.daemon.handlers.basic"
 GROUPS = {"image": {"type": "image", "states": ["queued"], "handler": f"{H}:echo"}}

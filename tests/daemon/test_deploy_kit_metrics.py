@@ -12,8 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ferricflowd.flow.queue import Queue
-from tests.daemon.conftest import Daemon, wait_for
+from tests.daemons import Daemon
 from tests.deploy.kit import kit_series
+from tests.helpers import wait_for
 
 H = "tests.daemon.handlers"
 SLOW = 1.0

@@ -24,7 +24,9 @@ from ferricflowd.supervisor.groups import (
 from ferricflowd.supervisor.http import Health, HealthServer
 from ferricflowd.supervisor.maintenance import Maintenance
 from ferricflowd.supervisor.workers import Worker
-from tests.daemon.conftest import free_port, wait_for
+from tests.daemons import free_port
+from tests.fakes import FakeClient
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -91,38 +93,6 @@ def test_readiness_names_what_is_missing(config) -> None:
     assert "failed at boot" in str(group.readiness([worker])[1])
     for fd in (w, w2, worker.control_fd, other.control_fd):
         os.close(fd)
-
-
-class FakeClient:
-    def __init__(self) -> None:
-        self.down = True
-        self.reclaimed: list[tuple[str, str]] = []
-        self.expired: list[str] = []
-
-    def ping(self) -> bool:
-        return not self.down
-
-    def reclaim_worker(self, worker_id: str, cause: str) -> tuple[int, int]:
-        if self.down:
-            raise ConnectionError("store down")
-        self.reclaimed.append((worker_id, cause))
-        return 2, 0
-
-    def reclaim_expired(self, flow_type: str) -> int:
-        self.expired.append(flow_type)
-        return 0
-
-    def stats(self, flow_type: str) -> None:
-        return None
-
-    def deliver_outbox(self) -> int:
-        return 0
-
-    def cleanup(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
 
 
 def test_maintenance_retries_a_reclaim_until_the_store_is_back() -> None:

@@ -20,7 +20,7 @@ import yaml
 from ferricflowd.config import load_config
 from tests.deploy.crd_schemas import SCHEMAS
 from tests.deploy.kit import K8S, PROMETHEUSRULE, ROOT, RULES, tool
-from tests.test_deploy_files import seconds
+from tests.helpers import seconds
 
 OVERLAYS = ("dev", "external-store")
 BASE_TOML = K8S / "base" / "flows.toml"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from ferricflowd import ChildSpec, FlowClient, complete, transition
 from ferricflowd.flow.records import Job
 from ferricflowd.flow.wire import LeaseRequest
-from tests.engine.util import assert_versions, events
+from tests.helpers import assert_versions, events
 
 TYPE = "keep-test"
 WORKER = "keeper-1"

@@ -20,7 +20,7 @@ from ferricflowd import (
 )
 from ferricflowd.flow.records import Job
 from ferricflowd.flow.wire import LeaseRequest
-from tests.engine.util import events, wait_for
+from tests.helpers import events, wait_for
 
 TYPE = "lease-test"
 

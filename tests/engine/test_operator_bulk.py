@@ -21,7 +21,7 @@ from ferricflowd import (
 )
 from ferricflowd.flow.records import Job
 from ferricflowd.flow.wire import CreateSpec, LeaseRequest
-from tests.engine.util import wait_for
+from tests.helpers import wait_for
 
 T = "ops"
 

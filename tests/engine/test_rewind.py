@@ -28,7 +28,7 @@ from ferricflowd import (
 )
 from ferricflowd.flow.records import Job
 from ferricflowd.flow.wire import LeaseRequest
-from tests.engine.util import assert_versions, events, wait_for
+from tests.helpers import assert_versions, events, wait_for
 
 T = "rw"
 

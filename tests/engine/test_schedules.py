@@ -16,6 +16,7 @@ from ferricflowd import FlowClient, InvalidArgument, LeaseRequest, complete
 from ferricflowd.flow.errors import ScheduleExists, ScheduleNotFound
 from ferricflowd.flow.schedule_spec import Schedule
 from ferricflowd.flow.store import Call
+from tests.helpers import dues, flow_ids
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -26,20 +27,6 @@ def ms(*args: int, tz: Any = BERLIN) -> int:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def flow_ids(client: FlowClient, prefix: str) -> list[str]:
-    """Every Flow id of the namespace that starts with `prefix:` (a SCAN per node)."""
-    pattern = f"{{{client.namespace}:*}}:f:{prefix}:*"
-
-    def scan(r: Any) -> list[str]:
-        return [k.decode().split(":f:", 1)[1] for k in r.scan_iter(match=pattern, count=1000)]
-
-    return sorted(set(client.store.execute(scan)), key=lambda i: int(i.rsplit(":", 1)[1]))
-
-
-def dues(client: FlowClient, prefix: str) -> list[int]:
-    return [int(i.rsplit(":", 1)[1]) for i in flow_ids(client, prefix)]
 
 
 def outcomes(report: Any) -> list[str]:

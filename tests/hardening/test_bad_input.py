@@ -2,8 +2,8 @@
 
 Already covered elsewhere (not repeated here): create-time oversize payload/values and the
 64 KiB claim cap, non-bytes enqueue payloads and odd ids through the Python API
-(tests/engine/test_engine_misc.py), and the in-process fuzzed TOML corpus
-(tests/unit/test_config.py, 240 cases). Added here: the wrong-type table over every public
+(tests/engine/test_arguments.py), and the in-process fuzzed TOML corpus
+(tests/config_corpus.py, 240 cases). Added here: the wrong-type table over every public
 argument, oversize input through every entry point with the keys checked, unknown states,
 odd ids through the CLI, and the fuzzed configs through `ferricflowd check`.
 """
@@ -36,9 +36,9 @@ from ferricflowd import (
 )
 from ferricflowd.config import ConfigError, load_config
 from ferricflowd.flow.wire import LeaseRequest
-from tests.daemon.conftest import daemon_env
-from tests.hardening.conftest import flow_keys, run_many
-from tests.unit.test_config import EXAMPLE, FUZZ_SEEDS, make_case
+from tests.config_corpus import EXAMPLE, FUZZ_SEEDS, make_case
+from tests.daemons import daemon_env, run_many
+from tests.helpers import flow_keys
 
 T = "bad"
 
@@ -429,7 +429,7 @@ def test_bad_input_through_the_cli_exits_2_naming_the_argument(
 # -- the fuzzed config corpus through `ferricflowd check` ------------------------------------
 
 def _bad_cases(tmp_path: Path, want: int) -> list[tuple[int, Path, dict[str, str], str]]:
-    """The first `want` corpus cases (tests/unit/test_config.py) that a subprocess can be
+    """The first `want` corpus cases (tests/config_corpus.py) that a subprocess can be
     given (no CLI overrides, no NUL in env) and that fail with a ConfigError: (seed, file,
     env, the error's dotted key - "" for file-level errors such as TOML syntax)."""
     example = EXAMPLE.read_text()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ferricflowd import FlowClient, QueueClient, RetryPolicy, RunnerHooks, WorkflowClient
-from tests.daemon.conftest import wait_for
+from tests.helpers import wait_for
 
 LIMITS = "tests.hardening.limits_handlers"
 

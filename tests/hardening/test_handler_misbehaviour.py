@@ -1,7 +1,7 @@
 """Scenario 7: handlers that raise, return garbage, transition nowhere, block past their lease
 or return after their lease was taken away - in-process and under the real daemon.
 
-tests/engine/test_engine_misc.py::test_handler_misbehaviour already covers the basic
+tests/engine/test_handlers.py::test_handler_misbehaviour already covers the basic
 in-process mapping (exception -> retry, dict/int -> failed, undeclared/reserved transition ->
 failed); these tests add what it does not: outcomes that used to park or wedge a Flow,
 two real workers racing for a long handler, the stale-lease log line, and the daemon.
@@ -30,11 +30,10 @@ from ferricflowd import (
     transition,
 )
 from ferricflowd.flow.outcomes import Retry, Transition
-from tests.daemon.conftest import wait_for
-from tests.engine.util import assert_failed_after_retries
-from tests.hardening.conftest import HARDEN, assert_versions, flow_keys
+from tests.helpers import assert_failed_after_retries, assert_versions, flow_keys, wait_for
 
 T = "hq"
+HARDEN = "tests.hardening.handlers"  # imported by the daemon's workers
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ import pytest
 from ferricflowd import FlowClient, QueueClient, StoreError
 from ferricflowd.flow.errors import FlowAlreadyExists, UnderReplicated
 from ferricflowd.flow.wire import CreateSpec
-from tests.daemon.conftest import metric, wait_for
+from tests.daemons import metric
+from tests.helpers import wait_for
 from tests.servers import RedisClusterServers, RedisServer
 
 ECHO = "tests.daemon.handlers.basic:echo"

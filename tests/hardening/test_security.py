@@ -29,8 +29,8 @@ from ferricflowd.flow.urls import redact as _redact
 from ferricflowd.logs import redact_url
 from ferricflowd.supervisor.http import HealthServer, parse_listen
 from ferricflowd.supervisor.promdir import PromDir
-from tests.daemon.conftest import Daemon, daemon_env, wait_for
-from tests.hardening.conftest import REPO_ROOT, proc_cmdline, process_tree, run_many
+from tests.daemons import REPO_ROOT, Daemon, daemon_env, proc_cmdline, process_tree, run_many
+from tests.helpers import wait_for
 
 ECHO = "tests.daemon.handlers.basic:echo"
 PACKAGE = REPO_ROOT / "ferricflowd"

@@ -22,8 +22,8 @@ import redis
 from ferricflowd import FlowClient, QueueClient, StoreError
 from ferricflowd.flow import store as store_module
 from ferricflowd.flow.errors import LibraryMismatch
-from tests.daemon.conftest import wait_for
-from tests.hardening.conftest import REPO_ROOT, run_many
+from tests.daemons import REPO_ROOT, run_many
+from tests.helpers import wait_for
 
 ECHO = "tests.daemon.handlers.basic:echo"
 SECURITY_MD = REPO_ROOT / "docs" / "security.md"

@@ -3,7 +3,6 @@ real `ferricflowd` command line run as a subprocess against the same namespace."
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -13,7 +12,7 @@ from typing import Any
 import pytest
 
 from ferricflowd import FlowClient
-from tests.daemon.conftest import daemon_env
+from tests.daemons import daemon_env
 
 
 @pytest.fixture
@@ -36,8 +35,3 @@ def cli(redis_server: Any, namespace: str,
                               stdin=subprocess.DEVNULL)
 
     return run
-
-
-def out_json(done: subprocess.CompletedProcess[str]) -> Any:
-    assert done.stdout, (done.returncode, done.stderr)
-    return json.loads(done.stdout)

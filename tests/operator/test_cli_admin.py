@@ -16,8 +16,8 @@ import pytest
 
 from ferricflowd import ChildSpec, FlowClient, FlowFilter, complete, fail, transition
 from ferricflowd.flow.wire import CreateSpec, LeaseRequest
-from tests.daemon.conftest import daemon_env, wait_for
-from tests.operator.conftest import out_json
+from tests.daemons import daemon_env
+from tests.helpers import out_json, wait_for
 
 T = "email"
 

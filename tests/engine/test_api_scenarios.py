@@ -1,4 +1,5 @@
-"""The seed scenarios of the engine issue, on a single node and on a 3-master cluster.
+"""The public API end to end, one scenario per test (the seed scenarios of the engine issue),
+on a single node and on a 3-master cluster.
 
 Each scenario uses the public API exactly as the seed examples do (queue, state machine,
 signal, retry with exhaustion, fanout, value refs, failure model, inspection) and asserts the
@@ -28,7 +29,7 @@ from ferricflowd import (
     transition,
 )
 from ferricflowd.flow.wire import LeaseRequest
-from tests.engine.util import assert_versions, events, running, terminal, wait_for
+from tests.helpers import assert_versions, events, running, terminal, wait_for
 
 Opts = tuple[str, dict[str, Any]]
 Opened = Callable[[Any], Any]

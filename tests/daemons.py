@@ -1,9 +1,9 @@
 """Drive the real `ferricflowd` as a subprocess, with real signals, against a real Redis.
 
-`start_daemon(groups, ...)` writes a flows.toml with short test timings, starts
-`python -m ferricflowd run --config ...` in its own session (so teardown can kill the whole
-process group) and returns a `Daemon` handle. Every wait is a poll on a condition with a
-deadline (`wait_for`), never a bare sleep.
+The `start_daemon` fixture (tests/conftest.py) writes a flows.toml with short test timings
+(`write_config`), starts `python -m ferricflowd run --config ...` in its own session (so
+teardown can kill the whole process group) and returns a `Daemon` handle. Every wait is a
+poll on a condition with a deadline (`tests.helpers.wait_for`), never a bare sleep.
 """
 
 from __future__ import annotations
@@ -18,19 +18,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
-import pytest
 
 from ferricflowd.flow.client import FlowClient
+from tests.helpers import wait_for
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Short timings so the suite stays fast; tests override what they exercise.
 TEST_DAEMON: dict[str, Any] = {
@@ -41,19 +40,6 @@ TEST_DAEMON: dict[str, Any] = {
     "restart_window": "30s",
 }
 TEST_DEFAULTS: dict[str, Any] = {"block": "200ms", "lease": "30s", "concurrency": 8}
-
-
-def wait_for(condition: Callable[[], T], timeout: float = 15.0, interval: float = 0.02,
-             what: str = "") -> T:
-    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        time.sleep(interval)
 
 
 def process_gone(proc: psutil.Process) -> bool:
@@ -243,63 +229,6 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
     )  # fmt: skip
 
 
-@pytest.fixture
-def start_daemon(
-    tmp_path: Path, redis_server: Any, namespace: str
-) -> Iterator[Callable[..., Daemon]]:
-    """start_daemon(groups, daemon={...}, defaults={...}, store={...}, console={...}, env={...},
-    wait=True, schedules={...}, config_name="flows.toml"). No console unless `console` gives
-    its table."""
-    started: list[Daemon] = []
-
-    def start(
-        groups: dict[str, dict[str, Any]],
-        *,
-        daemon: dict[str, Any] | None = None,
-        defaults: dict[str, Any] | None = None,
-        store: dict[str, Any] | None = None,
-        console: dict[str, Any] | None = None,
-        env: dict[str, str] | None = None,
-        wait: bool = True,
-        args: tuple[str, ...] = (),
-        prefix: tuple[str, ...] = (),
-        schedules: dict[str, dict[str, Any]] | None = None,
-        config_name: str = "flows.toml",
-    ) -> Daemon:
-        port = free_port()
-        store_table = {"url": redis_server.url, "namespace": namespace, **(store or {})}
-        store_table = {k: v for k, v in store_table.items() if v is not None}
-        daemon_table = {
-            "data_dir": str(tmp_path / "data"),
-            "listen": f"127.0.0.1:{port}",
-            **TEST_DAEMON,
-            **(daemon or {}),
-        }
-        config = write_config(tmp_path / config_name, groups, store_table, daemon_table, defaults,
-                              console=console, schedules=schedules)
-        log_path = tmp_path / f"daemon-{len(started)}.log"
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "ferricflowd", "run", "--config", str(config),
-                 *args],
-                cwd=tmp_path, env=daemon_env(env), stdin=subprocess.DEVNULL,
-                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        url = store_table.get("url") or f"unix://{tmp_path / 'data' / 'redis' / 'redis.sock'}"
-        client = FlowClient.from_url(url, namespace=namespace)
-        handle = Daemon(proc, config, log_path, port, client, wrapped=bool(prefix))
-        started.append(handle)
-        if wait:
-            handle.wait_ready()
-        return handle
-
-    yield start
-    for handle in started:
-        handle.kill_all()
-        handle.client.close()
-        print(f"---- {handle.log_path.name} (tail) ----\n{handle.log_tail(60)}")
-
-
 class SentryEnvelopes(BaseHTTPRequestHandler):
     """A fake Sentry ingest endpoint: keeps every envelope body it is sent."""
 
@@ -317,3 +246,38 @@ class SentryEnvelopes(BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+def run_many(commands: Sequence[Sequence[str]], *, cwd: Path,
+             env: dict[str, str] | Sequence[dict[str, str]] | None = None,
+             timeout: float = 60) -> list[subprocess.CompletedProcess[str]]:
+    """Run `python -m ferricflowd ARGS` for each command at once (the interpreter start-up
+    dominates), with `env` (one for all, or one per command); results in order."""
+    envs = list(env) if isinstance(env, Sequence) else [env or daemon_env()] * len(commands)
+    procs = [subprocess.Popen([sys.executable, "-m", "ferricflowd", *cmd], cwd=cwd, env=e,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for cmd, e in zip(commands, envs, strict=True)]
+    results = []
+    for cmd, proc in zip(commands, procs, strict=True):
+        out, err = proc.communicate(timeout=timeout)
+        results.append(subprocess.CompletedProcess(list(cmd), proc.returncode, out, err))
+    return results
+
+
+def process_tree(pid: int) -> list[psutil.Process]:
+    """The process and all its live descendants."""
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def proc_cmdline(pid: int) -> str:
+    """/proc/PID/cmdline as text (NULs as spaces): what `ps -o args` shows."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            "utf-8", "replace")
+    except OSError:
+        return ""

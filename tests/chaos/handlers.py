@@ -1,4 +1,4 @@
-"""Handlers the chaos scenarios' daemon workers import (see bench/chaos_scenarios.py).
+"""Handlers the chaos scenarios' daemon workers import (see tests/chaos/scenarios.py).
 
 Every handler records its side effect before returning: HSET on the hash
 `<FF_CHAOS_NS>:chaos:fx`, field `<id>\\x1f<state>\\x1f<fencing_token>\\x1f<run token>`,
