@@ -30,7 +30,7 @@ DRAIN_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 300.0, float("inf"))
 # Label values created at zero before their first event, so that the first restart or the
 # first failure is an increase() from 0 and not a series appearing from nowhere (which
 # Prometheus' increase()/rate() cannot see). docs/metrics.md lists every series.
-RESTART_REASONS = ("boot", "crash", "signal", "hang")  # supervisor/workers.py exit_label
+RESTART_REASONS = ("boot", "crash", "signal", "hang", "store")  # supervisor/workers.py exit_label
 RECYCLE_TRIGGERS = ("max_jobs", "max_memory")
 RECLAIM_CAUSES = ("crash", "signal", "hang", "expired")
 # A fire's lag (store time of the fire - the occurrence's due time): milliseconds normally.

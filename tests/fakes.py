@@ -15,7 +15,8 @@ class FakeClient:
     def ping(self) -> bool:
         return not self.down
 
-    def reclaim_worker(self, worker_id: str, cause: str) -> tuple[int, int]:
+    def reclaim_worker(self, worker_id: str, cause: str,
+                       in_handler: object = None) -> tuple[int, int]:
         if self.down:
             raise ConnectionError("store down")
         self.reclaimed.append((worker_id, cause))

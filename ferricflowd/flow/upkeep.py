@@ -9,11 +9,11 @@ idempotent, so any number of daemons may run it against one store.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .keys import KeySpace
-from .store import Call, Store
+from .store import Arg, Call, Store
 from .wire import decode_outbox, opt, raise_item
 
 
@@ -31,10 +31,22 @@ class Upkeep:
                  for pre in self.keys.all_prefixes()]
         return sum(int(raise_item(r, None)[0]) for r in self.store.call_many(calls))
 
-    def reclaim_worker(self, worker_id: str, cause: str) -> tuple[int, int]:
-        """Release every lease held by a dead worker id, counting a crash on each Flow.
-        Returns (released, failed as poison pills)."""
-        calls = [Call("reclaim", pre, ["", "worker", worker_id, cause, 0])
+    def reclaim_worker(self, worker_id: str, cause: str,
+                       in_handler: Mapping[bytes, bool] | None = None) -> tuple[int, int]:
+        """Release every lease held by a dead worker id. Returns (released, failed as poison
+        pills).
+
+        `in_handler` is what the worker was doing at its death: the SHA-1 digest of each
+        Flow id that was running in a handler -> whether to blame it. Blamed Flows count a
+        crash (and fail as poison pills at their policy's max_crashes); the others are
+        released without blame, those it held but never started with '<cause>, not
+        started' in their history. None (unknown): every Flow counts a crash."""
+        tail: list[Arg] = [""]
+        if in_handler is not None:
+            tail = [len(in_handler)]
+            for digest, blamed in in_handler.items():
+                tail += [digest.hex(), "1" if blamed else "0"]
+        calls = [Call("reclaim", pre, ["", "worker", worker_id, cause, 0, *tail])
                  for pre in self.keys.all_prefixes()]
         replies = [raise_item(r, None) for r in self.store.call_many(calls)]
         self.deliver_outbox()

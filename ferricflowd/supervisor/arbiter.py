@@ -376,8 +376,7 @@ class Supervisor:
                 continue
             worker = self.workers.pop(pid, None)
             if worker is None:
-                # Not ours (when we are PID 1, every orphan in the container ends up here);
-                # reaping it is all it needs, and it is not a worker error.
+                # Not ours (as PID 1, every orphan of the container): reaping is all it needs.
                 log.debug("reaped unknown process %d: %s", pid, exitcodes.describe(status))
                 continue
             self.metrics_dir.mark_process_dead(pid)
@@ -396,8 +395,9 @@ class Supervisor:
         elif worker.retiring:
             cause += f" ({worker.retire_reason})"
         self.finish_boot()
+        ran = worker.in_handler(status, self.config.daemon.data_dir, self._hang_limit(worker))
         if self.maintenance is not None:
-            self.maintenance.reclaim_worker(worker.worker_id, cause, label)
+            self.maintenance.reclaim_worker(worker.worker_id, cause, label, ran)
         group = self.groups.get(worker.group)
         if group is not None and group.recycling == worker.pid:
             group.recycling = None
@@ -532,10 +532,10 @@ class Supervisor:
         was_looping = group.crash_looping
         delay = group.record_crash(
             now, self.config.daemon.max_restarts, self._window(), was_ready=worker.ready,
-            made_progress=worker.made_progress,
+            made_progress=worker.made_progress, store_down=label == "store",
         )
-        # An error line is one Sentry event (the SDK's logging integration): no capture here.
-        log.error("worker %s died: %s; restarting in %.2fs", worker.worker_id, how, delay)
+        say = log.warning if label == "store" else log.error  # an error is one Sentry event
+        say("worker %s died: %s; restarting in %.2fs", worker.worker_id, how, delay)
         self._count_restart(group, label)
         if group.crash_looping and not was_looping:
             log.error(

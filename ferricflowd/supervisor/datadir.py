@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from pathlib import Path
 
 __all__ = ["DataDirInUse", "DataDirLock"]
@@ -51,6 +52,9 @@ class DataDirLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        # Run boards a previous daemon's workers left (worker/runboard.py): a new worker
+        # with a recycled pid must not be judged by an old one's.
+        shutil.rmtree(self.data_dir / "running", ignore_errors=True)
 
     @property
     def held(self) -> bool:

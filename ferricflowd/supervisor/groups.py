@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.1
 BACKOFF_MAX_S = 30.0
 CRASH_LOOP_RETRY_S = 30.0  # a crash-looping group is retried this slowly
+STORE_BACKOFF_MAX_S = 10.0  # a worker that found the store unreachable: retried this often
 STABLE_AFTER_S = 10.0  # a worker alive this long resets the backoff and the crash-loop mark
 
 
@@ -45,6 +46,7 @@ class GroupState:
     boot_exit_code: int = 0
     recycling: int | None = None  # pid of the worker being recycled (one at a time)
     last_crash_at: float = 0.0
+    store_failures: int = 0  # workers in a row that found the store unreachable at boot
     generation_started: float = 0.0  # monotonic time of the last reset (reload)
 
     @classmethod
@@ -57,7 +59,7 @@ class GroupState:
 
     def record_crash(
         self, now: float, max_restarts: int, window_s: float, *, was_ready: bool = False,
-        made_progress: bool = False,
+        made_progress: bool = False, store_down: bool = False,
     ) -> float:
         """Note an unexpected death; returns the delay before the next spawn.
 
@@ -73,7 +75,16 @@ class GroupState:
         boots and works, so its death (an OOM kill, an operator's kill, a kill storm) is no
         sign of a crash loop, and marking the group would leave it with no worker for
         CRASH_LOOP_RETRY_S. Boot failures and deaths without progress still count.
+
+        A worker that exited because the store was unreachable at boot (`store_down`) is not
+        a crash either: the group backs off (doubling up to STORE_BACKOFF_MAX_S) and resumes
+        by itself when the store is back, however long the outage.
         """
+        if store_down:
+            self.store_failures += 1
+            delay = min(BACKOFF_BASE_S * 2 ** min(self.store_failures, 10), STORE_BACKOFF_MAX_S)
+            self.next_spawn_at = now + delay * random.uniform(0.75, 1.25)
+            return self.next_spawn_at - now
         if made_progress:
             self.last_crash_at = now
             delay = BACKOFF_BASE_S if not self.crash_looping else CRASH_LOOP_RETRY_S
@@ -97,6 +108,8 @@ class GroupState:
 
     def note_stable(self, now: float, oldest_alive_since: float | None) -> bool:
         """Reset backoff once a worker has lived STABLE_AFTER_S; True if a crash loop ended."""
+        if oldest_alive_since is not None and now - oldest_alive_since >= STABLE_AFTER_S:
+            self.store_failures = 0
         if oldest_alive_since is None or self.consecutive_crashes == 0:
             return False
         if now - max(oldest_alive_since, self.last_crash_at) < STABLE_AFTER_S:

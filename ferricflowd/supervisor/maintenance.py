@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,8 @@ class Reclaim:
     worker_id: str
     cause: str
     label: str  # low-cardinality metric label: crash, signal, hang, drain, recycle, stop
+    # Flows it was running in a handler (SHA-1 of id -> blamed); None: unknown, blame all.
+    in_handler: Mapping[bytes, bool] | None = None
 
 
 class Maintenance:
@@ -92,11 +94,12 @@ class Maintenance:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
-    def reclaim_worker(self, worker_id: str, cause: str, label: str) -> None:
+    def reclaim_worker(self, worker_id: str, cause: str, label: str,
+                       in_handler: Mapping[bytes, bool] | None = None) -> None:
         """Queue a dead worker's leases for reclaim; returns at once."""
         with self._idle:
             self._pending += 1
-        self._queue.put(Reclaim(worker_id, cause, label))
+        self._queue.put(Reclaim(worker_id, cause, label, in_handler))
 
     def set_types(self, types: Iterable[str], served: Iterable[tuple[str, str]] = ()) -> None:
         """The Flow types to sweep and the (type, state) pairs served (after a reload);
@@ -164,7 +167,7 @@ class Maintenance:
 
     def _reclaim(self, client: Any, item: Reclaim) -> None:
         try:
-            count, poisoned = client.reclaim_worker(item.worker_id, item.cause)
+            count, poisoned = client.reclaim_worker(item.worker_id, item.cause, item.in_handler)
         except Exception as exc:  # the store may be down; keep it and retry on the next sweep
             log.warning("reclaim of worker %s failed (%s); will retry", item.worker_id, exc)
             self._retry.append(item)

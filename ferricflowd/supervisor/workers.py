@@ -23,10 +23,14 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ferricflowd import exitcodes
 from ferricflowd.config import Config, GroupConfig
+from ferricflowd.worker.runboard import blame, board_path, read_board
 
 if TYPE_CHECKING:
     from ferricflowd.supervisor.groups import GroupState
@@ -234,13 +238,30 @@ class Worker:
         return None
 
     def exit_label(self, status: int) -> str:
-        """A metric label for why it died: hang, recycle, drain, reload, ..., signal, crash."""
+        """A metric label for why it died: hang, recycle, drain, reload, ..., signal, store
+        (unreachable at boot), crash."""
         if self.abort_sent_at is not None:
             return "hang"
         if self.retire_reason is not None:
             reason = self.retire_reason
             return "recycle" if reason.startswith("recycle") else reason.split()[0]
-        return "signal" if os.WIFSIGNALED(status) else "crash"
+        if os.WIFSIGNALED(status):
+            return "signal"
+        return "store" if os.waitstatus_to_exitcode(status) == exitcodes.STORE_UNREACHABLE \
+            else "crash"
+
+    def in_handler(self, status: int, data_dir: Path, hang_limit_s: float
+                   ) -> dict[bytes, bool] | None:
+        """What it was running in a handler at its death, and whom to blame (the reclaim's
+        `in_handler`); None when it left no run board (it never started its runner)."""
+        running = read_board(board_path(data_dir, self.pid))
+        if running is None:
+            return None
+        label = self.exit_label(status)
+        if label not in ("crash", "signal", "hang"):  # retired (drain deadline, recycle, ...)
+            return dict.fromkeys((r.digest for r in running), False)
+        return blame(running, hang=label == "hang", now=time.time(),
+                     default_limit_s=hang_limit_s)
 
     def closed(self, status: int) -> None:
         """The worker was reaped: record its status for Popen and close the pipe."""

@@ -51,6 +51,7 @@ from ferricflowd.metrics import (
 )
 from ferricflowd.procenv import SUPERVISOR_PID_ENV
 from ferricflowd.worker.reporting import ControlChannel, InFlight
+from ferricflowd.worker.runboard import RunBoard, board_path
 
 if TYPE_CHECKING:
     from ferricflowd.flow.runner import OutcomeEvent
@@ -234,7 +235,10 @@ class WorkerProcess:
         assert group is not None
         self.metrics = worker_metrics()
         self.metrics.preinit(group.type, group.states)
+        workflow = loaded.workflow
+        timeouts = _timeouts(group, workflow)
         hooks = RunnerHooks(
+            board=self._board(group, timeouts),
             on_claimed=self.on_claimed,
             on_outcomes=self.on_outcomes,
             on_released=self.on_released,
@@ -242,7 +246,6 @@ class WorkerProcess:
             on_handler_error=self.on_handler_error,
             on_hung=self.on_hung,
         )
-        workflow = loaded.workflow
         if workflow is not None:
             # Store the workflow's retry policy, as its own .worker() would, so the engine
             # applies the same one for this daemon's Flows as for the producers'.
@@ -258,8 +261,20 @@ class WorkerProcess:
             claim_values=group.claim_values, value_max_bytes=group.value_max_bytes,
             exception_policy=getattr(workflow, "exception_policies", None),
             declared_states=_declared_states(workflow),
-            worker_id=self.worker_id, hooks=hooks, timeouts=_timeouts(group, workflow),
+            worker_id=self.worker_id, hooks=hooks, timeouts=timeouts,
         )  # fmt: skip
+
+    def _board(self, group: GroupConfig, timeouts: Mapping[str, float | None]) -> Any:
+        """The run board the supervisor reads after this process is gone (runboard.py):
+        one slot per handler thread and per async task."""
+        assert self.config is not None
+        path = board_path(self.config.daemon.data_dir, os.getpid())
+        try:
+            return RunBoard(path, 2 * group.concurrency, {s: t or 0.0 for s, t in
+                                                          timeouts.items()})
+        except OSError as exc:  # the supervisor then blames every Flow held, as before
+            log.warning("no run board at %s (%s): a death blames every Flow held", path, exc)
+            return None
 
     # ---- run
 

@@ -189,3 +189,42 @@ def test_the_daemon_with_min_replicas_is_not_ready_without_them_and_keeps_workin
     wait_for(lambda: metric(daemon.metrics(), UNDER) > before, timeout=10,
              what="under-replicated writes counted")
     assert "applied but under-replicated" in daemon.log()
+
+
+def test_a_cluster_failover_keeps_every_replicated_flow_and_the_client_goes_on(
+        tmp_path: Path, namespace: str, closing: Any) -> None:
+    """The primary of some partitions is killed (-9); its replica is promoted. Every Flow
+    written with min_replicas = 1 before the kill is there afterwards, and the same client
+    creates and reads again once the cluster has failed over (docs/failure-semantics.md)."""
+    with RedisClusterServers(tmp_path / "cluster", node_timeout_ms=1000) as cluster:
+        primary = cluster.nodes[0]
+        replica = cluster.add_replica(0)
+        # The other primaries vote for a replica only once gossip has told them of it.
+        replica_id = replica.raw_command("CLUSTER", "MYID").strip()
+        wait_for(lambda: all(replica_id in n.raw_command("CLUSTER", "NODES")
+                             for n in cluster.nodes), timeout=15, what="the replica known")
+        client = closing(FlowClient.from_url(cluster.url, namespace=namespace, partitions=12,
+                                             min_replicas=1, wait_timeout_s=PATIENT,
+                                             socket_timeout_s=3.0))
+        keys = client.keys
+        on_primary = [f"f{i}" for i in range(300) if client.store.client.get_node_from_key(
+            keys.prefix(keys.partition_of(f"f{i}"))).port == primary.port]
+        assert len(on_primary) > 20
+        before, after = on_primary[:20], on_primary[20:]
+        assert client.create_many([CreateSpec(i, "q", "queued") for i in before]) == [True] * 20
+        primary.kill()
+        wait_for(lambda: "role:master" in replica.raw_command("INFO", "replication"),
+                 timeout=20, what="the replica promoted")
+
+        def create_after() -> bool:
+            try:
+                client.create(after[0], "q", "queued", idempotent=True)
+            except UnderReplicated:
+                return True  # applied: the promoted primary has no replica of its own
+            except StoreError:
+                return False  # the old topology, until the client learns the new one
+            return True
+
+        wait_for(create_after, timeout=20, what="a create through the promoted replica")
+        records = client.get_many([(keys.partition_of(i), i) for i in before + after[:1]])
+        assert all(r is not None and r.state == "queued" for r in records), records

@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from ..checks import check_state
 from ..outcomes import COMPLETE, KINDS, Complete, Fail, Outcome, Retry, Transition
@@ -33,6 +33,16 @@ from ..records import Job
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Job], Any]
+
+
+class HandlerBoard(Protocol):
+    """Notes which job each handler slot runs (the daemon's run board, worker/runboard.py):
+    begin(slot, job) just before a handler starts, end(slot) once it has returned."""
+
+    def begin(self, slot: int, job: Job) -> None: ...
+
+    def end(self, slot: int) -> None: ...
+
 STOP = object()  # on the jobs queue: a handler thread exits; on the outcomes queue: the flusher
 RELEASE = object()  # in place of an outcome: hand the job back unstarted
 
@@ -86,7 +96,8 @@ class Execution:
                  exception_policy: ExceptionPolicy | Mapping[str, ExceptionPolicy] | None,
                  declared: frozenset[str] | None,
                  on_error: Callable[[Job, BaseException], None] | None,
-                 timeouts: Mapping[str, float] | None = None) -> None:
+                 timeouts: Mapping[str, float] | None = None,
+                 board: HandlerBoard | None = None) -> None:
         self.handlers = dict(handlers)
         # Per state time limit in seconds; a state not in it has none.
         self.timeouts = {s: float(t) for s, t in (timeouts or {}).items() if t}
@@ -116,6 +127,11 @@ class Execution:
         self._runs = itertools.count()
         self.hung: set[int] = set()  # handler threads stuck past a time limit
         self._threads: list[threading.Thread] = []
+        # Where a handler's start and end are noted for the supervisor (the daemon's run
+        # board): slot i is handler thread i; async tasks take the slots after them.
+        self.board = board
+        self._async_slots = list(range(self.thread_count + concurrency - 1,
+                                       self.thread_count - 1, -1))
 
     def start(self) -> list[threading.Thread]:
         """Start the handler threads (and the event loop thread, if any state is async)."""
@@ -179,7 +195,7 @@ class Execution:
     def _handler_loop(self, index: int) -> None:
         get, put, stopping, running = self.jobs.get, self.outcomes.put, self.stopping, \
             self.running
-        monotonic, runs, timeouts = time.monotonic, self._runs, self.timeouts
+        monotonic, runs, timeouts, board = time.monotonic, self._runs, self.timeouts, self.board
         while True:
             job = get()
             if job is STOP:
@@ -187,12 +203,19 @@ class Execution:
             if stopping.is_set():
                 put((job, RELEASE, 0.0))
                 continue
+            if board is not None:
+                board.begin(index, job)
             if job.state not in timeouts:  # no limit: nothing for the watchdog to track
-                put(self.handle(job))
+                result = self.handle(job)
+                if board is not None:
+                    board.end(index)
+                put(result)
                 continue
             run = next(runs)
             running[run] = (job, monotonic(), index)
             result = self.handle(job)
+            if board is not None:
+                board.end(index)
             if running.pop(run, None) is None:  # the watchdog took it: past its limit
                 log.warning("flow %s %s state=%s attempt=%d: handler returned after its "
                             "timeout; its result is dropped", job.type, job.id, job.state,
@@ -243,6 +266,19 @@ class Execution:
 
     async def _handle_async(self, job: Job) -> None:
         """handle() for an `async def` handler, on the loop; the result goes to the flusher."""
+        board = self.board
+        slot = self._async_slots.pop() if board is not None else 0
+        if board is not None:
+            board.begin(slot, job)
+        try:
+            result = await self._run_async(job)
+        finally:
+            if board is not None:
+                board.end(slot)
+                self._async_slots.append(slot)
+        self.outcomes.put(result)
+
+    async def _run_async(self, job: Job) -> tuple[Job, Outcome | None, float]:
         started = time.perf_counter()
         limit = self.timeouts.get(job.state)
         try:
@@ -260,7 +296,7 @@ class Execution:
             raise  # the loop is shutting down (past a drain deadline)
         except BaseException as exc:  # noqa: BLE001 - SystemExit must not stop the loop
             outcome = self._raised(job, exc)
-        self.outcomes.put((job, outcome, self._took(started)))
+        return job, outcome, self._took(started)
 
     def _took(self, started: float) -> float:
         """The handler's duration; kept as a moving mean for the claim size (runner.py)."""

@@ -35,7 +35,7 @@ from ..policy import ExceptionPolicy
 from ..records import Job
 from ..store import ReplicationWarnings
 from ..wire import LeaseRequest
-from .execution import RELEASE, STOP, Execution, Handler
+from .execution import RELEASE, STOP, Execution, Handler, HandlerBoard
 from .flusher import Flusher, OutcomeEvent
 from .ledger import Ledger
 
@@ -61,6 +61,8 @@ class RunnerHooks:
     # Called instead of on_outcome, once per flushed batch: per-batch metric updates are
     # much cheaper than per-job ones when the handlers are short.
     on_outcomes: Callable[[list[OutcomeEvent]], None] | None = None
+    # Told which job each handler slot runs, when it starts and ends (execution.py).
+    board: HandlerBoard | None = None
 
 
 @dataclass
@@ -149,7 +151,8 @@ class Runner:
                                    storable=client.storable, exception_policy=exception_policy,
                                    declared=declared_states,
                                    on_error=self.hooks.on_handler_error,
-                                   timeouts=_per_state(timeouts, self.states))
+                                   timeouts=_per_state(timeouts, self.states),
+                                   board=self.hooks.board)
         self.flusher = Flusher(self, self.ledger, outcomes, self.lease,
                                flush_interval_ms / 1000.0)
         self._threads: list[threading.Thread] = []
