@@ -55,6 +55,8 @@ class Scheduler:
         self._renew_at = 0.0
         self._wake_at = 0.0  # monotonic time of the next step
         self._undeclared_since: dict[str, float] = {}
+        self._retry_at = 0.0  # after a failed step: no new try before this (monotonic)
+        self._failing: str | None = None  # the last failure, logged once until it changes
 
     # ---- the supervisor loop
 
@@ -72,11 +74,21 @@ class Scheduler:
     def step(self, client: Any) -> None:
         """Reconcile or renew when due, then fire until nothing is due (or BUSY_S passed).
         A failure (the store is down) is logged and tried again RETRY_S later."""
+        now = time.monotonic()
+        if now < self._retry_at:  # every maintenance sweep calls; a down store is tried less
+            return
         try:
             self._step(client)
         except Exception as exc:
-            log.warning("schedules: %s; trying again in %gs", exc, RETRY_S)
-            self._wake_at = time.monotonic() + RETRY_S
+            # Once per distinct failure: an outage would otherwise log every sweep.
+            say = log.debug if str(exc) == self._failing else log.warning
+            say("schedules: %s; trying again every %gs", exc, RETRY_S)
+            self._failing = str(exc)
+            self._retry_at = self._wake_at = now + RETRY_S
+            return
+        if self._failing is not None:
+            log.info("schedules: the store answers again")
+            self._failing = None
 
     def _step(self, client: Any) -> None:
         now = time.monotonic()
