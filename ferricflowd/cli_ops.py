@@ -27,6 +27,7 @@ from .config import ConfigError, load_config
 from .flow.errors import (
     FerricflowdError,
     FlowError,
+    InvalidArgument,
     LibraryMismatch,
     PartialBatch,
     StoreError,
@@ -102,17 +103,27 @@ def _run(ctx: click.Context, fn: Callable[[FlowClient], Any]) -> Any:
         return fn(_client(ctx))
     except StoreError as exc:
         what = "store" if isinstance(exc, LibraryMismatch | PartialBatch) else "store unreachable"
-        click.echo(f"ferricflowd: {what}: {exc}", err=True)
+        click.echo(f"ferricflowd: {what}: {_said(ctx, exc)}", err=True)
         ctx.exit(exitcodes.STORE_UNREACHABLE)
-    except UnderReplicated as exc:  # applied: exit 1 without the word "failed"
-        click.echo(f"ferricflowd: {exc}", err=True)
-        ctx.exit(exitcodes.FAILURE)
-    except FlowError as exc:
-        click.echo(f"ferricflowd: {exc}", err=True)
+    except (UnderReplicated, FlowError) as exc:  # UnderReplicated: applied, not "failed"
+        click.echo(f"ferricflowd: {_said(ctx, exc)}", err=True)
         ctx.exit(exitcodes.FAILURE)
     except (FerricflowdError, TypeError, ValueError) as exc:
-        click.echo(f"ferricflowd: {exc}", err=True)
+        click.echo(f"ferricflowd: {_said(ctx, exc)}", err=True)
         ctx.exit(exitcodes.CONFIG)
+
+
+def _said(ctx: click.Context, exc: Exception) -> str:
+    """An error as the person at the terminal should read it: the argument named as they
+    typed it (`--if-state`, `TYPE`, not `if_state`), and no wire prefix (`ERR `)."""
+    text = str(exc)
+    if isinstance(exc, InvalidArgument):
+        param = next((p for p in ctx.command.params if p.name == exc.argument), None)
+        if param is not None:
+            shown = param.opts[0] if isinstance(param, click.Option) else (
+                param.human_readable_name)
+            text = shown + text[len(exc.argument):]
+    return text.removeprefix("ERR ")
 
 
 def _text(data: bytes | None) -> str | None:
