@@ -33,6 +33,7 @@ from .flow.errors import (
     UnderReplicated,
 )
 from .flow.records import TERMINAL_STATES, FlowRecord, HistoryEvent
+from .safetext import CLI_KEEP, escape_controls
 
 if TYPE_CHECKING:  # the client (and redis-py) load on first use: `ferricflowd run` starts sooner
     from .flow.client import FlowClient
@@ -102,16 +103,16 @@ def _run(ctx: click.Context, fn: Callable[[FlowClient], Any]) -> Any:
         return fn(_client(ctx))
     except StoreError as exc:
         what = "store" if isinstance(exc, LibraryMismatch | PartialBatch) else "store unreachable"
-        click.echo(f"ferricflowd: {what}: {exc}", err=True)
+        click.echo(f"ferricflowd: {what}: {escape_controls(str(exc), CLI_KEEP)}", err=True)
         ctx.exit(exitcodes.STORE_UNREACHABLE)
     except UnderReplicated as exc:  # applied: exit 1 without the word "failed"
-        click.echo(f"ferricflowd: {exc}", err=True)
+        click.echo(f"ferricflowd: {escape_controls(str(exc), CLI_KEEP)}", err=True)
         ctx.exit(exitcodes.FAILURE)
-    except FlowError as exc:
-        click.echo(f"ferricflowd: {exc}", err=True)
+    except FlowError as exc:  # may quote a Flow id or an engine error: escaped as output is
+        click.echo(f"ferricflowd: {escape_controls(str(exc), CLI_KEEP)}", err=True)
         ctx.exit(exitcodes.FAILURE)
     except (FerricflowdError, TypeError, ValueError) as exc:
-        click.echo(f"ferricflowd: {exc}", err=True)
+        click.echo(f"ferricflowd: {escape_controls(str(exc), CLI_KEEP)}", err=True)
         ctx.exit(exitcodes.CONFIG)
 
 
@@ -136,11 +137,13 @@ def _event(e: HistoryEvent) -> dict[str, Any]:
 
 
 def _emit(ctx: click.Context, data: Any, lines: Callable[[], list[str]]) -> None:
+    """JSON (which escapes control characters itself), or lines with them escaped: a Flow's
+    id, error or result must not drive the operator's terminal."""
     if ctx.obj["json"]:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         for line in lines():
-            click.echo(line)
+            click.echo(escape_controls(line, CLI_KEEP))
 
 
 def _payload(text: str | None, file: str | None) -> bytes:
