@@ -28,6 +28,7 @@ import click
 from . import exitcodes
 from .cli_ops import _record, _run, _setup, common
 from .flow.records import RUNNING, TERMINAL_STATES, FlowRecord
+from .safetext import CLI_KEEP, escape_controls
 
 if TYPE_CHECKING:
     from .flow.admin import BulkResult
@@ -123,8 +124,10 @@ def _row(r: FlowRecord, now: int) -> str:
     state = f"running:{r.run_state}" if r.state == RUNNING else r.state
     when = (r.next_run_at_ms if r.next_run_at_ms is not None and not r.terminal
             else r.updated_at_ms)
-    error = (r.error or b"").decode("utf-8", "replace").replace("\n", " ")[:60]
-    return f"{r.id:24} {state:20} {r.attempt:>4} {_age(when, now):>8}  {error}"
+    error = escape_controls((r.error or b"").decode("utf-8", "replace").replace("\n", " "),
+                            CLI_KEEP)[:60]  # escaped, then cut: the column stays 60 wide
+    flow_id = escape_controls(r.id, CLI_KEEP)
+    return f"{flow_id:24} {state:20} {r.attempt:>4} {_age(when, now):>8}  {error}"
 
 
 HEADER = f"{'ID':24} {'STATE':20} {'ATT':>4} {'AGE':>8}  ERROR"
@@ -320,7 +323,7 @@ def _report(ctx: click.Context, verb: str, result: BulkResult, as_json: bool) ->
         click.echo(f"{verb}: {result.done} done, {result.skipped} skipped (changed "
                    f"meanwhile), refused: {refused}")
         for flow_id, error in result.errors:
-            click.echo(f"  {flow_id}: {error}", err=True)
+            click.echo(escape_controls(f"  {flow_id}: {error}", CLI_KEEP), err=True)
     if result.interrupted:
         click.echo(f"ferricflowd: interrupted; every Flow is done or untouched. Run the same "
                    f"command again to go on (add --updated-before {result.snapshot_ms} to "

@@ -34,6 +34,7 @@ from .flow.errors import (
     UnderReplicated,
 )
 from .flow.records import TERMINAL_STATES, FlowRecord, HistoryEvent
+from .safetext import CLI_KEEP, escape_controls
 
 if TYPE_CHECKING:  # the client (and redis-py) load on first use: `ferricflowd run` starts sooner
     from .flow.client import FlowClient
@@ -123,7 +124,8 @@ def _said(ctx: click.Context, exc: Exception) -> str:
             shown = param.opts[0] if isinstance(param, click.Option) else (
                 param.human_readable_name)
             text = shown + text[len(exc.argument):]
-    return text.removeprefix("ERR ")
+    # May quote a Flow id or an engine error: escaped as all output is.
+    return escape_controls(text.removeprefix("ERR "), CLI_KEEP)
 
 
 def _text(data: bytes | None) -> str | None:
@@ -147,11 +149,13 @@ def _event(e: HistoryEvent) -> dict[str, Any]:
 
 
 def _emit(ctx: click.Context, data: Any, lines: Callable[[], list[str]]) -> None:
+    """JSON (which escapes control characters itself), or lines with them escaped: a Flow's
+    id, error or result must not drive the operator's terminal."""
     if ctx.obj["json"]:
         click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         for line in lines():
-            click.echo(line)
+            click.echo(escape_controls(line, CLI_KEEP))
 
 
 def _payload(text: str | None, file: str | None) -> bytes:

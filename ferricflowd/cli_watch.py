@@ -21,6 +21,7 @@ import click
 from .cli_admin import duration_ms
 from .cli_ops import _run, _setup, common
 from .flow.records import RUNNING, TERMINAL_STATES
+from .safetext import CLI_KEEP, escape_controls
 
 if TYPE_CHECKING:
     from .flow.client import FlowClient
@@ -72,7 +73,7 @@ def render(data: dict[str, Any], *, live: bool = False) -> list[str]:
             n = s["running"] if st == RUNNING else s["counts"].get(st, 0)
             rows.append(f"{t:16} {st:16} {n:>8}")
     if not live:
-        return rows
+        return [escape_controls(row, CLI_KEEP) for row in rows]  # types come from the store
     rows += ["", f"{'TYPE':16} {'BACKLOG':>8} {'RUNNING':>8} {'DONE/MIN':>9} {'FAILED/MIN':>11} "
                  f"{'CANCELLED/MIN':>14}"]
     for t, s in data["types"].items():
@@ -87,7 +88,7 @@ def render(data: dict[str, Any], *, live: bool = False) -> list[str]:
             rows.append(f"{f['id']:24} {f['type']:16} {f['state']:16} "
                         f"{_secs(f['running_ms']):>8} {_secs(f['lease_left_ms']):>10}  "
                         f"{f['worker']}")
-    return rows
+    return [escape_controls(row, CLI_KEEP) for row in rows]  # and Flow and worker ids
 
 
 def watch(ctx: click.Context, types: tuple[str, ...], interval_s: float, top: int) -> None:

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from ferricflowd.flow.urls import redact as redact_url  # one redaction for logs and errors
+from ferricflowd.safetext import TRACEBACK_KEEP, escape_controls
 
 __all__ = [
     "FLOW_FIELDS", "JsonFormatter", "TextFormatter", "flow_event", "init_sentry", "redact_url",
@@ -56,17 +57,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
-
-
 class TextFormatter(logging.Formatter):
     """TEXT_FORMAT, one line per event: control characters in the message (a newline in a
     Flow id, say) are escaped, so nobody can forge a log line through a Flow id or payload.
-    A traceback still follows on its own lines."""
+    A traceback still follows on its own lines, with every other control escaped (a handler
+    error holding terminal escapes must not act on whoever reads the log)."""
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - stdlib name
-        record.message = record.message.translate(_CONTROL)
+        record.message = escape_controls(record.message)
         return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - stdlib name
+        return escape_controls(super().formatException(ei), TRACEBACK_KEEP)
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - stdlib name
+        return escape_controls(super().formatStack(stack_info), TRACEBACK_KEEP)
 
 
 def setup_logging(log_format: str = "text", level: str = "info") -> None:

@@ -30,7 +30,7 @@ from ferricflowd.config import Config, ConfigError, load_config
 from ferricflowd.logs import init_sentry, redact_url
 from ferricflowd.metrics import SupervisorMetrics, supervisor_metrics
 from ferricflowd.procenv import SUPERVISOR_PID_ENV, worker_env
-from ferricflowd.supervisor import systemd
+from ferricflowd.supervisor import preflight, systemd
 from ferricflowd.supervisor.console import ConsoleProcess, local_url, status_doc
 from ferricflowd.supervisor.datadir import DataDirInUse, DataDirLock
 from ferricflowd.supervisor.embedded import EmbeddedStore, EmbeddedStoreError
@@ -142,14 +142,14 @@ class Supervisor:
         for group in self.config.groups:
             self.groups[group.name] = GroupState.of(self.config, group)
         store, url = self.config.store, self.store_url
-        # Created now (a dead worker's reclaim can be queued at once), started in finish_boot;
-        # after the groups, whose types it sweeps.
+        # Made now, after the groups it sweeps (a reclaim can queue at once); run in finish_boot
         self.maintenance = Maintenance(
             lambda: store.client(url), types_of(self.groups), daemon.maintenance_interval_s,
             served=served_by(self.groups),
             check_replicas=store.min_replicas > 0,
             scheduler=Scheduler(self.config.schedules),
         )
+        preflight.warn_unsafe(self.config.path)  # before a worker imports from those places
         self.boot_started = time.monotonic()
         self.manage_workers(self.boot_started)
         log.info(

@@ -1,25 +1,28 @@
 """The supervisor's small HTTP endpoint on `daemon.listen`: /metrics, /healthz, /readyz and
 /status (the process table and groups, for the web console).
 
-It runs in its own threads and never touches the process table: the supervisor loop
-publishes an immutable `Health` snapshot on every turn and the handlers only read the latest
-one. /healthz answers "is the supervisor loop turning?" and never depends on the store (a
-store outage must not make Kubernetes restart every pod); /readyz adds the store ping cached
-by the maintenance thread, group strength, draining and crash loops.
+It runs in its own threads (a fixed few, however many clients connect: HealthServer) and
+never touches the process table: the supervisor loop publishes an immutable `Health`
+snapshot on every turn and the handlers only read the latest one. /healthz answers "is the
+supervisor loop turning?" and never depends on the store (a store outage must not make
+Kubernetes restart every pod); /readyz adds the store ping cached by the maintenance
+thread, group strength, draining and crash loops.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
+import queue
+import selectors
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from ferricflowd.supervisor.promdir import PromDir
@@ -27,6 +30,13 @@ from ferricflowd.supervisor.promdir import PromDir
 __all__ = ["Health", "HealthServer", "parse_listen"]
 
 log = logging.getLogger(__name__)
+
+POOL_THREADS = 4  # answers come from memory: a few threads keep up with any scraper
+MAX_CONNECTIONS = 256  # open and not yet answered; beyond it the oldest is dropped
+REQUEST_TIMEOUT_S = 5.0  # accept -> complete request head, or the connection is closed
+SEND_TIMEOUT_S = 5.0  # the whole reply, once a pool thread has it
+MAX_HEAD_BYTES = 16_384
+_IDLE_CHECK_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -40,32 +50,44 @@ class Health:
     status: dict[str, Any] = field(default_factory=dict)  # supervisor/console.py: status_doc
 
 
+@dataclass
+class _Pending:
+    """A connection whose request head is still arriving."""
+
+    addr: Any
+    deadline: float
+    head: bytearray = field(default_factory=bytearray)
+
+
+def _drop(sock: socket.socket, sel: selectors.BaseSelector,
+          pending: dict[socket.socket, _Pending]) -> None:
+    del pending[sock]
+    sel.unregister(sock)
+    sock.close()
+
+
 def parse_listen(listen: str) -> tuple[str, int]:
     """`host:port` or `[v6]:port` -> (host, port)."""
     host, _, port = listen.rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True  # a stuck client must not hold up the supervisor's exit
-    owner: HealthServer
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Through logging, not a raw traceback on stderr (socketserver's default), so a
-        JSON log stays JSON; a client that hung up or reset is no error of ours."""
-        exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError | TimeoutError):
-            log.debug("http client %s: %s", client_address[0], exc)
-        else:
-            log.warning("http request from %s failed", client_address[0], exc_info=True)
-
-
 class _Handler(BaseHTTPRequestHandler):
-    server: _Server
+    """One request, whose head the listener thread has already read in full (`request`
+    is (socket, head)); the answer says Connection: close, so no thread waits for a next."""
+
+    server: HealthServer  # type: ignore[assignment]
     protocol_version = "HTTP/1.1"
+    timeout = SEND_TIMEOUT_S  # the whole reply (sendall's timeout is a total since 3.5)
+
+    def setup(self) -> None:
+        self.request, head = self.request
+        super().setup()
+        self.rfile.close()
+        self.rfile = io.BytesIO(head)
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        owner = self.server.owner
+        owner = self.server
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
             body, content_type = owner.metrics.render()
@@ -87,6 +109,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -95,7 +118,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class HealthServer:
-    """A threaded http.server serving the supervisor's snapshot and the merged metrics."""
+    """Serves the supervisor's snapshot and the merged metrics from a fixed set of threads.
+
+    One listener thread accepts connections and reads each request head without blocking
+    (a selector loop), so an idle or slow client holds a socket, never a thread; a
+    connection without a complete head REQUEST_TIMEOUT_S after accept is closed, and past
+    MAX_CONNECTIONS the oldest is dropped. Complete requests go to POOL_THREADS handlers."""
 
     def __init__(
         self,
@@ -108,46 +136,135 @@ class HealthServer:
         self.health = health
         self.metrics = metrics
         self.alive_within_s = alive_within_s
-        self._server: _Server | None = None
+        self._address: str | None = None
         self._thread: threading.Thread | None = None
+        self._pool: list[threading.Thread] = []
+        self._requests: queue.SimpleQueue[tuple[socket.socket, Any, bytes] | None] = (
+            queue.SimpleQueue())
+        self._stopping = threading.Event()
+        self._wake_r: socket.socket | None = None  # stop() writes to _wake_w: select returns
+        self._wake_w: socket.socket | None = None
 
     def start(self) -> None:
-        """Bind and serve in a daemon thread; an OSError (port taken) propagates."""
+        """Bind and serve in daemon threads; an OSError (port taken) propagates."""
         host, port = parse_listen(self.listen)
-        if ":" in host:
-            _Server.address_family = socket.AF_INET6
-        server = _Server((host, port), _Handler)
-        server.owner = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="ff-http", daemon=True
-        )
-        self._thread.start()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.create_server((host, port), family=family, backlog=socket.SOMAXCONN)
+        listener.setblocking(False)
+        self._wake_r, self._wake_w = socket.socketpair()
+        bound_host, bound_port = listener.getsockname()[:2]
+        self._address = (f"[{bound_host}]:{bound_port}" if ":" in str(bound_host)
+                         else f"{bound_host}:{bound_port}")
+        # daemon threads: a stuck client must not hold up the supervisor's exit
+        self._thread = threading.Thread(target=self._listen, args=(listener,), name="ff-http",
+                                        daemon=True)
+        self._pool = [threading.Thread(target=self._answer, name=f"ff-http-{i}", daemon=True)
+                      for i in range(POOL_THREADS)]
+        for thread in (self._thread, *self._pool):
+            thread.start()
         log.info("serving /metrics /healthz /readyz on http://%s", self.address)
 
     @property
     def address(self) -> str:
-        if self._server is None:
-            return self.listen
-        host, port = self._server.server_address[:2]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        return self._address or self.listen
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
-        stopper = threading.Thread(target=server.shutdown, name="ff-http-stop", daemon=True)
-        stopper.start()
-        # serve_forever sees the stop request only when its select() returns; a connection
-        # wakes it at once, where waiting would add up to poll_interval to every drain.
-        host, port = server.server_address[:2]
-        for _ in range(20):
-            with contextlib.suppress(OSError):
-                socket.create_connection((host, port), timeout=0.1).close()
-            stopper.join(0.05)
-            if not stopper.is_alive():
-                break
-        server.server_close()
+        assert self._wake_r is not None and self._wake_w is not None
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+        thread.join(5.0)  # the listener closes its sockets as it leaves
+        for _ in self._pool:
+            self._requests.put(None)
+        for worker in self._pool:
+            worker.join(1.0)  # a reply in flight ends within SEND_TIMEOUT_S anyway
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _listen(self, listener: socket.socket) -> None:
+        """The selector loop: accept, gather request heads, expire, hand complete ones on."""
+        sel = selectors.DefaultSelector()
+        sel.register(listener, selectors.EVENT_READ)
+        sel.register(self._wake_r, selectors.EVENT_READ)
+        pending: dict[socket.socket, _Pending] = {}  # insertion order: oldest first
+        try:
+            while not self._stopping.is_set():
+                for key, _ in sel.select(_IDLE_CHECK_S):
+                    sock = key.fileobj
+                    if sock is listener:
+                        self._accept(listener, sel, pending)
+                    elif sock is not self._wake_r:
+                        assert isinstance(sock, socket.socket)
+                        self._read(sock, sel, pending)
+                now = time.monotonic()
+                while pending:  # deadlines follow accept order: expire from the front
+                    oldest = next(iter(pending))
+                    if pending[oldest].deadline > now:
+                        break
+                    _drop(oldest, sel, pending)
+        finally:
+            for sock in list(pending):
+                _drop(sock, sel, pending)
+            sel.close()
+            listener.close()
+
+    def _accept(self, listener: socket.socket, sel: selectors.BaseSelector,
+                pending: dict[socket.socket, _Pending]) -> None:
+        while True:
+            try:
+                sock, addr = listener.accept()
+            except BlockingIOError:
+                return
+            except ConnectionError:  # the client gave up before we got to it
+                continue
+            except OSError as exc:  # EMFILE and the like: make room, try on the next turn
+                log.warning("http accept failed: %s", exc)
+                if pending:
+                    _drop(next(iter(pending)), sel, pending)
+                else:
+                    self._stopping.wait(0.1)  # nothing of ours to free: do not spin
+                return
+            if len(pending) >= MAX_CONNECTIONS:
+                _drop(next(iter(pending)), sel, pending)
+            sock.setblocking(False)
+            pending[sock] = _Pending(addr, time.monotonic() + REQUEST_TIMEOUT_S)
+            sel.register(sock, selectors.EVENT_READ)
+
+    def _read(self, sock: socket.socket, sel: selectors.BaseSelector,
+              pending: dict[socket.socket, _Pending]) -> None:
+        conn = pending[sock]
+        try:
+            data = sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        conn.head += data
+        if not data or len(conn.head) > MAX_HEAD_BYTES:
+            _drop(sock, sel, pending)
+        elif b"\r\n\r\n" in conn.head or b"\n\n" in conn.head:
+            sel.unregister(sock)
+            del pending[sock]
+            self._requests.put((sock, conn.addr, bytes(conn.head)))
+
+    def _answer(self) -> None:
+        """A pool thread: answer complete requests until stop() sends None."""
+        while (item := self._requests.get()) is not None:
+            sock, addr, head = item
+            try:
+                sock.setblocking(True)
+                _Handler((sock, head), addr, self)  # type: ignore[arg-type]
+            except (ConnectionError, TimeoutError) as exc:  # a client that left: not ours
+                log.debug("http client %s: %s", addr[0], exc)
+            except Exception:  # noqa: BLE001 - one bad request must not end the thread
+                log.warning("http request from %s failed", addr[0], exc_info=True)
+            finally:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_WR)
+                sock.close()
 
     def healthz(self) -> tuple[int, dict[str, Any]]:
         age = time.monotonic() - self.health().loop_tick
