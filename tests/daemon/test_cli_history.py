@@ -27,3 +27,17 @@ def test_history_of_a_missing_flow_exits_1_and_times_are_iso(redis_server, names
                      re.M), shown.stdout
     as_json = run_cli("history", *opts, "--json", "h1", cwd=tmp_path)
     assert isinstance(json.loads(as_json.stdout)[0]["at_ms"], int)
+
+
+def test_cli_errors_name_the_flag_as_typed_without_the_wire_prefix(redis_server, namespace,
+                                                                   tmp_path):
+    opts = ("--url", redis_server.url, "--namespace", namespace)
+    assert run_cli("enqueue", *opts, "email", "e1", cwd=tmp_path).returncode == 0
+    again = run_cli("enqueue", *opts, "email", "e1", cwd=tmp_path)
+    assert again.returncode == 1 and again.stderr.startswith("ferricflowd: flow already exists")
+    assert "ERR " not in again.stderr, again.stderr
+    guard = run_cli("signal", *opts, "e1", "go", "--if-state", "bad!", cwd=tmp_path)
+    assert guard.returncode == 2 and guard.stderr.startswith("ferricflowd: --if-state: "), guard
+    assert "if_state" not in guard.stderr
+    typed = run_cli("enqueue", *opts, "bad type!", "x", cwd=tmp_path)
+    assert typed.returncode == 2 and typed.stderr.startswith("ferricflowd: TYPE: "), typed
