@@ -170,6 +170,8 @@ def _report_unserved(config: Config) -> None:
     forever (a typo'd type, a state missing from `states`). Needs the store; a warning only."""
     from ferricflowd.flow.errors import FerricflowdError
 
+    if config.store.embedded and not config.daemon.embedded_socket.exists():
+        return  # the daemon's own store, not started: nothing can be due in it yet
     served = {(g.type, s) for g in config.groups for s in g.states}
     client = config.store.client(config.store_url)
     try:

@@ -168,7 +168,8 @@ def _payload(text: str | None, file: str | None) -> bytes:
 
 def register(main: click.Group) -> None:
     """Add the operator commands to the main group."""
-    for cmd in (enqueue, start, get, history, children, terminals, signal, store_setup):
+    for cmd in (enqueue, start, get, history, children, terminals, signal, store_setup,
+                store_url):
         main.add_command(cmd)
 
 
@@ -330,3 +331,18 @@ def store_setup(ctx: click.Context, **common_opts: Any) -> None:
     data = {"library": LIBRARY_NAME, "sha256": LIBRARY_SHA256, "nodes": nodes}
     _emit(ctx, data, lambda: [f"loaded {LIBRARY_NAME} (sha256 {LIBRARY_SHA256[:16]}) on "
                               f"{nodes} node(s); verified"])
+
+
+@click.command("store-url")
+@click.option("--config", "-c", "config", required=True, envvar="FERRICFLOWD_CONFIG",
+              type=click.Path(dir_okay=False), help="The daemon's config file.")
+@click.option("--with-password", is_flag=True, help="Print a password in the URL as it is.")
+def store_url(config: str, with_password: bool) -> None:
+    """Print the URL of the config's store: store.url, or the embedded store's unix socket
+    when the config has none (what `redis-cli -s` or a client of your own connects to)."""
+    ctx = click.get_current_context()
+    ctx.obj = {"config": config}
+    url = _config(ctx).store_url
+    from .flow.urls import redact
+
+    click.echo(url if with_password else redact(url))

@@ -52,6 +52,7 @@ from ferricflowd.confschema import (
     positive,
 )
 from ferricflowd.flow.errors import ConfigError
+from ferricflowd.flow.policy import BACKOFFS, RetryPolicy
 
 if TYPE_CHECKING:  # flow.client pulls in redis-py: only the processes that talk to Redis load it
     from ferricflowd.flow.client import FlowClient
@@ -155,6 +156,22 @@ class GroupConfig:
     claim_values: tuple[str, ...]
     value_max_bytes: int | None
     timeout_s: float | None = None  # a handler's time limit; None: none
+    # The retry policy of the group's states, where the TOML sets one (None: not set).
+    max_retries: int | None = None
+    backoff: str | None = None
+    backoff_base_ms: int | None = None
+    backoff_max_ms: int | None = None
+    max_crashes: int | None = None
+    exhausted_to: str | None = None
+
+    def retry_policy(self) -> RetryPolicy | None:
+        """The RetryPolicy its TOML sets for its states (unset fields: RetryPolicy's
+        defaults), or None when it sets none (the code's, or the engine's, applies)."""
+        fields = {"max_retries": self.max_retries, "backoff": self.backoff,
+                  "base_ms": self.backoff_base_ms, "max_ms": self.backoff_max_ms,
+                  "max_crashes": self.max_crashes, "exhausted_to": self.exhausted_to}
+        chosen = {k: v for k, v in fields.items() if v is not None}
+        return RetryPolicy(**chosen) if chosen else None
 
 
 @dataclass(frozen=True)
@@ -300,6 +317,10 @@ def _unset_zero(size: int) -> int | None:
     return size or None
 
 
+def _opt_ms(seconds: float | None) -> int | None:
+    return None if seconds is None else _ms(seconds)
+
+
 # fmt: off
 S = Setting
 SETTINGS: tuple[Setting, ...] = (
@@ -392,6 +413,21 @@ SETTINGS: tuple[Setting, ...] = (
       "policy, an async handler is cancelled, a hung thread's worker is replaced. "
       "Off by default; a workflow state's own timeout= wins.", positive("s"),
       "timeout_s", inherit=True),
+    # The retry policy of the group's states (a queue group has no code to declare it in);
+    # each unset field keeps RetryPolicy's default, and with none set the code's applies.
+    S("group", "max_retries", INTEGER, None, "Retries before a Flow is exhausted.",
+      at_least(0), inherit=True),
+    S("group", "backoff", WORD, None, "exponential, linear, fixed or none.",
+      one_of(*BACKOFFS), inherit=True),
+    S("group", "backoff_base", OPT_DURATION, None, "The first retry's delay.", at_least(0, "s"),
+      "backoff_base_ms", _opt_ms, inherit=True),
+    S("group", "backoff_max", OPT_DURATION, None, "The longest retry delay.", at_least(0, "s"),
+      "backoff_max_ms", _opt_ms, inherit=True),
+    S("group", "max_crashes", INTEGER, None,
+      "Worker deaths in a handler before the Flow fails as a poison pill.", at_least(0),
+      inherit=True),
+    S("group", "exhausted_to", OPT_STRING, None,
+      'State of a Flow out of retries (default "failed").', _check_name, inherit=True),
 )
 del S
 # fmt: on

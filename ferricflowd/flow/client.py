@@ -528,12 +528,15 @@ class FlowClient(Reads, Browse, Admin, Upkeep):
         raise_item(self._call("put_value", p, ["", flow_id, pack_values(vals),
                                                "1" if override else "0"]), flow_id)
 
-    def register_policy(self, type: str, policy: RetryPolicy,
+    def register_policy(self, type: str, policy: RetryPolicy | None,
                         per_state: Mapping[str, RetryPolicy] | None = None) -> None:
-        """Store the RetryPolicy of a type (and per-state overrides) in every partition."""
+        """Store the RetryPolicy of a type (and per-state overrides) in every partition;
+        `policy` None leaves the type's default as it is."""
         check_name("type", type)
-        fields = {"*": policy.to_json()}
+        fields = {"*": policy.to_json()} if policy is not None else {}
         fields.update({check_name("state", s): p.to_json() for s, p in (per_state or {}).items()})
+        if not fields:
+            return
         flat = field_pairs(fields, fields.values())
         self.store.batch([("HSET", self.keys.policy(p, type), *flat)
                           for p in range(self.keys.partitions)])

@@ -204,6 +204,11 @@ class WorkerProcess:
         except ConfigError as exc:
             raise BootError(exitcodes.BOOT_CONFIG, str(exc)) from None
         setup_logging(self.config.daemon.log_format, self.config.daemon.log_level)
+        # Handlers resolve from the working directory (first on sys.path, as for any
+        # `python -m`), PYTHONPATH, then the config file's own directory: a config kept
+        # beside its app works from any directory, in `run` and `check` alike.
+        if str(self.config.path.parent) not in sys.path:
+            sys.path.append(str(self.config.path.parent))
         for module in self.config.daemon.imports:
             import_object(module, self.group_name, "daemon.imports module")
         return self.group
@@ -251,6 +256,11 @@ class WorkerProcess:
             # applies the same one for this daemon's Flows as for the producers'.
             try:
                 workflow.register()
+            except StoreError as exc:
+                raise BootError(exitcodes.STORE_UNREACHABLE, f"store unreachable: {exc}") from None
+        if (policy := group.retry_policy()) is not None:  # the TOML's, for this group's states
+            try:
+                client.register_policy(group.type, None, {s: policy for s in group.states})
             except StoreError as exc:
                 raise BootError(exitcodes.STORE_UNREACHABLE, f"store unreachable: {exc}") from None
         return Runner(

@@ -23,3 +23,8 @@ def kit(job: object) -> object:
     if job.state == "new":  # type: ignore[attr-defined]
         return transition("next")
     return complete()
+
+
+def boom(job: object) -> object:
+    """Always raises: retried under the group's policy until it is exhausted."""
+    raise RuntimeError("boom")
