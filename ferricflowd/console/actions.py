@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -74,6 +75,16 @@ async def authorize(console: Console, request: Request, fields: dict[str, list[s
                                   _one(fields, "csrf"))
 
 
+async def permitted(console: Console, request: Request, action: str | None = None,
+                    known: Collection[str] = ()) -> tuple[dict[str, list[str]], Grant]:
+    """The form of a request that may act (with `action`: one of `known`); Denied otherwise
+    (404 for an unknown action, authorize()'s 401 and 403)."""
+    if action is not None and action not in known:
+        raise Denied(404, f"no action {action!r}")
+    fields = await form(request)
+    return fields, await authorize(console, request, fields)
+
+
 def denied(console: Console, request: Request, exc: Denied, scripted: bool) -> Response:
     if scripted:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
@@ -96,10 +107,7 @@ async def _flow_action(console: Console, request: Request, flow_id: str,
                        action: str) -> Response:
     scripted = "authorization" in request.headers
     try:
-        if action not in FLOW_ACTIONS:
-            raise Denied(404, f"no action {action!r}")
-        fields = await form(request)
-        grant = await authorize(console, request, fields)
+        fields, grant = await permitted(console, request, action, FLOW_ACTIONS)
     except Denied as exc:
         return denied(console, request, exc, scripted)
     try:
@@ -144,8 +152,7 @@ async def bulk(console: Console, request: Request) -> Response:
     type_, state = request.path_params["type"], request.path_params["state"]
     scripted = "authorization" in request.headers
     try:
-        fields = await form(request)
-        await authorize(console, request, fields)
+        fields, _ = await permitted(console, request)
     except Denied as exc:
         return denied(console, request, exc, scripted)
     plan = {"action": _one(fields, "action"), "scope": _one(fields, "scope", "selected"),
@@ -224,8 +231,7 @@ def _start_job(console: Console, type_: str, state: str, plan: dict[str, Any], c
 async def stop_job(console: Console, request: Request) -> Response:
     scripted = "authorization" in request.headers
     try:
-        fields = await form(request)
-        await authorize(console, request, fields)
+        fields, _ = await permitted(console, request)
     except Denied as exc:
         return denied(console, request, exc, scripted)
     job = console.jobs.get(request.path_params["job_id"])

@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from ferricflowd.flow.errors import FerricflowdError, ScheduleNotFound
 
-from .actions import authorize, denied, form
+from .actions import denied, permitted
 from .auth import Denied
 
 if TYPE_CHECKING:
@@ -68,10 +68,7 @@ async def schedule_action(console: Console, request: Request) -> Response:
     name, action = request.path_params["name"], request.path_params["action"]
     scripted = "authorization" in request.headers
     try:
-        if action not in ACTIONS:
-            raise Denied(404, f"no action {action!r}")
-        fields = await form(request)
-        await authorize(console, request, fields)
+        await permitted(console, request, action, ACTIONS)
     except Denied as exc:
         return denied(console, request, exc, scripted)
     calls = console.client.schedules

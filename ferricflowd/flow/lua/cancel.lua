@@ -21,9 +21,7 @@ for i = 0, n - 1 do
   elseif r[STATE] == 'running' and (r[TOKEN] ~= ARGV[a + 2] or dec(r[FENCE]) ~= ARGV[a + 3]) then
     st = 'ERR stale flow lease'
   else
-    local reason = ARGV[a + 1]
-    finish(r, 'cancelled', 'cancel', ERROR, reason, EV_CANCELLED, reason)
-    cascade_cancel(r, 'parent cancelled')
+    cancel_flow(r, ARGV[a + 1])
     st = 'ok'
   end
   out[#out + 1] = st

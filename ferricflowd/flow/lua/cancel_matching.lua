@@ -28,9 +28,7 @@ for i = 0, n - 1 do
   elseif r[STATE] == 'running' and (r[DEADLINE] or 0) > now then st = 'ERR flow is leased'
   else
     if r[STATE] == 'running' then set(r, FENCE, (r[FENCE] or 0) + 1) end
-    local reason = ARGV[a + 1]
-    finish(r, 'cancelled', 'cancel', ERROR, reason, EV_CANCELLED, reason)
-    cascade_cancel(r, 'parent cancelled')
+    cancel_flow(r, ARGV[a + 1])
     st = 'ok'
   end
   out[#out + 1] = st

@@ -90,9 +90,7 @@ local function occur(s, due, run_at, how)
       s.buffered, s.buffered_run = str(due), str(run_at)
       return note(s, 'buffered', due, prev[ID])
     elseif prev and s.overlap == 'cancel_other' then
-      local reason = 'schedule ' .. s.name .. ': overlapped by its occurrence ' .. str(due)
-      finish(prev, 'cancelled', 'cancel', ERROR, reason, EV_CANCELLED, reason)
-      cascade_cancel(prev, 'parent cancelled')
+      cancel_flow(prev, 'schedule ' .. s.name .. ': overlapped by its occurrence ' .. str(due))
       note(s, 'cancelled', due, prev[ID])
     end
   end

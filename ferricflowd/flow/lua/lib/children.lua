@@ -107,3 +107,9 @@ cascade_cancel = function(p, reason)
     end
   end
 end
+
+-- Cancel a Flow with `reason` in its history, and its unfinished children with it.
+local function cancel_flow(r, reason)
+  finish(r, 'cancelled', 'cancel', ERROR, reason, EV_CANCELLED, reason)
+  cascade_cancel(r, 'parent cancelled')
+end
