@@ -114,12 +114,17 @@ def _run(ctx: click.Context, fn: Callable[[FlowClient], Any]) -> Any:
         ctx.exit(exitcodes.CONFIG)
 
 
+# The client API's argument names that its CLI commands call otherwise.
+_API_TO_CLI = {"id": "flow_id", "signal": "name"}
+
+
 def _said(ctx: click.Context, exc: Exception) -> str:
     """An error as the person at the terminal should read it: the argument named as they
     typed it (`--if-state`, `TYPE`, not `if_state`), and no wire prefix (`ERR `)."""
     text = str(exc)
     if isinstance(exc, InvalidArgument):
-        param = next((p for p in ctx.command.params if p.name == exc.argument), None)
+        name = _API_TO_CLI.get(exc.argument, exc.argument)
+        param = next((p for p in ctx.command.params if p.name == name), None)
         if param is not None:
             shown = param.opts[0] if isinstance(param, click.Option) else (
                 param.human_readable_name)

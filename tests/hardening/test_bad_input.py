@@ -408,18 +408,19 @@ def test_odd_ids_through_the_cli(ctx: Ctx, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("args", "argument"), [
-    (["enqueue", "bad type", "x"], "type"),
-    (["enqueue", T, ""], "id"),
-    (["enqueue", T, "x" * 8193], "id"),
-    (["enqueue", T, "x", "--state", "running"], "state"),
-    (["get", ""], "flow_id"),
-    (["history", "x", "--count", "0"], "count"),
-    (["signal", "x", "not a name"], "signal"),
-    (["signal", "x", "go", "--to", "completed", "--if-state", "queued"], "transition_to"),
+    (["enqueue", "bad type", "x"], "TYPE: "),
+    (["enqueue", T, ""], "FLOW_ID: "),
+    (["enqueue", T, "x" * 8193], "FLOW_ID: "),
+    (["enqueue", T, "x", "--state", "running"], "--state: "),
+    (["get", ""], "FLOW_ID: "),
+    (["history", "x", "--count", "0"], "--count"),
+    (["signal", "x", "not a name"], "NAME: "),
+    (["signal", "x", "go", "--to", "completed", "--if-state", "queued"], "--to: "),
 ], ids=["type", "empty-id", "8KiB-id", "reserved-state", "get-empty", "count", "signal-name",
         "signal-to"])
 def test_bad_input_through_the_cli_exits_2_naming_the_argument(
         ctx: Ctx, tmp_path: Path, args: list[str], argument: str) -> None:
+    """Named as the person typed it: the flag or the argument's metavar (issue 17, item 11)."""
     result = run_many([[*args, "--url", ctx.url, "--namespace", ctx.fc.namespace]],
                       cwd=tmp_path)[0]
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
