@@ -11,30 +11,30 @@ running in a handler at a death count a crash; the ones the worker held but neve
 are released without blame; after a hang, only the Flows past their time limit are blamed
 (else the longest-running one).
 
-Slot layout (little-endian): seq u32 (odd while being written), started f64 (Unix time,
-0 = empty), limit f64 (the state's timeout in seconds, 0 = none), SHA-1 of the Flow id (20
-bytes), state length u8, state (128 bytes). A slot whose seq is odd was torn by the death:
-its handler had not started yet, or had already returned, so it counts as empty.
+Slot layout (little-endian): started f64 (Unix time; 0 = empty), limit f64 (the state's
+timeout in seconds, 0 = none), SHA-1 of the Flow id (20 bytes), state length u8, state (128
+bytes). A handler's start writes the rest of the slot, then `started` (one aligned 8-byte
+store, so a death never leaves half of it); its end zeroes `started`. A slot is therefore
+either empty or names the Flow whose handler was running, whenever the process died.
 """
 
 from __future__ import annotations
 
-import hashlib
 import mmap
 import os
 import struct
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from hashlib import sha1
 from pathlib import Path
 from typing import Any
 
 __all__ = ["InHandler", "RunBoard", "blame", "board_path", "read_board"]
 
-_SEQ = struct.Struct("<I")
-_BODY = struct.Struct("<dd20sB128s")
-_STARTED = struct.Struct("<d")
-STRIDE = 176  # _SEQ.size + _BODY.size = 169, rounded up
+_STARTED = struct.Struct("<d")  # at the slot's start: 8-byte aligned, as STRIDE is
+_REST = struct.Struct("<d20sB128s")
+STRIDE = 168  # _STARTED.size + _REST.size = 165, rounded up to a multiple of 8
 
 
 def board_path(data_dir: Path, pid: int) -> Path:
@@ -64,26 +64,16 @@ class RunBoard:
             os.close(fd)
         self.path = path
         self.slots = slots
-        self._seq = [0] * slots
         self._limits = {s: float(t) for s, t in timeouts.items() if t}
 
     def begin(self, slot: int, job: Any) -> None:
-        off, seq = slot * STRIDE, self._seq[slot]
-        state = job.state.encode()
-        _SEQ.pack_into(self._map, off, seq + 1)
-        _BODY.pack_into(self._map, off + 4, time.time(),  # wall clock: read by another process
-                        self._limits.get(job.state, 0.0),
-                        hashlib.sha1(job.id.encode("utf-8", "surrogatepass")).digest(),
-                        len(state), state)
-        _SEQ.pack_into(self._map, off, seq + 2)
-        self._seq[slot] = seq + 2
+        off, state = slot * STRIDE, job.state.encode()
+        _REST.pack_into(self._map, off + 8, self._limits.get(job.state, 0.0),
+                        sha1(job.id.encode("utf-8", "surrogatepass")).digest(), len(state), state)
+        _STARTED.pack_into(self._map, off, time.time())  # wall clock: read by another process
 
     def end(self, slot: int) -> None:
-        off, seq = slot * STRIDE, self._seq[slot]
-        _SEQ.pack_into(self._map, off, seq + 1)
-        _STARTED.pack_into(self._map, off + 4, 0.0)
-        _SEQ.pack_into(self._map, off, seq + 2)
-        self._seq[slot] = seq + 2
+        _STARTED.pack_into(self._map, slot * STRIDE, 0.0)
 
     def close(self) -> None:
         self._map.close()
@@ -100,9 +90,9 @@ def read_board(path: Path, *, remove: bool = True) -> list[InHandler] | None:
         path.unlink(missing_ok=True)
     running = []
     for off in range(0, len(data) - STRIDE + 1, STRIDE):
-        (seq,) = _SEQ.unpack_from(data, off)
-        started, limit, digest, size, state = _BODY.unpack_from(data, off + 4)
-        if seq % 2 == 0 and started:
+        (started,) = _STARTED.unpack_from(data, off)
+        limit, digest, size, state = _REST.unpack_from(data, off + 8)
+        if started:
             running.append(InHandler(digest, state[:size].decode(), started, limit))
     return running
 

@@ -7,7 +7,14 @@ import hashlib
 from pathlib import Path
 from types import SimpleNamespace
 
-from ferricflowd.worker.runboard import InHandler, RunBoard, blame, board_path, read_board
+from ferricflowd.worker.runboard import (
+    STRIDE,
+    InHandler,
+    RunBoard,
+    blame,
+    board_path,
+    read_board,
+)
 
 
 def _job(flow_id: str, state: str = "send") -> SimpleNamespace:
@@ -35,13 +42,15 @@ def test_the_board_shows_the_handlers_running_at_the_end(tmp_path: Path) -> None
     assert read_board(path) is None  # removed once read
 
 
-def test_a_slot_torn_by_the_death_counts_as_empty(tmp_path: Path) -> None:
+def test_a_slot_whose_start_was_not_written_counts_as_empty(tmp_path: Path) -> None:
+    """A death between the two stores of begin(): the Flow is named, `started` not yet."""
     path = board_path(tmp_path, 1)
-    board = RunBoard(path, 1, {})
+    board = RunBoard(path, 2, {})
     board.begin(0, _job("a"))
-    board._map[0:4] = (3).to_bytes(4, "little")  # seq odd: the death came mid-write
+    board.begin(1, _job("b"))
+    board._map[STRIDE:STRIDE + 8] = bytes(8)  # slot 1: `started` still 0
     board.close()
-    assert read_board(path) == []
+    assert [r.digest for r in read_board(path) or []] == [_sha("a")]
 
 
 def test_a_crash_blames_every_handler_a_hang_only_the_late_one() -> None:
