@@ -52,7 +52,7 @@ class DataDirLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
-        # Run boards a previous daemon's workers left (worker/runboard.py): a new worker
+        # Run boards a previous daemon's workers left (runboard.py): a new worker
         # with a recycled pid must not be judged by an old one's.
         shutil.rmtree(self.data_dir / "running", ignore_errors=True)
 

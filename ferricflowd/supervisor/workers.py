@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ferricflowd import exitcodes
 from ferricflowd.config import Config, GroupConfig
-from ferricflowd.worker.runboard import blame, board_path, read_board
+from ferricflowd.runboard import blame, board_path, read_board
 
 if TYPE_CHECKING:
     from ferricflowd.supervisor.groups import GroupState

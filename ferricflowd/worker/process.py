@@ -50,8 +50,8 @@ from ferricflowd.metrics import (
     worker_metrics,
 )
 from ferricflowd.procenv import SUPERVISOR_PID_ENV
+from ferricflowd.runboard import RunBoard, board_path
 from ferricflowd.worker.reporting import ControlChannel, InFlight
-from ferricflowd.worker.runboard import RunBoard, board_path
 
 if TYPE_CHECKING:
     from ferricflowd.flow.runner import OutcomeEvent

@@ -1,4 +1,4 @@
-"""The run board (worker/runboard.py): what a worker writes as its handlers start and end is
+"""The run board (runboard.py): what a worker writes as its handlers start and end is
 what the supervisor reads back after the worker is gone, and whom a death blames."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 from types import SimpleNamespace
 
-from ferricflowd.worker.runboard import (
+from ferricflowd.runboard import (
     STRIDE,
     InHandler,
     RunBoard,

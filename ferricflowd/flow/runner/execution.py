@@ -36,7 +36,7 @@ Handler = Callable[[Job], Any]
 
 
 class HandlerBoard(Protocol):
-    """Notes which job each handler slot runs (the daemon's run board, worker/runboard.py):
+    """Notes which job each handler slot runs (the daemon's run board, runboard.py):
     begin(slot, job) just before a handler starts, end(slot) once it has returned."""
 
     def begin(self, slot: int, job: Job) -> None: ...
