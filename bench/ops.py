@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,15 @@ class _Live:
                 self.topped_up += 1
             self.stop.wait(max(0.0, 1.0 - (time.monotonic() - self.samples[-1][0])))
 
+    def wait_for(self, ready: Callable[[list[tuple[float, int]]], bool],
+                 timeout: float = 120.0) -> None:
+        """Until `ready(samples)` (the daemons booted, a window has its samples)."""
+        deadline = time.monotonic() + timeout
+        while not ready(list(self.samples)):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the live load made no progress; see the daemons' logs")
+            time.sleep(0.1)
+
     def rate(self, start: float, end: float) -> float:
         inside = [(t, n) for t, n in self.samples if start <= t <= end]
         if len(inside) < 2:
@@ -220,9 +230,13 @@ def bench_requeue(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         live_load = _Live(fc, max(1, args.backlog // 20))
         try:
             live_load.thread.start()
+            # The warm-up counts from the daemons' first completions: a cold start (a fresh
+            # checkout compiles every module) can take longer than the warm-up itself.
+            live_load.wait_for(lambda s: bool(s) and s[-1][1] > 0)
             time.sleep(args.warmup)
             base_start = time.monotonic()
             time.sleep(args.baseline)
+            live_load.wait_for(lambda s: sum(t >= base_start for t, _ in s) >= 2)
             run_start = time.monotonic()
             reports, code = _requeue(server.url, args.rate, args.interrupt_at, fc, args.flows)
             run_end = time.monotonic()
