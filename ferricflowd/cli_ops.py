@@ -247,7 +247,14 @@ def get(ctx: click.Context, flow_id: str, values: str, partition_key: str | None
         click.echo(f"ferricflowd: flow {flow_id!r} not found", err=True)
         ctx.exit(exitcodes.FAILURE)
     data = _record(rec)
-    _emit(ctx, data, lambda: [f"{k:16} {v}" for k, v in data.items() if v not in (None, {})])
+    _emit(ctx, data, lambda: [_field(k, v) for k, v in data.items() if v not in (None, {})])
+
+
+def _field(key: str, value: Any) -> str:
+    """One line of `get`: times in ISO 8601 for people (`--json` keeps the epoch ms)."""
+    if key.endswith("_ms") and isinstance(value, int):
+        return f"{key.removesuffix('_ms'):16} {_iso(value)}"
+    return f"{key:16} {value}"
 
 
 @click.command()

@@ -27,6 +27,12 @@ def test_history_of_a_missing_flow_exits_1_and_times_are_iso(redis_server, names
                      re.M), shown.stdout
     as_json = run_cli("history", *opts, "--json", "h1", cwd=tmp_path)
     assert isinstance(json.loads(as_json.stdout)[0]["at_ms"], int)
+    got = run_cli("get", *opts, "h1", cwd=tmp_path)
+    assert re.search(r"^created_at +\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", got.stdout,
+                     re.M), got.stdout
+    assert "_ms" not in got.stdout, got.stdout
+    got_json = json.loads(run_cli("get", *opts, "--json", "h1", cwd=tmp_path).stdout)
+    assert isinstance(got_json["created_at_ms"], int)
 
 
 def test_cli_errors_name_the_flag_as_typed_without_the_wire_prefix(redis_server, namespace,
