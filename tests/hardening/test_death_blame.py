@@ -68,7 +68,7 @@ def test_a_hang_blames_the_flow_past_its_limit_not_its_neighbour(start_daemon: A
     daemon = start_daemon(
         {"gil": {"type": "gil", "states": ["nap", "spin"], "handler": f"{BLAME}:gil",
                  "processes": 1, "concurrency": 2}},
-        daemon={"heartbeat_timeout": "2s"}, env={"FF_TEST_MARKERS": str(markers)},
+        daemon={"heartbeat_timeout": "3s"}, env={"FF_TEST_MARKERS": str(markers)},
     )  # fmt: skip
     fc = daemon.client
     fc.create("nap-1", "gil", "nap", b"")
