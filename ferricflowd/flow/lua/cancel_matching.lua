@@ -18,12 +18,8 @@ local out = {}
 for i = 0, n - 1 do
   local a = 3 + i * 4
   local r = load(ARGV[a])
-  local st
-  if not r then st = 'ERR flow not found'
-  elseif ARGV[a + 3] ~= '' and r[VER] ~= tonumber(ARGV[a + 3]) then st = 'ERR flow stale version'
-  elseif ARGV[a + 2] ~= ''
-      and not string.find(',' .. ARGV[a + 2] .. ',', ',' .. r[STATE] .. ',', 1, true) then
-    st = 'ERR flow state mismatch'
+  local st = not r and 'ERR flow not found' or changed_since(r, ARGV[a + 2], ARGV[a + 3])
+  if st then -- refused: no such Flow, or it changed since the caller looked
   elseif TERMINAL[r[STATE]] then st = 'ERR flow is terminal'
   elseif r[STATE] == 'running' and (r[DEADLINE] or 0) > now then st = 'ERR flow is leased'
   else

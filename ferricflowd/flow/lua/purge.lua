@@ -16,10 +16,8 @@ for i = 0, n - 1 do
   local a = 3 + i * 3
   local id = ARGV[a]
   local r = load(id)
-  local st
-  if not r then st = 'ERR flow not found'
-  elseif ARGV[a + 2] ~= '' and r[VER] ~= tonumber(ARGV[a + 2]) then st = 'ERR flow stale version'
-  elseif ARGV[a + 1] ~= '' and r[STATE] ~= ARGV[a + 1] then st = 'ERR flow state mismatch'
+  local st = not r and 'ERR flow not found' or changed_since(r, ARGV[a + 1], ARGV[a + 2])
+  if st then -- refused: no such Flow, or it changed since the caller looked
   elseif not TERMINAL[r[STATE]] then st = 'ERR flow wrong state'
   else
     redis.call('DEL', kflow(id), kpayload(id), khistory(id), kvalues(id), kchildren(id))

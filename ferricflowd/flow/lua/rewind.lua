@@ -91,12 +91,9 @@ end
 
 local function check(r, a)
   if not r then return 'ERR flow not found' end
-  if ARGV[a + 8] ~= '' and r[VER] ~= tonumber(ARGV[a + 8]) then return 'ERR flow stale version' end
-  local st = r[STATE]
-  if ARGV[a + 7] ~= '' and not string.find(',' .. ARGV[a + 7] .. ',', ',' .. st .. ',', 1, true) then
-    return 'ERR flow state mismatch'
-  end
-  if st == 'running' and (r[DEADLINE] or 0) > now then return 'ERR flow is leased' end
+  local changed = changed_since(r, ARGV[a + 7], ARGV[a + 8])
+  if changed then return changed end
+  if r[STATE] == 'running' and (r[DEADLINE] or 0) > now then return 'ERR flow is leased' end
   return family(r)
 end
 

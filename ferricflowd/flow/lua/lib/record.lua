@@ -224,6 +224,16 @@ local function flush()
 end
 
 -- A Flow's state as its handler sees it: a running Flow is in the state it was leased in.
+-- An operator command's guard: the Flow is still as the caller saw it. `if_version` '' = any
+-- version; `if_states` a comma-separated list of states, '' = any. An error reply, or nil.
+local function changed_since(r, if_states, if_version)
+  if if_version ~= '' and r[VER] ~= tonumber(if_version) then return 'ERR flow stale version' end
+  if if_states ~= '' and not string.find(',' .. if_states .. ',', ',' .. r[STATE] .. ',', 1, true)
+  then
+    return 'ERR flow state mismatch'
+  end
+end
+
 local function logical_state(r)
   if r[STATE] == 'running' then return r[RUN_STATE] end
   return r[STATE]
