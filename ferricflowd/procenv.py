@@ -1,4 +1,5 @@
-"""The environment of a worker process, built in one place.
+"""The supervisor's child processes: the environment of a worker, built in one place, and
+the end of a helper process (`terminate`).
 
 The supervisor starts workers with it (supervisor/workers.py) and `ferricflowd check` starts
 its handler-import checks with it (cli.py), so both find the same modules: a check that
@@ -8,11 +9,14 @@ passes means the workers import the same code. The worker reads SUPERVISOR_PID_E
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["SUPERVISOR_PID_ENV", "pythonpath", "worker_env"]
+__all__ = ["SUPERVISOR_PID_ENV", "pythonpath", "terminate", "worker_env"]
 
 SUPERVISOR_PID_ENV = "FERRICFLOWD_SUPERVISOR_PID"
 # systemd's variables are for the main process only; a worker must not notify in its place.
@@ -40,3 +44,18 @@ def worker_env(
     env.update(extra or {})
     env["PYTHONPATH"] = pythonpath(env.get("PYTHONPATH"))
     return env
+
+
+def terminate(popen: subprocess.Popen[bytes] | None, grace_s: float, name: str) -> None:
+    """SIGTERM a helper process (the embedded store, the console) and reap it; SIGKILL it
+    after `grace_s`. Nothing to do if it is gone already."""
+    if popen is None or popen.returncode is not None:
+        return
+    popen.send_signal(signal.SIGTERM)
+    try:
+        popen.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        logging.getLogger(__name__).warning("%s pid %d ignored SIGTERM; killing it", name,
+                                            popen.pid)
+        popen.kill()
+        popen.wait()

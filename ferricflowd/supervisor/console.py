@@ -24,7 +24,7 @@ from typing import Any
 
 from ferricflowd import exitcodes
 from ferricflowd.config import Config
-from ferricflowd.procenv import SUPERVISOR_PID_ENV, worker_env
+from ferricflowd.procenv import SUPERVISOR_PID_ENV, terminate, worker_env
 from ferricflowd.supervisor.groups import GroupState
 from ferricflowd.supervisor.workers import Worker
 
@@ -115,15 +115,7 @@ class ConsoleProcess:
     def stop(self) -> None:
         """SIGTERM, SIGKILL after STOP_GRACE_S; reaps the process itself (the loop is over)."""
         popen, self.popen = self.popen, None
-        if popen is None or popen.returncode is not None:
-            return
-        popen.send_signal(signal.SIGTERM)
-        try:
-            popen.wait(STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            log.warning("console pid %d ignored SIGTERM; killing it", popen.pid)
-            popen.kill()
-            popen.wait()
+        terminate(popen, STOP_GRACE_S, "console")
 
     def status(self) -> dict[str, Any]:
         return {"listen": self.config.console.listen, "pid": self.pid,

@@ -19,6 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from ferricflowd.procenv import terminate
+
 __all__ = ["EmbeddedStore", "EmbeddedStoreError", "RedisServerMissing"]
 
 log = logging.getLogger(__name__)
@@ -106,15 +108,7 @@ class EmbeddedStore:
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM (redis fsyncs the AOF and exits), then SIGKILL after `timeout_s`."""
         popen, self.popen = self.popen, None
-        if popen is None or popen.returncode is not None:
-            return
-        popen.send_signal(signal.SIGTERM)
-        try:
-            popen.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("embedded redis-server pid %d ignored SIGTERM; killing it", popen.pid)
-            popen.kill()
-            popen.wait()
+        terminate(popen, timeout_s, "embedded redis-server")
 
     def _wait_ready(self) -> None:
         assert self.popen is not None

@@ -205,18 +205,14 @@ class Execution:
                 continue
             if board is not None:
                 board.begin(index, job)
-            if job.state not in timeouts:  # no limit: nothing for the watchdog to track
-                result = self.handle(job)
-                if board is not None:
-                    board.end(index)
-                put(result)
-                continue
-            run = next(runs)
-            running[run] = (job, monotonic(), index)
+            # A state without a limit has nothing for the watchdog to track.
+            run = next(runs) if job.state in timeouts else None
+            if run is not None:
+                running[run] = (job, monotonic(), index)
             result = self.handle(job)
             if board is not None:
                 board.end(index)
-            if running.pop(run, None) is None:  # the watchdog took it: past its limit
+            if run is not None and running.pop(run, None) is None:  # the watchdog took it
                 log.warning("flow %s %s state=%s attempt=%d: handler returned after its "
                             "timeout; its result is dropped", job.type, job.id, job.state,
                             job.attempt)
