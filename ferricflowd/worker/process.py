@@ -251,18 +251,16 @@ class WorkerProcess:
             on_handler_error=self.on_handler_error,
             on_hung=self.on_hung,
         )
-        if workflow is not None:
-            # Store the workflow's retry policy, as its own .worker() would, so the engine
-            # applies the same one for this daemon's Flows as for the producers'.
-            try:
+        # Store the workflow's retry policy, as its own .worker() would, so the engine applies
+        # the same one for this daemon's Flows as for the producers'; then the TOML's, which
+        # wins for this group's states.
+        try:
+            if workflow is not None:
                 workflow.register()
-            except StoreError as exc:
-                raise BootError(exitcodes.STORE_UNREACHABLE, f"store unreachable: {exc}") from None
-        if (policy := group.retry_policy()) is not None:  # the TOML's, for this group's states
-            try:
+            if (policy := group.retry_policy()) is not None:
                 client.register_policy(group.type, None, {s: policy for s in group.states})
-            except StoreError as exc:
-                raise BootError(exitcodes.STORE_UNREACHABLE, f"store unreachable: {exc}") from None
+        except StoreError as exc:
+            raise BootError(exitcodes.STORE_UNREACHABLE, f"store unreachable: {exc}") from None
         return Runner(
             client, type=group.type, states=list(group.states),
             handlers={s: self._instrument(s, fn) for s, fn in loaded.handlers.items()},

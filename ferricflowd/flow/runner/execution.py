@@ -263,15 +263,16 @@ class Execution:
     async def _handle_async(self, job: Job) -> None:
         """handle() for an `async def` handler, on the loop; the result goes to the flusher."""
         board = self.board
-        slot = self._async_slots.pop() if board is not None else 0
-        if board is not None:
-            board.begin(slot, job)
+        if board is None:
+            self.outcomes.put(await self._run_async(job))
+            return
+        slot = self._async_slots.pop()
+        board.begin(slot, job)
         try:
             result = await self._run_async(job)
         finally:
-            if board is not None:
-                board.end(slot)
-                self._async_slots.append(slot)
+            board.end(slot)
+            self._async_slots.append(slot)
         self.outcomes.put(result)
 
     async def _run_async(self, job: Job) -> tuple[Job, Outcome | None, float]:
