@@ -3,30 +3,22 @@ children finishing first, across partitions through the outbox, and their create
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from ferricflowd import ChildSpec, FlowClient, StaleLease, complete, fail, transition
-from ferricflowd.flow.records import Job
-from tests.engine.calls import T, claim_jobs, claim_one, key_in_other_partition
+from tests.engine.calls import (
+    T,
+    claim_jobs,
+    claim_one,
+    key_in_other_partition,
+    parent_with_children,
+)
 from tests.helpers import events
-
-
-def _parent_with_children(fc: FlowClient, n: int, **spawn: Any) -> list[Job]:
-    fc.create("parent", T, "split")
-    job = claim_one(fc, "split")
-    job.flow.spawn_children([ChildSpec(id=f"kid-{i}", type="kid") for i in range(n)],
-                            wait_state="merge", **spawn)
-    assert fc.apply_outcome(job, transition("waiting")) == b"ok"
-    kids = sorted(claim_jobs(fc, ["queued"], n, "kid"), key=lambda j: j.id)
-    assert len(kids) == n
-    return kids
 
 
 def test_spawn_wait_any(flow_client: FlowClient) -> None:
     fc = flow_client
-    kids = _parent_with_children(fc, 3, wait="any")
+    kids = parent_with_children(fc, 3, wait="any")
     assert fc.apply_outcome(kids[1], complete(b"first")) == b"ok"
     parent = fc.get("parent")
     assert parent is not None and parent.state == "merge" and parent.next_run_at_ms is not None
@@ -39,7 +31,7 @@ def test_spawn_wait_any(flow_client: FlowClient) -> None:
 
 def test_spawn_any_all_failed_fails_parent(flow_client: FlowClient) -> None:
     fc = flow_client
-    kids = _parent_with_children(fc, 2, wait="any")
+    kids = parent_with_children(fc, 2, wait="any")
     fc.apply_outcome(kids[0], fail(b"x"))
     assert fc.get("parent").state == "waiting"  # type: ignore[union-attr]
     fc.apply_outcome(kids[1], fail(b"y"))
@@ -50,7 +42,7 @@ def test_spawn_any_all_failed_fails_parent(flow_client: FlowClient) -> None:
 
 def test_child_failure_fails_parent_and_cancels_siblings(flow_client: FlowClient) -> None:
     fc = flow_client
-    kids = _parent_with_children(fc, 3)
+    kids = parent_with_children(fc, 3)
     assert fc.apply_outcome(kids[0], complete()) == b"ok"
     assert fc.apply_outcome(kids[1], fail(b"broken")) == b"ok"
     parent = fc.get("parent")
@@ -64,7 +56,7 @@ def test_child_failure_fails_parent_and_cancels_siblings(flow_client: FlowClient
 
 def test_child_failure_ignored(flow_client: FlowClient) -> None:
     fc = flow_client
-    kids = _parent_with_children(fc, 3, on_child_failed="ignore")
+    kids = parent_with_children(fc, 3, on_child_failed="ignore")
     fc.apply_outcome(kids[0], fail(b"broken"))
     fc.apply_outcome(kids[1], complete(b"ok"))
     assert fc.get("parent").state == "waiting"  # type: ignore[union-attr]

@@ -27,7 +27,7 @@ from ferricflowd import (
     transition,
 )
 from ferricflowd.flow.records import Job
-from ferricflowd.flow.wire import LeaseRequest
+from tests.engine.calls import claim_jobs, claim_one, parent_with_children
 from tests.helpers import assert_versions, events, wait_for
 
 T = "rw"
@@ -35,12 +35,11 @@ T = "rw"
 
 def _claim(fc: FlowClient, state: str = "queued", type: str = T, limit: int = 100,
            lease_ms: int = 60_000) -> list[Job]:
-    return fc.claim(type, LeaseRequest("w", [state], lease_ms), limit=limit).jobs
+    return claim_jobs(fc, [state], limit, type, lease_ms=lease_ms)
 
 
 def _one(fc: FlowClient, state: str = "queued", type: str = T, lease_ms: int = 60_000) -> Job:
-    [job] = _claim(fc, state, type, 1, lease_ms)
-    return job
+    return claim_one(fc, state, type, lease_ms)
 
 
 def _server_ms(fc: FlowClient) -> int:
@@ -172,18 +171,9 @@ def test_a_parked_or_due_flow_can_be_moved(flow_client: FlowClient) -> None:
 # -- parents and children --------------------------------------------------------------------
 
 
-def _family(fc: FlowClient, n: int, **spawn: Any) -> list[Job]:
-    fc.create("parent", T, "split")
-    job = _one(fc, "split")
-    job.flow.spawn_children([ChildSpec(id=f"kid-{i}", type="kid") for i in range(n)],
-                            wait_state="merge", **spawn)
-    assert fc.apply_outcome(job, transition("waiting")) == b"ok"
-    return sorted(_claim(fc, "queued", "kid", n), key=lambda j: j.id)
-
-
 def test_a_parent_with_open_children_is_refused(flow_client: FlowClient) -> None:
     fc = flow_client
-    _family(fc, 2)
+    parent_with_children(fc, 2, T)
     with pytest.raises(FamilyConflict, match="children open"):
         fc.rewind("parent", to_state="split")
     assert fc.get("parent").state == "waiting"  # type: ignore[union-attr]
@@ -192,7 +182,7 @@ def test_a_parent_with_open_children_is_refused(flow_client: FlowClient) -> None
 def test_a_failed_child_of_an_open_group_is_requeued_and_the_group_re_resolves(
         flow_client: FlowClient) -> None:
     fc = flow_client
-    kids = _family(fc, 3, on_child_failed="ignore")
+    kids = parent_with_children(fc, 3, T, on_child_failed="ignore")
     fc.apply_outcome(kids[0], fail(b"broken"))
     fc.apply_outcome(kids[1], complete())
     parent = fc.get("parent")
@@ -214,7 +204,7 @@ def test_a_failed_child_of_an_open_group_is_requeued_and_the_group_re_resolves(
 def test_a_completed_child_of_an_open_group_counts_again_when_requeued(
         flow_client: FlowClient) -> None:
     fc = flow_client
-    kids = _family(fc, 2, wait="all")
+    kids = parent_with_children(fc, 2, T, wait="all")
     fc.apply_outcome(kids[0], complete())
     fc.rewind("kid-0", partition_key="parent")
     fc.apply_outcome(kids[1], complete())
@@ -225,7 +215,7 @@ def test_a_completed_child_of_an_open_group_counts_again_when_requeued(
 
 def test_a_child_whose_group_resolved_is_refused(flow_client: FlowClient) -> None:
     fc = flow_client
-    kids = _family(fc, 2)
+    kids = parent_with_children(fc, 2, T)
     fc.apply_outcome(kids[0], fail(b"broken"))  # fail_parent: the group fails at once
     assert fc.get("parent").state == "failed"  # type: ignore[union-attr]
     with pytest.raises(FamilyConflict, match="group resolved"):
@@ -238,7 +228,7 @@ def test_a_child_whose_group_resolved_is_refused(flow_client: FlowClient) -> Non
 
 def test_a_child_still_running_or_due_may_be_moved(flow_client: FlowClient) -> None:
     fc = flow_client
-    kids = _family(fc, 2)
+    kids = parent_with_children(fc, 2, T)
     fc.apply_outcome(kids[0], complete())
     # kid-1 is running (live lease): refused; once its lease is taken away it may move.
     with pytest.raises(FlowLeased):
